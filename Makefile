@@ -1,0 +1,43 @@
+# lrsearch front door. `make demo` and `make test` create .venv if needed and install into it.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# torch is installed first, pinned, so pip never resolves an unpinned (multi-GB CUDA) build by
+# accident. Override for your hardware, e.g.
+#   make demo TORCH_SPEC="torch --index-url https://download.pytorch.org/whl/cu128"
+# An existing torch in the venv is kept as it is.
+TORCH_SPEC ?= torch==2.13.0
+STAMP := $(VENV)/.lrsearch-installed
+
+.PHONY: install demo test test-slow test-load lint bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install -q $(TORCH_SPEC)
+	$(BIN)/pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/lrsearch run studies/quickstart.toml
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+test-slow: $(STAMP)
+	$(BIN)/python -m pytest -q -m slow
+
+test-load: $(STAMP)
+	$(BIN)/python -m pytest -q -m load
+
+lint: $(STAMP)
+	$(BIN)/ruff check lrsearch tests
+	$(BIN)/ruff format --check lrsearch tests
+	$(BIN)/mypy lrsearch
+
+bench: $(STAMP)
+	$(BIN)/lrsearch bench --quick --out bench-report
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache lrsearch.egg-info

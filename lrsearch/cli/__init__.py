@@ -1,0 +1,18 @@
+"""The ``lrsearch`` command line: thin wrappers over the library.
+
+Errors lrsearch raises on purpose (:class:`~lrsearch.errors.LrsearchError`) and bad option
+values become one line on stderr and a non-zero exit in one place (``_common.LrsearchGroup``);
+``--debug`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+from lrsearch.cli import _study, _train  # noqa: F401  (registers the commands)
+from lrsearch.cli._common import cli
+
+__all__ = ["cli", "main"]
+
+
+def main() -> None:
+    """Console-script entry point."""
+    cli(obj={}, prog_name="lrsearch")

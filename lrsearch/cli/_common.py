@@ -1,0 +1,84 @@
+"""The ``lrsearch`` group, its one place for errors, and helpers the commands share."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import click
+
+from lrsearch.errors import ConfigError, LrsearchError
+
+
+class LrsearchGroup(click.Group):
+    """A click group that turns expected errors into one line on stderr and an exit code.
+
+    :class:`LrsearchError` and click's usage errors (bad option values) both end here, so
+    every command fails the same way: ``error: <what is wrong and how to fix it>``.
+    """
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except LrsearchError as exc:
+            if (ctx.obj or {}).get("debug"):
+                raise
+            click.echo(f"error: {exc}", err=True)
+            ctx.exit(exc.exit_code)
+        except click.UsageError as exc:
+            if (ctx.obj or {}).get("debug"):
+                raise
+            hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx else ""
+            click.echo(f"error: {exc.format_message()}{hint}", err=True)
+            ctx.exit(exc.exit_code)
+
+
+@click.group(cls=LrsearchGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--debug", is_flag=True, help="Show full tracebacks instead of one-line errors.")
+@click.version_option(package_name="lrsearch")
+@click.pass_context
+def cli(ctx: click.Context, debug: bool) -> None:
+    """lrsearch: find learning-rate policies that train fast and well."""
+    ctx.ensure_object(dict)
+    ctx.obj["debug"] = debug
+
+
+def positive(name: str) -> Any:
+    """A click callback refusing values <= 0 for option ``--name``."""
+    def check(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+        if value is not None and value <= 0:
+            raise click.BadParameter(f"must be > 0, got {value}", param_hint=f"--{name}")
+        return value
+
+    return check
+
+
+def check_device(device: str) -> str:
+    """Refuse a device that is not there, in one line."""
+    import torch
+
+    if device == "cpu":
+        return device
+    match = re.fullmatch(r"cuda(?::(\d+))?", device)
+    if match is None:
+        raise ConfigError(f"--device: unknown device {device!r}; use 'cpu' or 'cuda:N'")
+    index = int(match.group(1) or 0)
+    available = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if not 0 <= index < available:
+        raise ConfigError(
+            f"--device: {device!r} is not available (this host has {available} CUDA device(s)); "
+            "use 'cpu' or a listed GPU"
+        )
+    return device
+
+
+def progress(*, quiet: bool) -> Any:
+    """A rich progress bar on an interactive stderr; silent otherwise."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    console = Console(stderr=True)
+    return Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        console=console, disable=quiet or not console.is_terminal, transient=True,
+    )

@@ -1,0 +1,229 @@
+"""Study files: TOML -> a typed, validated :class:`StudyConfig`.
+
+Errors name the field path and say how to fix it, on one line, e.g.
+``studies/x.toml: space.div_factor: low must be <= high, got [25.0, 4.0]``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from lrsearch.errors import ConfigError
+
+__all__ = ["POLICIES", "StudyConfig", "load_study_config", "parse_study_config"]
+
+POLICIES = ("one-cycle", "triangular2", "plateau")
+PRUNER_NAMES = ("plateau", "median", "hyperband", "none")
+
+PositiveFloat = Annotated[float, Field(gt=0)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Range(_Model):
+    """A sampled parameter's bounds; ``log`` samples on a log scale."""
+
+    low: float
+    high: float
+    log: bool = False
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Range:
+        if self.low > self.high:
+            raise ValueError(f"low must be <= high, got [{self.low}, {self.high}]; swap them")
+        if self.log and self.low <= 0:
+            raise ValueError(f"a log-scale range needs low > 0, got {self.low}")
+        return self
+
+    @classmethod
+    def of(cls, low: float, high: float, log: bool = False) -> Range:
+        return cls(low=low, high=high, log=log)
+
+
+def _range(value: Any) -> Any:
+    """Accept ``[low, high]`` as shorthand for ``{low = .., high = ..}``."""
+    if isinstance(value, list | tuple):
+        if len(value) != 2:
+            raise ValueError(f"give [low, high] (two numbers), got {list(value)}")
+        return {"low": value[0], "high": value[1]}
+    return value
+
+
+class StudySection(_Model):
+    """``[study]``: what is searched, and how much."""
+
+    name: str = Field(min_length=1, max_length=120, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+    workload: str = Field(min_length=1)
+    workload_options: dict[str, Any] = Field(default_factory=dict)
+    n_trials: int = Field(default=20, ge=1)
+    epochs: int | None = Field(default=None, ge=1)
+    batch_size: int | None = Field(default=None, ge=1)
+    timeout: float | None = Field(default=None, gt=0)
+    seed: int = 0
+
+
+class RangeTestSection(_Model):
+    """``[range_test]``: the test that becomes the prior."""
+
+    repeats: int = Field(default=3, ge=1, le=20)
+    start_lr: PositiveFloat = 1e-7
+    end_lr: PositiveFloat = 10.0
+    num_iter: int | None = Field(default=None, ge=10)
+    diverge_factor: float = Field(default=4.0, gt=1)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> RangeTestSection:
+        if self.start_lr >= self.end_lr:
+            raise ValueError(f"start_lr must be < end_lr, got {self.start_lr} >= {self.end_lr}")
+        return self
+
+
+class PriorSection(_Model):
+    """``[prior]``: how the range test shapes the search over ``max_lr``."""
+
+    anchor: Literal["steep", "min10", "valley"] | None = None
+    offset_decades: float | None = None
+    sigma_floor_decades: float | None = Field(default=None, gt=0)
+    low_decades: float | None = Field(default=None, gt=0)
+    high_factor: float | None = Field(default=None, gt=0)
+    n_startup_trials: int = Field(default=5, ge=1)
+    weight_decay_trials: float = Field(default=0.0, ge=0)
+
+
+class SpaceSection(_Model):
+    """``[space]``: ranges of the sampled parameters (Smith's defaults)."""
+
+    policies: list[Literal["one-cycle", "triangular2", "plateau"]] = Field(
+        default_factory=lambda: ["one-cycle"], min_length=1
+    )
+    div_factor: Range = Range.of(4.0, 25.0, log=True)
+    cycle_frac: Range = Range.of(0.75, 0.95)
+    annihilation: Range = Range.of(10.0, 1000.0, log=True)
+    momentum_high: Range = Range.of(0.9, 0.98)
+    momentum_low: Range = Range.of(0.8, 0.9)
+    weight_decay: Range = Range.of(1e-6, 1e-3, log=True)
+
+    _coerce = field_validator(
+        "div_factor", "cycle_frac", "annihilation", "momentum_high", "momentum_low", "weight_decay",
+        mode="before",
+    )(_range)
+
+    @model_validator(mode="after")
+    def _bounds(self) -> SpaceSection:
+        if self.div_factor.low <= 1:
+            raise ValueError(f"div_factor: low must be > 1, got {self.div_factor.low}")
+        if not (0 < self.cycle_frac.low and self.cycle_frac.high <= 1):
+            raise ValueError("cycle_frac: must lie in (0, 1]")
+        if self.annihilation.low < 1:
+            raise ValueError(f"annihilation: low must be >= 1, got {self.annihilation.low}")
+        for name in ("momentum_high", "momentum_low"):
+            r = getattr(self, name)
+            if not (0 <= r.low and r.high < 1):
+                raise ValueError(f"{name}: must lie in [0, 1)")
+        if self.momentum_low.high > self.momentum_high.low:
+            raise ValueError(
+                "momentum_low must lie below momentum_high; "
+                f"got momentum_low.high={self.momentum_low.high} > momentum_high.low={self.momentum_high.low}"
+            )
+        if self.weight_decay.low < 0:
+            raise ValueError("weight_decay: low must be >= 0")
+        return self
+
+
+class PrunerSection(_Model):
+    """``[pruner]``: when a trial is stopped early."""
+
+    name: Literal["plateau", "median", "hyperband", "none"] = "plateau"
+    patience: int = Field(default=3, ge=1)
+    min_delta: float = Field(default=0.0, ge=0)
+    percentile: float = Field(default=50.0, ge=0, le=100)
+    n_warmup_steps: int = Field(default=2, ge=0)
+    n_startup_trials: int = Field(default=3, ge=0)
+
+
+class SamplerSection(_Model):
+    """``[sampler]``: TPE after the prior-driven startup trials."""
+
+    multivariate: bool = True
+    constant_liar: bool = True
+
+
+class TrackingSection(_Model):
+    """``[tracking]``: what goes to MLflow."""
+
+    enabled: bool = True
+    uri: str | None = None
+    update_ratio_every: int = Field(default=50, ge=0)
+
+
+class StudyConfig(_Model):
+    """A whole study file."""
+
+    study: StudySection
+    range_test: RangeTestSection = RangeTestSection()
+    prior: PriorSection = PriorSection()
+    space: SpaceSection = SpaceSection()
+    pruner: PrunerSection = PrunerSection()
+    sampler: SamplerSection = SamplerSection()
+    tracking: TrackingSection = TrackingSection()
+
+    def fingerprint(self) -> str:
+        """Hash of everything that shapes the search (not names, budgets or tracking)."""
+        data = self.model_dump(mode="json")
+        data["study"] = {k: v for k, v in data["study"].items() if k not in ("name", "n_trials", "timeout")}
+        data.pop("tracking")
+        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+    def to_json(self) -> str:
+        return self.model_dump_json()
+
+    @classmethod
+    def from_json(cls, text: str) -> StudyConfig:
+        return cls.model_validate_json(text)
+
+
+def _format_errors(source: str, exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"] if not str(p).startswith(("function-", "tagged")))
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "missing":
+            msg = "missing; add it to the file"
+        elif err["type"] == "extra_forbidden":
+            msg = "unknown field; check the spelling (see studies/quickstart.toml)"
+        elif "input" in err and err["type"] not in ("value_error",):
+            msg = f"{msg} (got {err['input']!r})"
+        parts.append(f"{loc}: {msg}" if loc else msg)
+    return f"{source}: " + "; ".join(parts)
+
+
+def parse_study_config(data: dict[str, Any], *, source: str = "study") -> StudyConfig:
+    """Validate a study dict; raises :class:`ConfigError` naming every bad field."""
+    try:
+        return StudyConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(source, exc)) from None
+
+
+def load_study_config(path: str | Path, **overrides: Any) -> StudyConfig:
+    """Read and validate a TOML study file; ``overrides`` replace ``[study]`` fields."""
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such study file; see the files in studies/") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML ({exc}); fix the syntax at that line") from None
+    study = dict(data.get("study", {})) if isinstance(data.get("study"), dict) else data.get("study")
+    if isinstance(study, dict):
+        study.update({k: v for k, v in overrides.items() if v is not None})
+        data["study"] = study
+    return parse_study_config(data, source=str(path))

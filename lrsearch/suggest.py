@@ -1,0 +1,416 @@
+"""Learning-rate suggestions from one LR range-test curve, and their summary over repeats.
+
+Pure numpy. A range test ramps the LR geometrically and records one training loss per step;
+this module smooths that curve, finds where it diverged, and reads four LRs off it:
+
+- ``steep``: the steepest descent of the smoothed loss on the log10(LR) axis.
+- ``min10``: the LR at the minimum smoothed loss, divided by 10.
+- ``valley``: two thirds of the way down the longest uninterrupted descent.
+- ``diverge``: the LR at which the divergence stop fired (or the last LR of the ramp).
+
+Every suggestion is an LR inside ``[lrs[0], lrs[-1]]``, whatever the curve looks like (noise,
+NaN/inf tail, flat start, a handful of points, nothing finite at all). When a suggestion cannot
+be read off the curve it falls back to the geometric middle of the LRs before divergence and
+its name is listed in :attr:`CurveSuggestions.fallbacks`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+__all__ = [
+    "SUGGESTION_NAMES",
+    "CurveSuggestions",
+    "SuggestionSummary",
+    "divergence_index",
+    "smooth",
+    "suggest",
+    "summarize",
+]
+
+SUGGESTION_NAMES: tuple[str, ...] = ("steep", "min10", "valley", "diverge")
+
+# Where along the longest descent the valley suggestion sits, as a fraction of the descent's
+# length in log10(LR): 0 is its top, 1 its bottom.
+VALLEY_FRACTION = 2.0 / 3.0
+
+# Floors for the divergence scale, so a perfectly flat curve never "diverges" on rounding noise.
+_REL_EPS = 1e-9
+_ABS_EPS = 1e-12
+
+FloatArray = NDArray[np.float64]
+
+
+def smooth(losses: ArrayLike, beta: float = 0.98) -> FloatArray:
+    """Bias-corrected exponential moving average of a loss curve.
+
+    ``avg[i] = beta * avg[i-1] + (1 - beta) * losses[i]`` with ``avg[-1] = 0``, and
+    ``smoothed[i] = avg[i] / (1 - beta ** (i + 1))``, so a constant curve smooths to itself
+    and the first value is the first loss.
+
+    From the first non-finite loss (NaN or +-inf) on, every smoothed value is ``inf``: a
+    broken step poisons the average, and ``inf`` reads as "diverged" downstream. No warning
+    is raised.
+
+    Args:
+        losses: the raw per-step losses, 1-D.
+        beta: the EMA decay, in ``[0, 1)``; 0 returns the losses unchanged.
+
+    Returns:
+        A float array of the same length.
+    """
+    if not 0.0 <= beta < 1.0:
+        raise ValueError(f"beta must be in [0, 1), got {beta=}")
+    x = _as_1d(losses, "losses")
+    out = np.full(x.shape, np.inf)
+    n_finite = _first_non_finite(x)
+    avg = 0.0
+    correction = 1.0
+    for i in range(n_finite):
+        avg = beta * avg + (1.0 - beta) * float(x[i])
+        correction *= beta
+        out[i] = avg / (1.0 - correction)
+    return out
+
+
+def divergence_index(
+    smoothed: ArrayLike, *, factor: float = 4.0, skip_start: int = 10
+) -> int | None:
+    """Index of the first step at which a smoothed loss curve has diverged, or None.
+
+    Step ``i`` has diverged when its smoothed loss is not finite (checked at every step), or,
+    from ``skip_start`` on, when
+
+        ``smoothed[i] - best > (factor - 1) * scale``
+
+    where ``best`` is the lowest smoothed loss up to ``i`` and
+
+        ``scale = max(max(best, 0), drop, 1e-9 * |best|, 1e-12)``
+
+    with ``drop`` the height of the descent so far: the highest smoothed loss up to
+    ``max(skip_start, index of best)`` minus ``best``.
+
+    Why this scale: for a positive loss whose best is at least as large as the descent that
+    led to it, the rule is the classic "loss exceeds ``factor`` times the best". That rule
+    breaks for losses that reach zero (anything exceeds ``factor * 0``) or go negative (every
+    value exceeds ``factor * best``), and there the loss has no natural zero to be relative
+    to, so the curve's own descent is the unit instead: a loss that climbs ``factor - 1``
+    descents above its best has diverged. The descent includes the first ``skip_start``
+    steps, so the noise of a flat, negative start sets a floor too. Once every loss is
+    negative the rule does not change when the curve is shifted by a constant.
+
+    The rule at step ``i`` uses only ``smoothed[: i + 1]``, so it can run online.
+
+    Args:
+        smoothed: a smoothed loss curve (see :func:`smooth`).
+        factor: how far above the best counts as diverged; must be > 1.
+        skip_start: steps before this index are not checked by the ratio rule (the EMA is
+            still warming up), only for non-finite values.
+
+    Returns:
+        The first diverged index, or None if the curve never diverged.
+    """
+    if not (factor > 1.0 and math.isfinite(factor)):
+        raise ValueError(f"factor must be finite and > 1, got {factor=}")
+    if skip_start < 0:
+        raise ValueError(f"skip_start must be >= 0, got {skip_start=}")
+    s = _as_1d(smoothed, "smoothed")
+    n_finite = _first_non_finite(s)
+    stop = None if n_finite == s.size else n_finite
+    if n_finite <= skip_start:
+        return stop
+    s = s[:n_finite]
+    index = np.arange(n_finite)
+    best = np.minimum.accumulate(s)
+    best_at = np.maximum.accumulate(np.where(s == best, index, 0))
+    peak = np.maximum.accumulate(s)[np.maximum(best_at, skip_start)]
+    # Overflow only for losses near the float limit; inf then compares the way it should.
+    with np.errstate(over="ignore"):
+        scale = np.maximum.reduce(
+            [np.maximum(best, 0.0), peak - best, _REL_EPS * np.abs(best), np.full_like(s, _ABS_EPS)]
+        )
+        over = (s - best > (factor - 1.0) * scale) & (index >= skip_start)
+    hits = np.flatnonzero(over)
+    return int(hits[0]) if hits.size else stop
+
+
+@dataclass(frozen=True)
+class CurveSuggestions:
+    """The LRs suggested by one range-test curve.
+
+    Attributes:
+        steep: LR of the steepest descent (most negative d loss / d log10 lr) of the smoothed
+            loss, searched from the start of the trimmed curve up to its minimum.
+        min10: LR of the minimum smoothed loss divided by 10, clamped into the tested range.
+        valley: the point ``VALLEY_FRACTION`` (2/3) of the way, in log10(LR), from the top to
+            the bottom of the longest run of strictly decreasing smoothed losses that ends at
+            or before the minimum (ties: the run with the larger drop, then the earlier one).
+        diverge: the LR where the loss blew up: the start of the unbroken run of raw losses
+            above the divergence threshold that ends at ``diverge_index`` (the smoothed curve
+            fires later by the EMA's lag), or the last LR of the ramp if it never diverged.
+        diverge_index: the step at which the divergence stop fired, or None.
+        stopped_early: whether the curve diverged before the end of the ramp.
+        fallbacks: names of suggestions that could not be read off the curve and are the
+            geometric middle of the LRs before divergence instead.
+    """
+
+    steep: float
+    min10: float
+    valley: float
+    diverge: float
+    diverge_index: int | None
+    stopped_early: bool
+    fallbacks: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict; :meth:`from_dict` reverses it."""
+        data = asdict(self)
+        data["fallbacks"] = list(self.fallbacks)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> CurveSuggestions:
+        """Rebuild from :meth:`to_dict` output."""
+        index = data["diverge_index"]
+        return cls(
+            steep=float(data["steep"]),
+            min10=float(data["min10"]),
+            valley=float(data["valley"]),
+            diverge=float(data["diverge"]),
+            diverge_index=None if index is None else int(index),
+            stopped_early=bool(data["stopped_early"]),
+            fallbacks=tuple(str(name) for name in data.get("fallbacks", ())),
+        )
+
+
+@dataclass(frozen=True)
+class SuggestionSummary:
+    """One suggestion (e.g. ``valley``) summarised over the repeats of a range test.
+
+    Attributes:
+        median: geometric median, i.e. ``10 ** median(log10(values))`` over the values that
+            are not fallbacks (over all values if every one is a fallback).
+        spread_decades: sample standard deviation (ddof=1) of ``log10`` of those same values;
+            0.0 when there is only one.
+        values: the per-repeat values, in repeat order, fallbacks included.
+        n_fallback: how many of ``values`` are fallbacks.
+    """
+
+    median: float
+    spread_decades: float
+    values: tuple[float, ...]
+    n_fallback: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict; :meth:`from_dict` reverses it."""
+        data = asdict(self)
+        data["values"] = list(self.values)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> SuggestionSummary:
+        """Rebuild from :meth:`to_dict` output."""
+        return cls(
+            median=float(data["median"]),
+            spread_decades=float(data["spread_decades"]),
+            values=tuple(float(v) for v in data["values"]),
+            n_fallback=int(data.get("n_fallback", 0)),
+        )
+
+
+def suggest(
+    lrs: ArrayLike,
+    losses: ArrayLike,
+    *,
+    skip_start: int = 10,
+    skip_end: int = 5,
+    beta: float = 0.98,
+    diverge_factor: float = 4.0,
+) -> CurveSuggestions:
+    """Read the steep, min10, valley and diverge LRs off one range-test curve.
+
+    The losses are smoothed (:func:`smooth`), the divergence step found
+    (:func:`divergence_index`), and the suggestions read off the part before divergence,
+    less ``skip_start`` points at the start and ``skip_end`` at the end. Each trim is capped
+    at a quarter of the points it trims from, so short curves keep at least half of them.
+    See :class:`CurveSuggestions` for what each suggestion is.
+
+    Args:
+        lrs: the LR of each step; positive, finite, strictly increasing.
+        losses: the raw loss of each step; NaN/inf allowed (they mean divergence).
+        skip_start: points dropped at the start (the EMA warm-up).
+        skip_end: points dropped before the divergence step (or the end).
+        beta: EMA decay for :func:`smooth`.
+        diverge_factor: ``factor`` for :func:`divergence_index`.
+
+    Returns:
+        The suggestions; every LR lies in ``[lrs[0], lrs[-1]]``.
+
+    Example:
+        >>> lrs = np.geomspace(1e-6, 1.0, 200)
+        >>> u = np.log10(lrs)
+        >>> losses = 2.0 - 1.5 / (1 + np.exp(-3 * (u + 3))) + np.where(u > -1, 10**(4 * (u + 1)), 0)
+        >>> s = suggest(lrs, losses)
+        >>> bool(s.steep < s.min10 * 10 < s.diverge)
+        True
+    """
+    if skip_start < 0:
+        raise ValueError(f"skip_start must be >= 0, got {skip_start=}")
+    if skip_end < 0:
+        raise ValueError(f"skip_end must be >= 0, got {skip_end=}")
+    lr = _check_lrs(lrs)
+    y = _as_1d(losses, "losses")
+    if y.size != lr.size:
+        raise ValueError(f"lrs and losses must have the same length, got {lr.size} and {y.size}")
+    smoothed = smooth(y, beta)
+    n = lr.size
+    d = divergence_index(smoothed, factor=diverge_factor, skip_start=min(skip_start, n // 4))
+    end = n if d is None else d
+    lo = min(skip_start, end // 4)
+    hi = end - min(skip_end, end // 4)
+    picks = _read_curve(lr[lo:hi], smoothed[lo:hi])
+    fallback = _geometric_middle(lr[:end] if end else lr)
+    values = {name: fallback if value is None else value for name, value in picks.items()}
+    lr_min, lr_max = float(lr[0]), float(lr[-1])
+    onset = end if d is None else _explosion_start(y, smoothed, d, diverge_factor, lo)
+    return CurveSuggestions(
+        steep=_clamp(values["steep"], lr_min, lr_max),
+        min10=_clamp(values["min10"], lr_min, lr_max),
+        valley=_clamp(values["valley"], lr_min, lr_max),
+        diverge=float(lr[min(onset, n - 1)]),
+        diverge_index=d,
+        stopped_early=d is not None,
+        fallbacks=tuple(name for name, value in picks.items() if value is None),
+    )
+
+
+def _explosion_start(y: FloatArray, smoothed: FloatArray, d: int, factor: float, first: int) -> int:
+    """Where the final, unbroken run of raw losses above the divergence threshold begins.
+
+    The stop fires on the smoothed curve, which trails the raw one by about ``1 / (1 - beta)``
+    steps; on a fast ramp that lag is several-fold in LR. The raw losses cross the same
+    threshold (as :func:`divergence_index` defines it at step ``d``) first, so walking back
+    from ``d`` over raw losses still above it removes the lag without letting an isolated
+    early spike count.
+    """
+    finite = smoothed[:d][np.isfinite(smoothed[:d])]
+    if finite.size == 0:
+        return d
+    best_at = int(np.argmin(finite))
+    best = float(finite[best_at])
+    peak = float(np.max(finite[: max(best_at, first) + 1]))
+    scale = max(max(best, 0.0), peak - best, _REL_EPS * abs(best), _ABS_EPS)
+    threshold = best + (factor - 1.0) * scale
+    j = d
+    while j - 1 > first and not (np.isfinite(y[j - 1]) and y[j - 1] <= threshold):
+        j -= 1
+    return j
+
+
+def summarize(per_repeat: Sequence[CurveSuggestions]) -> dict[str, SuggestionSummary]:
+    """Summarise each suggestion over the repeats of a range test.
+
+    Args:
+        per_repeat: one :class:`CurveSuggestions` per repeat; at least one.
+
+    Returns:
+        ``{"steep": ..., "min10": ..., "valley": ..., "diverge": ...}``, each a
+        :class:`SuggestionSummary` (geometric median and spread in decades).
+    """
+    if not per_repeat:
+        raise ValueError("per_repeat must hold at least one CurveSuggestions, got none")
+    summary = {}
+    for name in SUGGESTION_NAMES:
+        values = [float(getattr(s, name)) for s in per_repeat]
+        used = [v for v, s in zip(values, per_repeat, strict=True) if name not in s.fallbacks]
+        logs = np.log10(used or values)
+        spread = float(np.std(logs, ddof=1)) if logs.size > 1 else 0.0
+        summary[name] = SuggestionSummary(
+            median=float(10.0 ** np.median(logs)),
+            spread_decades=spread,
+            values=tuple(values),
+            n_fallback=len(values) - len(used),
+        )
+    return summary
+
+
+def _read_curve(lr: FloatArray, y: FloatArray) -> dict[str, float | None]:
+    """steep, min10 and valley LRs from a finite, trimmed curve; None where there is none."""
+    picks: dict[str, float | None] = {"steep": None, "min10": None, "valley": None}
+    if lr.size == 0:
+        return picks
+    x = np.log10(lr)
+    m = int(np.argmin(y))
+    picks["min10"] = float(lr[m]) / 10.0
+    if lr.size >= 2:
+        # Slopes over the whole trimmed curve (central differences at the minimum), but the
+        # steepest descent is only looked for on the way down to the minimum.
+        with np.errstate(over="ignore"):
+            slope = np.gradient(y, x)[: m + 1]
+        i = int(np.argmin(slope))
+        picks["steep"] = float(lr[i]) if slope[i] < 0 else None
+    run = _longest_descent(y[: m + 1])
+    if run is not None:
+        top, bottom = x[run[0]], x[run[1]]
+        picks["valley"] = float(10.0 ** (top + VALLEY_FRACTION * (bottom - top)))
+    return picks
+
+
+def _longest_descent(y: FloatArray) -> tuple[int, int] | None:
+    """(first, last) index of the longest run of strictly decreasing values, or None.
+
+    Ties go to the run with the larger drop ``y[first] - y[last]``, then to the earlier run.
+    """
+    if y.size < 2:
+        return None
+    falling = np.diff(y) < 0
+    # Runs of True in `falling`: edges of the padded 0/1 signal give their starts and ends.
+    edges = np.diff(np.concatenate(([0], falling.astype(np.int8), [0])))
+    starts, stops = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
+    if starts.size == 0:
+        return None
+    lengths = stops - starts
+    drops = y[starts] - y[stops]
+    # lexsort sorts by the last key first; negate to get the longest, then the deepest.
+    best = int(np.lexsort((starts, -drops, -lengths))[0])
+    return int(starts[best]), int(stops[best])
+
+
+def _check_lrs(lrs: ArrayLike) -> FloatArray:
+    """The LRs as a float array, after checking they are a usable ramp."""
+    lr = _as_1d(lrs, "lrs")
+    if lr.size == 0:
+        raise ValueError("lrs must hold at least one LR, got an empty array")
+    bad = lr[~(np.isfinite(lr) & (lr > 0))]
+    if bad.size:
+        raise ValueError(f"lrs must be positive and finite, got {float(bad[0])!r}")
+    if np.any(np.diff(np.log10(lr)) <= 0):
+        raise ValueError("lrs must be strictly increasing (in log10), got a step that is not")
+    return lr
+
+
+def _as_1d(values: ArrayLike, name: str) -> FloatArray:
+    array = np.asarray(values, dtype=np.float64)
+    if array.ndim != 1:
+        raise ValueError(f"{name} must be 1-D, got shape {array.shape}")
+    return array
+
+
+def _first_non_finite(values: FloatArray) -> int:
+    """Index of the first NaN/inf, or the length if there is none."""
+    bad = np.flatnonzero(~np.isfinite(values))
+    return int(bad[0]) if bad.size else int(values.size)
+
+
+def _geometric_middle(lr: FloatArray) -> float:
+    return float(math.sqrt(float(lr[0])) * math.sqrt(float(lr[-1])))
+
+
+def _clamp(value: float, low: float, high: float) -> float:
+    return float(min(max(value, low), high))

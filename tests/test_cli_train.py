@@ -1,0 +1,56 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from lrsearch.cli import cli
+
+
+def _run(*args: str):
+    return CliRunner().invoke(cli, list(args), obj={})
+
+
+def test_train_json_reports_result() -> None:
+    result = _run("train", "--workload", "tests.tiny_workloads:blobs", "--epochs", "2",
+                  "--max-lr", "0.2", "--json")
+    assert result.exit_code == 0, result.output
+    record = json.loads(result.output)
+    assert record["epochs"] == 2 and record["diverged"] is False
+    assert record["val_metric"] > 50 and record["val_loss"] > 0 and record["seconds"] > 0
+    assert record["schedule"]["kind"] == "one-cycle"
+
+
+def test_train_text_output() -> None:
+    result = _run("train", "-w", "tests.tiny_workloads:blobs", "--epochs", "1")
+    assert result.exit_code == 0
+    assert "val_accuracy=" in result.output and "finished after 1 epochs" in result.output
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--workload", "nope"], "unknown workload 'nope'"),
+        (["--epochs", "0"], "--epochs"),
+        (["--epochs", "-3"], "--epochs"),
+        (["--max-lr", "0"], "--max-lr"),
+        (["--div-factor", "0.5"], "div-factor"),
+        (["--cycle-frac", "1.5"], "cycle-frac"),
+        (["--annihilation", "0.1"], "annihilation"),
+        (["--device", "cuda:7"], "--device"),
+        (["--device", "tpu"], "unknown device"),
+    ],
+)
+def test_bad_input_is_one_line_without_traceback(args: list[str], needle: str) -> None:
+    result = _run("train", "-w", "tests.tiny_workloads:blobs", "--epochs", "1", *args)
+    assert result.exit_code != 0
+    text = result.output.strip()
+    assert needle in text, text
+    assert "Traceback" not in text
+    assert len(text.splitlines()) == 1 and text.startswith("error: ")
+
+
+def test_debug_shows_the_exception() -> None:
+    result = _run("--debug", "train", "--workload", "nope")
+    assert result.exit_code != 0 and result.exception is not None

@@ -1,0 +1,410 @@
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from itertools import pairwise
+from typing import Any, Literal
+
+import numpy as np
+import optuna
+import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+from optuna.pruners import BasePruner, HyperbandPruner, MedianPruner, NopPruner
+from optuna.study import Study
+from optuna.trial import FrozenTrial, TrialState
+
+from lrsearch import pruning
+from lrsearch.pruning import PRUNERS, PlateauPruner, is_stalled, make_pruner
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+Direction = Literal["minimize", "maximize"]
+FAST = settings(max_examples=40, deadline=None)
+
+# Loss curves (minimize), one report per epoch at step 1, 2, ...
+GOOD = [1.0, 0.6, 0.4, 0.3, 0.25, 0.2]
+FAIR = [1.0, 0.7, 0.55, 0.45, 0.4, 0.35]
+STALLED_HIGH = [1.0, 0.9, 0.9, 0.9, 0.9, 0.9]  # stalled since epoch 2, worse than both
+STALLED_LOW = [1.0, 0.1, 0.1, 0.1, 0.1, 0.1]  # stalled since epoch 2, better than both
+IMPROVING_HIGH = [1.2, 1.1, 1.0, 0.95, 0.9, 0.85]  # improving every epoch, worse than both
+
+
+def _finished(curve: Sequence[float], state: TrialState = TrialState.COMPLETE) -> FrozenTrial:
+    return optuna.trial.create_trial(
+        state=state,
+        value=curve[-1] if state == TrialState.COMPLETE else None,
+        intermediate_values={step: v for step, v in enumerate(curve, start=1)},
+        params={},
+        distributions={},
+    )
+
+
+def _study(
+    pruner: BasePruner,
+    *others: Sequence[float],
+    direction: Direction = "minimize",
+    pruned: Sequence[Sequence[float]] = (),
+) -> Study:
+    study = optuna.create_study(
+        direction=direction, pruner=pruner, sampler=optuna.samplers.RandomSampler(seed=0)
+    )
+    for curve in others:
+        study.add_trial(_finished(curve))
+    for curve in pruned:
+        study.add_trial(_finished(curve, TrialState.PRUNED))
+    return study
+
+
+def _decisions(study: Study, curve: Sequence[float]) -> list[bool]:
+    """Report ``curve`` epoch by epoch in a new trial; ``should_prune`` after each report."""
+    trial = study.ask()
+    out = []
+    for step, value in enumerate(curve, start=1):
+        trial.report(value, step)
+        out.append(trial.should_prune())
+    return out
+
+
+def _pruned_at_end(study: Study, curve: Sequence[float]) -> bool:
+    return _decisions(study, curve)[-1]
+
+
+def _plateau(**options: Any) -> PlateauPruner:
+    return PlateauPruner(**{"patience": 3, "n_startup_trials": 2, **options})
+
+
+class TestIsStalled:
+    @pytest.mark.parametrize(
+        ("values", "patience", "maximize", "expected"),
+        [
+            ([1.0, 0.5, 0.5, 0.5], 2, False, True),
+            ([1.0, 0.5, 0.5, 0.4], 2, False, False),
+            ([0.1, 0.5, 0.5, 0.5], 2, True, True),
+            ([0.1, 0.5, 0.5, 0.6], 2, True, False),
+            ([1.0, 0.5, 0.5], 3, False, False),  # no more values than patience
+            ([1.0, 0.5, 0.5], 2, False, False),  # 0.5 beats 1.0
+            ([1.0, 1.2, 0.9], 2, False, False),  # the best of the window counts, not the last
+            ([0.9, 0.5, 0.4, 0.6, 0.6], 2, False, True),  # earlier best 0.4 not beaten
+        ],
+    )
+    def test_examples(
+        self, values: list[float], patience: int, maximize: bool, expected: bool
+    ) -> None:
+        assert is_stalled(values, patience=patience, maximize=maximize) is expected
+
+    def test_min_delta_is_a_strict_threshold(self) -> None:
+        values = [1.0, 0.5, 0.5, 0.45]
+        assert not is_stalled(values, patience=2, maximize=False, min_delta=0.01)
+        assert is_stalled(values, patience=2, maximize=False, min_delta=0.1)
+        assert is_stalled([0.0, 1.0], patience=1, maximize=True, min_delta=1.0)
+
+    def test_non_finite_values_never_improve_nor_anchor(self) -> None:
+        assert is_stalled([1.0, math.nan, math.inf], patience=2, maximize=True)
+        assert is_stalled([1.0, math.nan, -math.inf], patience=2, maximize=False)
+        assert not is_stalled([math.nan, math.inf, 0.5], patience=1, maximize=False)
+
+    @pytest.mark.parametrize("patience", [0, -1])
+    def test_rejects_bad_patience(self, patience: int) -> None:
+        with pytest.raises(ValueError, match=r"patience must be >= 1, got patience=-?\d"):
+            is_stalled([1.0, 2.0], patience=patience, maximize=True)
+
+    @pytest.mark.parametrize("min_delta", [-0.1, math.nan, math.inf])
+    def test_rejects_bad_min_delta(self, min_delta: float) -> None:
+        with pytest.raises(ValueError, match="min_delta must be finite and >= 0"):
+            is_stalled([1.0, 2.0], patience=1, maximize=True, min_delta=min_delta)
+
+    @given(
+        start=st.floats(-1e3, 1e3),
+        min_delta=st.floats(0.0, 1.0),
+        gains=st.lists(st.floats(0.0, 10.0), min_size=1, max_size=12),
+        patience=st.integers(1, 6),
+        maximize=st.booleans(),
+    )
+    @FAST
+    def test_improving_by_more_than_min_delta_never_stalls(
+        self, start: float, min_delta: float, gains: list[float], patience: int, maximize: bool
+    ) -> None:
+        sign = 1.0 if maximize else -1.0
+        values = [start]
+        for gain in gains:
+            values.append(values[-1] + sign * (min_delta + 1e-3 + gain))
+        if maximize:
+            assume(all(b > a + min_delta for a, b in pairwise(values)))
+        else:
+            assume(all(b < a - min_delta for a, b in pairwise(values)))
+        assert not is_stalled(values, patience=patience, maximize=maximize, min_delta=min_delta)
+
+    @given(
+        value=st.floats(allow_nan=False, allow_infinity=False),
+        extra=st.integers(1, 10),
+        patience=st.integers(1, 6),
+        min_delta=st.floats(0.0, 1.0),
+        maximize=st.booleans(),
+    )
+    @FAST
+    def test_constant_longer_than_patience_always_stalls(
+        self, value: float, extra: int, patience: int, min_delta: float, maximize: bool
+    ) -> None:
+        values = [value] * (patience + extra)
+        assert is_stalled(values, patience=patience, maximize=maximize, min_delta=min_delta)
+
+    @given(
+        values=st.lists(st.floats(-1e6, 1e6), max_size=12),
+        patience=st.integers(1, 6),
+        maximize=st.booleans(),
+    )
+    @FAST
+    def test_no_longer_than_patience_never_stalls_and_flip_is_symmetric(
+        self, values: list[float], patience: int, maximize: bool
+    ) -> None:
+        if len(values) <= patience:
+            assert not is_stalled(values, patience=patience, maximize=maximize)
+        flipped = [-v for v in values]
+        assert is_stalled(values, patience=patience, maximize=maximize) == is_stalled(
+            flipped, patience=patience, maximize=not maximize
+        )
+
+
+class TestPlateauPrunerRule:
+    def test_stalled_and_trailing_is_pruned(self) -> None:
+        study = _study(_plateau(), GOOD, FAIR)
+        # stalled from epoch 2 on: patience 3 is used up at epoch 5
+        assert _decisions(study, STALLED_HIGH) == [False] * 4 + [True] * 2
+
+    def test_stalled_but_leading_is_kept(self) -> None:
+        study = _study(_plateau(), GOOD, FAIR)
+        assert not any(_decisions(study, STALLED_LOW))
+
+    def test_improving_but_trailing_is_kept(self) -> None:
+        study = _study(_plateau(), GOOD, FAIR)
+        assert not any(_decisions(study, IMPROVING_HIGH))
+
+    def test_maximize_accuracy(self) -> None:
+        good, fair = [1 - v for v in GOOD], [1 - v for v in FAIR]
+        study = _study(_plateau(), good, fair, direction="maximize")
+        assert _pruned_at_end(study, [1 - v for v in STALLED_HIGH])
+        assert not _pruned_at_end(study, [1 - v for v in STALLED_LOW])
+        assert not _pruned_at_end(study, [1 - v for v in IMPROVING_HIGH])
+
+    def test_best_so_far_not_latest_value_is_ranked(self) -> None:
+        # Stalled, and its latest value is the worst of all, but its best (0.1) leads.
+        study = _study(_plateau(), GOOD, FAIR)
+        assert not _pruned_at_end(study, [1.0, 0.1, 0.9, 0.9, 0.9, 0.9])
+
+    def test_peers_ranked_by_their_best_up_to_the_step(self) -> None:
+        # At step 5 the peers' best so far is 0.3 (later 0.01 must not count), the trial's 0.5.
+        late_bloomer = [1.0, 0.3, 0.3, 0.3, 0.3, 0.01]
+        study = _study(_plateau(percentile=0.0, n_startup_trials=1), late_bloomer)
+        assert _decisions(study, [1.0, 0.5, 0.5, 0.5, 0.5]) == [False] * 4 + [True]
+        study = _study(_plateau(percentile=0.0, n_startup_trials=1), late_bloomer)
+        assert _decisions(study, [1.0, 0.2, 0.2, 0.2, 0.2]) == [False] * 5
+
+    @pytest.mark.parametrize(
+        ("min_delta", "pruned"),
+        [(0.0, False), (0.01, True)],
+    )
+    def test_min_delta_makes_tiny_gains_count_as_stalled(
+        self, min_delta: float, pruned: bool
+    ) -> None:
+        creeping = [1.0, 0.9, 0.899, 0.898, 0.897, 0.896]  # gains of 0.001 per epoch
+        study = _study(_plateau(min_delta=min_delta), GOOD, FAIR)
+        assert _pruned_at_end(study, creeping) is pruned
+
+    def test_patience_counts_reports(self) -> None:
+        study = _study(_plateau(patience=1), GOOD, FAIR)
+        assert _decisions(study, STALLED_HIGH) == [False, False, True, True, True, True]
+
+
+class TestPlateauPrunerGuards:
+    def test_warmup_is_respected(self) -> None:
+        study = _study(_plateau(n_warmup_steps=6), GOOD, FAIR)
+        assert _decisions(study, STALLED_HIGH) == [False] * 5 + [True]  # step 6 == warm-up
+
+    def test_startup_trials_are_respected(self) -> None:
+        study = _study(_plateau(n_startup_trials=3), GOOD, FAIR)
+        assert not any(_decisions(study, STALLED_HIGH))
+        study.add_trial(_finished(FAIR))
+        assert _pruned_at_end(study, STALLED_HIGH)
+
+    def test_pruned_trials_do_not_count_as_startup_trials(self) -> None:
+        study = _study(_plateau(n_startup_trials=2), GOOD, pruned=[FAIR, FAIR])
+        assert not _pruned_at_end(study, STALLED_HIGH)
+
+    @pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
+    def test_non_finite_is_pruned_at_once(self, bad: float) -> None:
+        pruner = _plateau(n_warmup_steps=100, n_startup_trials=100)
+        study = _study(pruner)  # no other trials at all
+        assert _decisions(study, [1.0, bad]) == [False, True]
+        assert _decisions(_study(pruner), [bad]) == [True]
+
+    def test_no_report_is_never_pruned(self) -> None:
+        study = _study(_plateau(n_startup_trials=0))
+        trial = study.ask()
+        assert not trial.should_prune()
+
+    @pytest.mark.parametrize(("n_min_trials", "pruned"), [(2, True), (3, False)])
+    def test_n_min_trials(self, n_min_trials: int, pruned: bool) -> None:
+        study = _study(_plateau(n_min_trials=n_min_trials), GOOD, FAIR)
+        assert _pruned_at_end(study, STALLED_HIGH) is pruned
+
+    def test_n_min_trials_counts_only_trials_that_reached_the_step(self) -> None:
+        short = GOOD[:3]
+        study = _study(_plateau(n_min_trials=2), GOOD, short)
+        assert not _pruned_at_end(study, STALLED_HIGH)
+
+    def test_diverged_peers_are_left_out(self) -> None:
+        diverged = [math.nan] * 6
+        study = _study(_plateau(n_min_trials=2, n_startup_trials=1), GOOD, pruned=[diverged])
+        assert not _pruned_at_end(study, STALLED_HIGH)
+
+    def test_pruned_trials_are_peers(self) -> None:
+        # Complete trials alone would not rank it (n_min_trials=3); the pruned ones do, at the
+        # steps they reached before being stopped.
+        pruned = [[1.0, 0.5, 0.5, 0.5, 0.5, 0.5], [1.0, 0.6, 0.6, 0.6, 0.6, 0.6]]
+        study = _study(_plateau(n_min_trials=3), GOOD, FAIR, pruned=pruned)
+        assert _pruned_at_end(study, STALLED_HIGH)
+
+    def test_running_trials_are_not_peers(self) -> None:
+        study = _study(_plateau(percentile=0.0, n_startup_trials=1), FAIR)
+        runner = study.ask()
+        for step, value in enumerate(GOOD, start=1):
+            runner.report(value, step)
+        # Ranked against FAIR (0.35) only, a stalled 0.3 leads; against the runner's 0.2 it
+        # would not.
+        assert not _pruned_at_end(study, [1.0, 0.3, 0.3, 0.3, 0.3, 0.3])
+
+    def test_failed_trials_are_not_peers(self) -> None:
+        study = _study(_plateau(n_startup_trials=1, percentile=0.0), FAIR)
+        study.add_trial(_finished(GOOD, TrialState.FAIL))
+        assert not _pruned_at_end(study, [1.0, 0.3, 0.3, 0.3, 0.3, 0.3])
+
+
+class TestPercentile:
+    # Peers' bests at step 6: 0.2, 0.35, 0.5. Each stalled trial sits at one level from then on.
+    PEERS = (GOOD, FAIR, [1.0, 0.5, 0.5, 0.5, 0.5, 0.5])
+    LEVELS = (0.19, 0.3, 0.45, 0.6)  # beats all, second, third, worse than all
+
+    @pytest.mark.parametrize("direction", ["minimize", "maximize"])
+    @pytest.mark.parametrize(
+        ("percentile", "pruned"),
+        [
+            (100.0, [False, False, False, True]),  # only what is worse than every peer goes
+            (50.0, [False, False, True, True]),  # the median peer is the bar
+            (0.0, [False, True, True, True]),  # only what matches the best peer stays
+        ],
+    )
+    def test_extremes_and_median(
+        self, direction: Direction, percentile: float, pruned: list[bool]
+    ) -> None:
+        sign = 1.0 if direction == "minimize" else -1.0
+        peers = [[sign * v for v in curve] for curve in self.PEERS]
+        decisions = []
+        for level in self.LEVELS:
+            study = _study(_plateau(percentile=percentile), *peers, direction=direction)
+            decisions.append(_pruned_at_end(study, [sign * v for v in [1.0] + [level] * 5]))
+        assert decisions == pruned
+
+    def test_tie_with_the_cut_is_kept(self) -> None:
+        study = _study(_plateau(percentile=0.0), GOOD, FAIR)
+        assert not _pruned_at_end(study, [1.0, 0.2, 0.2, 0.2, 0.2, 0.2])
+
+
+class TestPlateauPrunerArgs:
+    @pytest.mark.parametrize(
+        ("options", "message"),
+        [
+            ({"patience": 0}, "patience must be >= 1, got patience=0"),
+            ({"min_delta": -1.0}, "min_delta must be finite and >= 0, got min_delta=-1.0"),
+            ({"percentile": 101.0}, "percentile must be in [0, 100], got percentile=101.0"),
+            ({"percentile": math.nan}, "percentile must be in [0, 100], got percentile=nan"),
+            ({"n_warmup_steps": -1}, "n_warmup_steps must be >= 0, got n_warmup_steps=-1"),
+            ({"n_startup_trials": -1}, "n_startup_trials must be >= 0, got n_startup_trials=-1"),
+            ({"n_min_trials": 0}, "n_min_trials must be >= 1, got n_min_trials=0"),
+        ],
+    )
+    def test_rejects_bad_values(self, options: dict[str, float], message: str) -> None:
+        with pytest.raises(ValueError) as info:
+            PlateauPruner(**options)  # type: ignore[arg-type]
+        assert str(info.value) == message
+
+    def test_options_are_keyword_only(self) -> None:
+        with pytest.raises(TypeError):
+            PlateauPruner(3)  # type: ignore[misc]
+
+
+# Options each registered pruner needs to run in the contract tests.
+_CONTRACT_OPTIONS: dict[str, dict[str, object]] = {"percentile": {"percentile": 50.0}}
+
+
+@pytest.mark.parametrize("name", sorted(PRUNERS))
+class TestPrunerContract:
+    def test_is_a_base_pruner(self, name: str) -> None:
+        assert isinstance(make_pruner(name, **_CONTRACT_OPTIONS.get(name, {})), BasePruner)
+
+    @pytest.mark.parametrize("direction", ["minimize", "maximize"])
+    def test_runs_an_ask_report_loop(self, name: str, direction: Direction) -> None:
+        pruner = make_pruner(name, **_CONTRACT_OPTIONS.get(name, {}))
+        study = _study(pruner, direction=direction)
+        sign = 1.0 if direction == "minimize" else -1.0
+        for level in [0.1, 0.2, 0.9, 0.3, 0.95, 0.15, 0.99, 0.5]:
+            trial = study.ask()
+            value = 1.0
+            for step in range(1, 7):
+                value = sign * max(level, 1.0 / step)
+                trial.report(value, step)
+                decision = trial.should_prune()
+                assert isinstance(decision, bool | np.bool_)  # Optuna's percentile: np.bool_
+                if decision:
+                    study.tell(trial, state=TrialState.PRUNED)
+                    break
+            else:
+                study.tell(trial, value)
+        states = {t.state for t in study.trials}
+        assert states <= {TrialState.COMPLETE, TrialState.PRUNED}
+        assert study.trials[0].state == TrialState.COMPLETE  # nothing to rank the first against
+
+    def test_trial_without_reports_is_kept(self, name: str) -> None:
+        study = _study(make_pruner(name, **_CONTRACT_OPTIONS.get(name, {})), GOOD, FAIR)
+        assert not study.ask().should_prune()
+
+
+class TestMakePruner:
+    def test_registry(self) -> None:
+        assert PRUNERS["plateau"] is PlateauPruner
+        assert PRUNERS["median"] is MedianPruner
+        assert PRUNERS["hyperband"] is HyperbandPruner
+        assert PRUNERS["none"] is NopPruner
+        assert {"plateau", "median", "hyperband", "none"} <= set(PRUNERS)
+
+    def test_passes_options(self) -> None:
+        pruner = make_pruner("plateau", patience=5, min_delta=0.01)
+        assert isinstance(pruner, PlateauPruner)
+        assert pruner._patience == 5
+        assert pruner._min_delta == 0.01
+
+    def test_unknown_name_lists_valid_ones(self) -> None:
+        with pytest.raises(ValueError) as info:
+            make_pruner("asha")
+        message = str(info.value)
+        assert message.startswith("unknown pruner 'asha'; use one of ")
+        for name in PRUNERS:
+            assert name in message
+
+    def test_unknown_option_is_named(self) -> None:
+        with pytest.raises(TypeError, match=r"pruner 'median' has no option 'patience'"):
+            make_pruner("median", patience=3)
+        with pytest.raises(TypeError, match=r"valid options: none"):
+            make_pruner("none", patience=3)
+
+    def test_missing_option_is_named(self) -> None:
+        with pytest.raises(TypeError, match=r"pruner 'percentile' needs option 'percentile'"):
+            make_pruner("percentile")
+
+    def test_bad_value_keeps_the_pruners_message(self) -> None:
+        with pytest.raises(ValueError, match=r"patience must be >= 1, got patience=0"):
+            make_pruner("plateau", patience=0)
+
+
+def test_public_surface() -> None:
+    assert sorted(pruning.__all__) == ["PRUNERS", "PlateauPruner", "is_stalled", "make_pruner"]

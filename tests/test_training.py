@@ -1,0 +1,97 @@
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from lrsearch.schedules import Constant, OneCycle, PlateauDecay
+from lrsearch.training import StepInfo, train
+from lrsearch.workloads import get_workload
+
+
+@pytest.fixture(scope="module")
+def blobs():
+    return get_workload("tests.tiny_workloads:blobs")
+
+
+def _one_cycle(w, epochs: int, max_lr: float = 0.2) -> OneCycle:
+    return OneCycle(max_lr, epochs * w.steps_per_epoch())
+
+
+def test_learns_and_reports_every_step(blobs) -> None:
+    steps: list[StepInfo] = []
+    epochs = []
+    schedule = _one_cycle(blobs, 3)
+    result = train(blobs, schedule, epochs=3, on_step=steps.append, on_epoch=epochs.append,
+                   update_ratio_every=2)
+    assert not result.diverged and result.epochs == 3
+    assert result.steps == 3 * blobs.steps_per_epoch() == len(steps)
+    assert [s.step for s in steps] == list(range(result.steps))
+    assert [s.lr for s in steps] == pytest.approx(list(schedule.lrs()))
+    assert [s.momentum for s in steps] == pytest.approx(list(schedule.momenta()))
+    assert all((s.update_ratio is not None) == (s.step % 2 == 0) for s in steps)
+    assert all(s.update_ratio > 0 for s in steps if s.update_ratio is not None)
+    assert [e.epoch for e in epochs] == [1, 2, 3]
+    assert result.val_metric == epochs[-1].val_metric > 80.0  # blobs are easy
+
+
+def test_deterministic_under_seed(blobs) -> None:
+    a = train(blobs, _one_cycle(blobs, 2), epochs=2, seed=7)
+    b = train(blobs, _one_cycle(blobs, 2), epochs=2, seed=7)
+    c = train(blobs, _one_cycle(blobs, 2), epochs=2, seed=8)
+    assert [e.val_loss for e in a.history] == [e.val_loss for e in b.history]
+    assert [e.val_loss for e in a.history] != [e.val_loss for e in c.history]
+
+
+def test_update_ratio_is_the_relative_parameter_change(blobs) -> None:
+    ratios = []
+    train(blobs, Constant(0.05, total_steps=18), epochs=1, momentum=0.0, update_ratio_every=1,
+          on_step=lambda s: ratios.append(s.update_ratio))
+    assert all(0 < r < 1 for r in ratios)
+    big = []
+    train(blobs, Constant(0.5, total_steps=18), epochs=1, momentum=0.0, update_ratio_every=1,
+          on_step=lambda s: big.append(s.update_ratio))
+    assert sum(big) > 5 * sum(ratios)  # ~10x the LR, ~10x the update
+
+
+def test_huge_lr_diverges_and_stops_early(blobs) -> None:
+    result = train(blobs, Constant(1e4, total_steps=54), epochs=3)
+    assert result.diverged and result.steps < 54
+    assert math.isnan(result.val_metric)
+    assert "loss" in result.diverge_reason
+
+
+def test_nan_loss_diverges() -> None:
+    w = get_workload("tests.tiny_workloads:blobs")
+    poisoned = type(w)(**{**w.__dict__, "loss_fn": lambda o, t: torch.nn.functional.cross_entropy(o, t) * float("nan")})
+    result = train(poisoned, Constant(0.1, total_steps=18), epochs=1)
+    assert result.diverged and result.steps <= 25 and "non-finite" in result.diverge_reason
+
+
+def test_on_epoch_can_stop(blobs) -> None:
+    result = train(blobs, _one_cycle(blobs, 3), epochs=3, on_epoch=lambda e: e.epoch == 2)
+    assert result.stopped and result.epochs == 2 and not result.diverged
+
+
+def test_plateau_schedule_gets_reports(blobs) -> None:
+    schedule = PlateauDecay(0.1, factor=0.5, patience=0)
+    result = train(blobs, schedule, epochs=4)
+    assert result.epochs == 4
+    assert len(schedule.history) == 4
+
+
+@pytest.mark.parametrize(("kwargs", "needle"), [({"epochs": 0}, "epochs"), ({"batch_size": 0}, "batch_size")])
+def test_bad_arguments(blobs, kwargs, needle) -> None:
+    with pytest.raises(ValueError, match=needle):
+        train(blobs, Constant(0.1), **kwargs)
+
+
+@pytest.mark.slow
+def test_mnist1d_cnn_one_cycle_median_of_three() -> None:
+    w = get_workload("mnist1d-cnn")
+    accs = []
+    for seed in range(3):
+        schedule = OneCycle(0.1, 30 * w.steps_per_epoch())
+        accs.append(train(w, schedule, epochs=30, seed=seed).val_metric)
+    assert sorted(accs)[1] >= 92.5, accs

@@ -1,0 +1,36 @@
+"""Workloads for tests, importable by path (``tests.tiny_workloads:blobs``)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from lrsearch.workloads import ACCURACY, Workload
+
+
+def blobs(*, n: int = 256, dim: int = 8, epochs: int = 3, batch_size: int = 32, seed: int = 0) -> Workload:
+    """Four Gaussian blobs, a 2-layer MLP: trains in well under a second."""
+    g = torch.Generator().manual_seed(seed)
+    centres = torch.randn(4, dim, generator=g) * 2.0
+    y = torch.randint(0, 4, (n,), generator=g)
+    x = centres[y] + torch.randn(n, dim, generator=g)
+    cut = n * 3 // 4
+    return Workload(
+        name="blobs",
+        build_model=lambda: nn.Sequential(nn.Linear(dim, 16), nn.ReLU(), nn.Linear(16, 4)),
+        train_data=(x[:cut], y[:cut]),
+        val_data=(x[cut:], y[cut:]),
+        loss_fn=nn.functional.cross_entropy,
+        metric=ACCURACY,
+        optimizer="sgd",
+        batch_size=batch_size,
+        epochs=epochs,
+    )
+
+
+def not_a_workload() -> dict[str, int]:
+    return {"model": 1}
+
+
+def raises() -> Workload:
+    raise RuntimeError("boom in user code")
