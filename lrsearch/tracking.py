@@ -27,6 +27,7 @@ import json
 import math
 import os
 import re
+import socket
 import ssl
 import sys
 import time
@@ -522,6 +523,11 @@ def _resolve_uri(tracking_uri: str) -> tuple[str, str | None]:
     """A plain directory means the embedded store there; a SQLite file gets artifacts beside it."""
     if ":" not in tracking_uri and tracking_uri != "databricks":
         return local_tracking_uri(Path(tracking_uri))
+    if tracking_uri.startswith("file:") and os.environ.get("MLFLOW_ALLOW_FILE_STORE") != "true":
+        raise TrackingError(
+            f"{tracking_uri} names MLflow's retired file store; pass the directory itself "
+            "(lrsearch keeps an SQLite store there) or a sqlite:/// URI"
+        )
     if tracking_uri.startswith("sqlite:///") and ":memory:" not in tracking_uri:
         db = Path(tracking_uri.removeprefix("sqlite:///").partition("?")[0]).expanduser()
         db.parent.mkdir(parents=True, exist_ok=True)
@@ -529,9 +535,32 @@ def _resolve_uri(tracking_uri: str) -> tuple[str, str | None]:
     return tracking_uri, None
 
 
-def _preflight_http(uri: str, timeout_s: float) -> None:
-    """Fail fast when nothing answers HTTP at ``uri``; MLflow itself would retry for minutes."""
+_DB_PORTS = {"postgresql": 5432, "postgres": 5432, "mysql": 3306, "mssql": 1433}
+
+
+def _preflight(uri: str, timeout_s: float) -> None:
+    """Fail fast when nothing answers at ``uri``; MLflow itself retries for minutes."""
     parts = urllib.parse.urlsplit(uri)
+    scheme = parts.scheme.partition("+")[0]
+    try:
+        if scheme in ("http", "https"):
+            _get_health(parts, timeout_s)
+        elif scheme in _DB_PORTS and parts.hostname:  # no host: a local Unix socket
+            address = (parts.hostname, parts.port or _DB_PORTS[scheme])
+            socket.create_connection(address, timeout=timeout_s).close()
+    except ValueError:  # a malformed port: MLflow's own error says more
+        return
+    except OSError as exc:
+        reason = getattr(exc, "reason", exc)
+        why = getattr(reason, "strerror", None) or str(reason) or type(reason).__name__
+        kind = "server" if scheme.startswith("http") else "database"
+        raise TrackingError(
+            f"MLflow tracking {kind} at {redact_url(uri)} is unreachable ({why}); "
+            "start it or pass --no-tracking"
+        ) from exc
+
+
+def _get_health(parts: urllib.parse.SplitResult, timeout_s: float) -> None:
     host = parts.netloc.rpartition("@")[2]  # credentials are MLflow's business, not this check's
     url = urllib.parse.urlunsplit((parts.scheme, host, parts.path.rstrip("/") + "/health", "", ""))
     try:
@@ -539,18 +568,9 @@ def _preflight_http(uri: str, timeout_s: float) -> None:
             return
     except urllib.error.HTTPError as exc:
         exc.close()  # any HTTP answer means the server is there
-        return
     except urllib.error.URLError as exc:
-        if isinstance(exc.reason, ssl.SSLError | ssl.CertificateError):
-            return  # TLS settings (MLFLOW_TRACKING_INSECURE_TLS, ...) are for MLflow to apply
-        reason: object = exc.reason
-    except OSError as exc:  # e.g. a read timeout
-        reason = exc
-    why = getattr(reason, "strerror", None) or str(reason) or type(reason).__name__
-    raise TrackingError(
-        f"MLflow tracking server at {redact_url(uri)} is unreachable ({why}); "
-        "start it or pass --no-tracking"
-    )
+        if not isinstance(exc.reason, ssl.SSLError | ssl.CertificateError):
+            raise  # TLS trouble is left to MLflow, which applies MLFLOW_TRACKING_INSECURE_TLS
 
 
 def _slug(name: str) -> str:
@@ -567,7 +587,7 @@ class MlflowTracker(Tracker):
         artifact_root: where new experiments keep artifacts (``<root>/<experiment>``); by default
             ``artifacts/`` beside a SQLite file, and the server's choice otherwise.
         flush_every: points a :class:`TrialRun` buffers before it sends them.
-        timeout_s: how long the reachability check of an HTTP server may take.
+        timeout_s: how long the reachability check of a server or database may take.
 
     Raises:
         TrackingError: the store cannot be reached or opened.
@@ -584,8 +604,8 @@ class MlflowTracker(Tracker):
         super().__init__(flush_every=flush_every)
         self.tracking_uri = tracking_uri
         remote = tracking_uri.startswith(("http://", "https://"))
+        _preflight(tracking_uri, timeout_s)
         if remote:
-            _preflight_http(tracking_uri, timeout_s)
             # Otherwise MLflow prints "View run ... at <URI>" to stdout for every ended run: the
             # URI may hold a password, and stdout belongs to the CLI (``--json``).
             os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
@@ -614,6 +634,8 @@ class MlflowTracker(Tracker):
             raise
         except caught as exc:
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+            if isinstance(exc, ModuleNotFoundError):
+                first += " (a database driver: install it, or name one in the URI)"
             where = redact_url(self.tracking_uri)
             raise TrackingError(scrub(f"MLflow store {where}: {action} failed: {first}")) from exc
 

@@ -156,7 +156,12 @@ def run_study(
     uri = None
     if tracking and config.tracking.enabled:
         uri = tracking_uri or config.tracking.uri or str(default_home())
-    tracker = _tracker(uri)  # fails fast on an unreachable server, before the storage is touched
+    from lrsearch.workloads import get_workload
+
+    # Check what can be checked before anything is written: the workload, then the tracker
+    # (fails fast on an unreachable server), and only then the storage.
+    get_workload(config.study.workload, **config.study.workload_options)
+    tracker = _tracker(uri)
     started = time.perf_counter()
     handle = open_study(config, storage_url, tracking_uri=uri, device=device, on_range_test=echo)
     first_time = handle.parent_run_id is None

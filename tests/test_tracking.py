@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.server
 import math
 import os
 import shutil
@@ -9,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -406,16 +408,42 @@ def test_no_secret_reaches_the_store(store: Path) -> None:
 # -- unusable stores -------------------------------------------------------------------------------
 
 
-def test_unreachable_server_fails_fast_with_one_line() -> None:
-    uri = f"http://admin:{SECRET}@127.0.0.1:{_closed_port()}"
+@pytest.mark.parametrize("scheme", ["http", "https", "postgresql+psycopg2", "mysql"])
+def test_unreachable_store_fails_fast_with_one_line(scheme: str) -> None:
+    uri = f"{scheme}://admin:{SECRET}@127.0.0.1:{_closed_port()}"
     started = time.perf_counter()
     with pytest.raises(TrackingError) as info:
-        MlflowTracker(uri)
+        MlflowTracker(uri if scheme.startswith("http") else f"{uri}/db")
     assert time.perf_counter() - started < 5
     message = str(info.value)
     assert "\n" not in message and SECRET not in message
-    assert "is unreachable" in message and "--no-tracking" in message
+    assert f"{scheme}://admin:***@127.0.0.1:" in message
+    assert "is unreachable (Connection refused)" in message and "--no-tracking" in message
     assert info.value.exit_code == 5
+
+
+def test_any_http_answer_counts_as_reachable() -> None:
+    class NotFound(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_error(404)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), NotFound) as server:
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        try:
+            tracker = MlflowTracker(f"http://127.0.0.1:{server.server_address[1]}")
+        finally:
+            server.shutdown()
+            thread.join()
+    assert repr(tracker).startswith("MlflowTracker('http://127.0.0.1:")
+
+
+def test_the_retired_file_store_is_refused_with_a_way_out(tmp_path: Path) -> None:
+    with pytest.raises(TrackingError, match="retired file store; pass the directory itself"):
+        MlflowTracker(tmp_path.as_uri())
 
 
 def test_unusable_local_store_is_a_tracking_error(tmp_path: Path) -> None:

@@ -1,0 +1,148 @@
+"""End to end: a tiny study through Optuna storage and a real MLflow store."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pytest
+from mlflow import MlflowClient
+from optuna.trial import TrialState
+
+import lrsearch.range_test
+import lrsearch.training
+from lrsearch.config import parse_study_config
+from lrsearch.errors import ConfigError, LrsearchError
+from lrsearch.schedules import schedule_from_dict
+from lrsearch.study import KEY_RANGE_TEST, load_study, open_study, trial_plan
+from lrsearch.tracking import local_tracking_uri
+from lrsearch.workers import run_study
+
+TINY = {
+    "study": {"name": "tiny", "workload": "tests.tiny_workloads:blobs", "n_trials": 5, "epochs": 3},
+    "range_test": {"repeats": 2, "num_iter": 30},
+    "prior": {"n_startup_trials": 2},
+    "pruner": {"name": "median", "n_warmup_steps": 0, "n_startup_trials": 1},
+    "tracking": {"update_ratio_every": 5},
+}
+
+
+def _config(**study):
+    data = {**TINY, "study": {**TINY["study"], **study}}
+    return parse_study_config(data)
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch):
+    monkeypatch.setenv("LRSEARCH_HOME", str(tmp_path))
+    return tmp_path
+
+
+def _runs(home, study_name):
+    uri, _ = local_tracking_uri(home)
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name(study_name)
+    runs = client.search_runs([exp.experiment_id], max_results=1000)
+    return client, [r for r in runs if r.data.tags.get("lrsearch.role") == "trial"], runs
+
+
+def test_study_end_to_end(home) -> None:
+    config = _config()
+    storage = f"sqlite:///{home / 'optuna.db'}"
+    handle = open_study(config, storage, tracking_uri=str(home))
+    # a hopeless second trial (lowest LR the prior allows) for the median pruner to stop
+    handle.study.enqueue_trial({"max_lr": handle.prior.low})
+    report = run_study(config, storage_url=storage, show_progress=False, echo=lambda s: None)
+    assert "best: trial" in report and "lrsearch ui --study tiny" in report
+
+    study = load_study("tiny", storage).study
+    trials = study.get_trials()
+    finished = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    assert len(finished) == 5
+    assert trials[0].params["max_lr"] == pytest.approx(handle.prior.center)
+    assert trials[1].state == TrialState.PRUNED
+
+    client, trial_runs, all_runs = _runs(home, "tiny")
+    assert len(trial_runs) == len(trials)
+    parent = [r for r in all_runs if r.data.tags.get("lrsearch.role") == "study"]
+    assert len(parent) == 1 and parent[0].info.status == "FINISHED"
+    parent_files = {a.path for a in client.list_artifacts(parent[0].info.run_id)}
+    assert {"range_test.json", "range_test.csv", "range_test.png", "optimization_history.png",
+            "max_lr_vs_metric.png"} <= parent_files
+
+    _, epochs, steps_per_epoch = trial_plan(load_study("tiny", storage))
+    total = epochs * steps_per_epoch
+    by_number = {int(r.data.tags["lrsearch.trial"]): r for r in trial_runs}
+    for t in trials:
+        run = by_number[t.number]
+        assert run.data.tags["lrsearch.state"] == t.state.name
+        assert run.data.tags["optuna.trial_number"] == str(t.number)
+        assert float(run.data.params["max_lr"]) == pytest.approx(t.params["max_lr"])
+        assert "lower_lr" in run.data.params and "total_steps" in run.data.params
+        if t.state == TrialState.COMPLETE:
+            assert run.info.status == "FINISHED"
+            history = sorted(client.get_metric_history(run.info.run_id, "lr"), key=lambda m: m.step)
+            assert [m.step for m in history] == list(range(total))
+            path = client.download_artifacts(run.info.run_id, "schedule.json")
+            expected = schedule_from_dict(json.loads(Path(path).read_text())).lrs(total)
+            assert np.allclose([m.value for m in history], expected, rtol=1e-9)
+            assert len(client.get_metric_history(run.info.run_id, "momentum")) == total
+            assert len(client.get_metric_history(run.info.run_id, "update_ratio")) == math.ceil(total / 5)
+            assert run.data.metrics["final_val_metric"] == pytest.approx(t.value)
+        elif t.state == TrialState.PRUNED:
+            assert run.info.status == "KILLED"  # not FINISHED: it did not finish
+
+
+def test_interrupt_then_resume_reuses_the_range_test(home, monkeypatch) -> None:
+    storage = f"sqlite:///{home / 'optuna.db'}"
+    calls = []
+    real_rt = lrsearch.range_test.range_test_workload
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return real_rt(*args, **kwargs)
+
+    monkeypatch.setattr(lrsearch.range_test, "range_test_workload", counting)
+
+    real_train = lrsearch.training.train
+    seen = []
+
+    def interrupting(*args, **kwargs):
+        seen.append(1)
+        if len(seen) == 2:
+            raise KeyboardInterrupt
+        return real_train(*args, **kwargs)
+
+    monkeypatch.setattr(lrsearch.training, "train", interrupting)
+    config = _config(n_trials=3, name="resume")
+    with pytest.raises(LrsearchError, match="interrupted"):
+        run_study(config, storage_url=storage, show_progress=False, echo=lambda s: None)
+    study = optuna.load_study(study_name="resume", storage=storage)
+    stored = study.user_attrs[KEY_RANGE_TEST]
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE, TrialState.FAIL]
+    _, trial_runs, _ = _runs(home, "resume")
+    interrupted = [r for r in trial_runs if r.data.tags["lrsearch.trial"] == "1"][0]
+    assert interrupted.info.status == "KILLED" and interrupted.data.tags["lrsearch.state"] == "FAIL"
+
+    monkeypatch.setattr(lrsearch.training, "train", real_train)
+    run_study(config, storage_url=storage, show_progress=False, echo=lambda s: None)
+    study = optuna.load_study(study_name="resume", storage=storage)
+    assert sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in study.trials) == 3
+    assert calls == [1]  # the range test ran once, for the first run only
+    assert study.user_attrs[KEY_RANGE_TEST] == stored
+
+
+def test_a_changed_config_is_refused(home) -> None:
+    storage = f"sqlite:///{home / 'optuna.db'}"
+    run_study(_config(n_trials=1, name="fixed"), storage_url=storage, tracking=False,
+              show_progress=False, echo=lambda s: None)
+    changed = parse_study_config({**TINY, "study": {**TINY["study"], "name": "fixed", "n_trials": 2},
+                                  "space": {"div_factor": [5, 6]}})
+    with pytest.raises(ConfigError, match="different config"):
+        run_study(changed, storage_url=storage, tracking=False, show_progress=False, echo=lambda s: None)
+    # budget changes are fine: resuming with more trials
+    run_study(_config(n_trials=2, name="fixed"), storage_url=storage, tracking=False,
+              show_progress=False, echo=lambda s: None)
