@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.lrsearch-installed
 
-.PHONY: install demo test test-slow test-load lint bench clean
+.PHONY: install demo test test-distributed test-slow test-load lint bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,6 +24,9 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+test-distributed: $(STAMP)
+	$(BIN)/python -m pytest -q -m postgres
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow

@@ -18,7 +18,8 @@ if TYPE_CHECKING:
 class StudyProgress:
     """A rich progress display; a no-op where stderr is not a terminal (or ``enabled=False``)."""
 
-    def __init__(self, handle: StudyHandle, *, enabled: bool | None = None) -> None:
+    def __init__(self, handle: StudyHandle, *, enabled: bool | None = None,
+                 n_trials: int | None = None) -> None:
         from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -33,7 +34,7 @@ class StudyProgress:
             console=console, disable=not self.enabled, transient=False,
         )
         done = handle.n_finished()
-        self._trials = self._progress.add_task("trials", total=handle.config.study.n_trials,
+        self._trials = self._progress.add_task("trials", total=n_trials or handle.config.study.n_trials,
                                                completed=done, info="")
         self._epochs = self._progress.add_task("  epochs", total=1, completed=0, info="")
 
@@ -48,6 +49,18 @@ class StudyProgress:
     def epoch_done(self, trial_number: int, epoch: int, epochs: int) -> None:
         self._progress.update(self._epochs, total=epochs, completed=epoch,
                               description=f"  trial {trial_number} epochs")
+
+    def refresh(self, running: int) -> None:
+        """Read progress from the storage (supervisor: the trials run in other processes)."""
+        if not self.enabled:
+            return
+        try:
+            best = self.handle.study.best_value
+        except ValueError:
+            best = math.nan
+        self.best = best
+        self._progress.update(self._trials, completed=self.handle.n_finished(),
+                              info=(f"best {best:.2f}, " if not math.isnan(best) else "") + f"{running} workers")
 
     def trial_done(self, trial: FrozenTrial) -> Any:
         value = trial.value

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import socket
 import time
 import warnings
 from collections.abc import Callable
@@ -44,6 +45,7 @@ KEY_PRIOR = "lrsearch.prior"
 KEY_TRACKING = "lrsearch.tracking_uri"
 KEY_PARENT_RUN = "lrsearch.parent_run_id"
 KEY_WORKLOAD_INFO = "lrsearch.workload"
+KEY_TARGET = "lrsearch.n_trials"
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 HEARTBEAT_S = int(os.environ.get("LRSEARCH_HEARTBEAT_S", "10"))
 GRACE_S = int(os.environ.get("LRSEARCH_GRACE_S", "30"))
@@ -117,6 +119,11 @@ class StudyHandle:
     def name(self) -> str:
         return self.study.study_name
 
+    @property
+    def n_trials_target(self) -> int:
+        """Finished trials the study aims for (set by the latest ``lrsearch run``)."""
+        return int(self.study.user_attrs.get(KEY_TARGET, self.config.study.n_trials))
+
     def n_finished(self) -> int:
         return len(self.study.get_trials(deepcopy=False, states=FINISHED))
 
@@ -186,6 +193,7 @@ def open_study(
         study.set_user_attr(KEY_FINGERPRINT, config.fingerprint())
         study.set_user_attr(KEY_WORKLOAD_INFO, {"name": workload.name, "metric": workload.metric.name,
                                                 "direction": workload.metric.direction})
+    study.set_user_attr(KEY_TARGET, config.study.n_trials)  # the latest run's budget; workers follow it
     if tracking_uri and KEY_TRACKING not in study.user_attrs:
         study.set_user_attr(KEY_TRACKING, tracking_uri)
     if KEY_PRIOR not in study.user_attrs:
@@ -260,11 +268,44 @@ def trial_plan(handle: StudyHandle) -> tuple[Any, int, int]:
     return workload, epochs, workload.steps_per_epoch(cfg.batch_size)
 
 
+class SurplusTrial(Exception):
+    """The study already has (or will have) its trials; this one backs off without training."""
+
+
+def worker_id() -> str:
+    """Who runs a trial: ``host:pid`` (stored on the trial, for crash recovery)."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def claim(study: optuna.Study, trial: optuna.Trial, n_trials: int, *, poll_s: float = 1.0) -> bool:
+    """Whether ``trial`` may train without the study exceeding ``n_trials`` finished trials.
+
+    Several workers ask for trials at once, so Optuna's MaxTrialsCallback alone overshoots.
+    A trial goes ahead while finished trials plus running trials numbered before it stay
+    under the target. Otherwise it waits for those to end; it gives up (False) once they
+    have, or as soon as a crashed worker's trial comes back as a WAITING retry, which the
+    next ``ask()`` will hand out.
+    """
+    from optuna.storages import fail_stale_trials
+
+    while True:
+        trials = study.get_trials(deepcopy=False)
+        finished = sum(t.state in FINISHED for t in trials)
+        before = sum(t.state == TrialState.RUNNING and t.number < trial.number for t in trials)
+        if finished + before < n_trials:
+            return True
+        if before == 0 or any(t.state == TrialState.WAITING for t in trials):
+            return False
+        time.sleep(poll_s)
+        fail_stale_trials(study)  # a dead worker's trial becomes FAIL + a WAITING retry
+
+
 def make_objective(
     handle: StudyHandle,
     *,
     device: str = "cpu",
     tracker: Any = None,
+    n_trials: int | None = None,
     on_epoch: Callable[[int, int, int], None] | None = None,
 ) -> Callable[[optuna.Trial], float]:
     """The function Optuna calls per trial: sample, build the schedule, train, record.
@@ -273,15 +314,23 @@ def make_objective(
         handle: the opened study.
         device: where trials train.
         tracker: an ``lrsearch.tracking`` tracker, or None for no MLflow record.
+        n_trials: the study's target of finished trials (surplus trials back off).
         on_epoch: progress callback ``(trial_number, epoch, epochs)``.
     """
     workload, epochs, steps_per_epoch = trial_plan(handle)
     total_steps = epochs * steps_per_epoch
     cfg = handle.config
+    target = n_trials or cfg.study.n_trials
 
     def objective(trial: optuna.Trial) -> float:
         from lrsearch.training import train
 
+        trial.set_user_attr("worker", worker_id())
+        if not claim(handle.study, trial, target):
+            trial.set_user_attr("surplus", True)
+            raise SurplusTrial(f"study already has {target} finished or running trials")
+        if tracker is not None:
+            _close_retried_run(handle, trial, tracker)
         params = suggest_params(trial, cfg.space, handle.prior)
         schedule = build_schedule(params, total_steps=total_steps, steps_per_epoch=steps_per_epoch)
         recorder = _TrialRecorder(trial, handle, tracker, params, schedule, total_steps, device)
@@ -306,6 +355,22 @@ def make_objective(
         return recorder.finish(result)
 
     return objective
+
+
+def _close_retried_run(handle: StudyHandle, trial: optuna.Trial, tracker: Any) -> None:
+    """A retry of a crashed trial marks the dead trial's MLflow run FAILED, pointing here."""
+    failed = trial.storage.get_trial_system_attrs(trial._trial_id).get("failed_trial")
+    if failed is None:
+        return
+    dead = handle.study._storage.get_trial(
+        handle.study._storage.get_trial_id_from_study_id_trial_number(handle.study._study_id, failed)
+    )
+    run_id = dead.user_attrs.get("mlflow_run_id")
+    trial.set_user_attr("retry_of", failed)
+    if run_id:
+        tracker.set_tags(run_id, {"lrsearch.state": "FAIL", "lrsearch.retried_as": str(trial.number),
+                                  "lrsearch.reason": "worker lost (heartbeat stale or process died)"})
+        tracker.end_run(run_id, "FAILED")
 
 
 class _TrialRecorder:
@@ -410,12 +475,13 @@ def summary(handle: StudyHandle) -> dict[str, Any]:
     trials = handle.study.get_trials(deepcopy=False)
     counts = {state.name: 0 for state in TrialState}
     for t in trials:
-        counts[t.state.name] += 1
+        if not t.user_attrs.get("surplus"):  # backed-off asks of parallel workers: not failures
+            counts[t.state.name] += 1
     out: dict[str, Any] = {
         "study": handle.name, "storage": redact(handle.storage_url),
         "direction": handle.study.direction.name.lower(), "trials": counts,
         "diverged": sum(1 for t in trials if "diverged" in t.user_attrs),
-        "prior": handle.prior.to_dict(), "n_trials_target": handle.config.study.n_trials,
+        "prior": handle.prior.to_dict(), "n_trials_target": handle.n_trials_target,
         "running": [{"number": t.number, "params": t.params,
                      "last_step": t.last_step} for t in trials if t.state == TrialState.RUNNING],
         "best": None,

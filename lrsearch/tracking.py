@@ -261,14 +261,12 @@ class Tracker(abc.ABC):
             parent = self._find_parent(experiment_id, study_name) or created
             if parent != created:
                 self._delete_run(created)
-            self.log_params(parent, params)
         else:
             self._set_status(parent, "RUNNING")
-            old = self._params(parent)
-            self.log_params(parent, {k: v for k, v in params.items() if k not in old})
-            changed = {k: v for k, v in params.items() if k in old and old[k] != _as_text(v)}
-            self.set_tags(parent, {f"lrsearch.resumed.{k}": v for k, v in changed.items()})
-        self.set_tags(parent, {**tags, **marks})
+        new, old = dict(_texts(params, MAX_PARAM_LENGTH)), self._params(parent)
+        self.log_params(parent, {k: v for k, v in new.items() if k not in old})
+        resumed = {f"lrsearch.resumed.{k}": v for k, v in new.items() if old.get(k, v) != v}
+        self.set_tags(parent, {**tags, **marks, **resumed})
         return parent
 
     def start_trial(
@@ -523,7 +521,8 @@ def _resolve_uri(tracking_uri: str) -> tuple[str, str | None]:
     """A plain directory means the embedded store there; a SQLite file gets artifacts beside it."""
     if ":" not in tracking_uri and tracking_uri != "databricks":
         return local_tracking_uri(Path(tracking_uri))
-    if tracking_uri.startswith("file:") and os.environ.get("MLFLOW_ALLOW_FILE_STORE") != "true":
+    allow_files = os.environ.get("MLFLOW_ALLOW_FILE_STORE", "").lower() in ("true", "1")
+    if tracking_uri.startswith("file:") and not allow_files:
         raise TrackingError(
             f"{tracking_uri} names MLflow's retired file store; pass the directory itself "
             "(lrsearch keeps an SQLite store there) or a sqlite:/// URI"

@@ -8,8 +8,10 @@ next trial until the study holds the requested number of finished (complete + pr
 from __future__ import annotations
 
 import json
+import os
 import tempfile
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -19,6 +21,7 @@ from optuna.study import MaxTrialsCallback
 from optuna.trial import FrozenTrial, TrialState
 
 from lrsearch.config import StudyConfig
+from lrsearch.devices import Slot, parse_devices
 from lrsearch.errors import LrsearchError
 from lrsearch.study import (
     FINISHED,
@@ -31,7 +34,7 @@ from lrsearch.study import (
     summary,
 )
 
-__all__ = ["run_study", "run_trials"]
+__all__ = ["join_study", "run_study", "run_trials", "run_worker"]
 
 MAX_CONSECUTIVE_FAILURES = 3
 
@@ -90,17 +93,19 @@ def _log_study_plots(handle: StudyHandle, tracker: Any) -> None:
 
 
 class _FailureGuard:
-    """Stops a worker whose trials keep failing, instead of retrying forever."""
+    """Says why a trial failed (one line), and stops a worker whose trials keep failing."""
 
-    def __init__(self, limit: int = MAX_CONSECUTIVE_FAILURES) -> None:
+    def __init__(self, limit: int = MAX_CONSECUTIVE_FAILURES, echo: Callable[[str], None] = print) -> None:
         self.limit = limit
+        self.echo = echo
         self.streak = 0
         self.last_reason = ""
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
-        if trial.state == TrialState.FAIL:
+        if trial.state == TrialState.FAIL and not trial.user_attrs.get("surplus"):
             self.streak += 1
             self.last_reason = trial.user_attrs.get("fail_reason", "unknown error")
+            self.echo(f"trial {trial.number} failed: {self.last_reason}")
             if self.streak >= self.limit:
                 study.stop()
         else:
@@ -116,30 +121,74 @@ def run_trials(
     tracker: Any = None,
     on_trial: Callable[[FrozenTrial], None] | None = None,
     on_epoch: Callable[[int, int, int], None] | None = None,
+    echo: Callable[[str], None] = print,
 ) -> None:
     """Run trials in this process until the study holds ``n_trials`` finished ones.
 
     Raises:
         LrsearchError: when trials keep failing (the last reason is in the message).
     """
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    guard = _FailureGuard()
+    # Optuna would log each failed trial with its traceback; _FailureGuard says it in one line.
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    guard = _FailureGuard(echo=echo)
     callbacks: list[Callable[[optuna.Study, FrozenTrial], None]] = [
-        MaxTrialsCallback(n_trials, states=FINISHED), guard,
+        MaxTrialsCallback(n_trials, states=FINISHED), guard, _stop_on_surplus,
     ]
     if on_trial is not None:
         callbacks.append(lambda study, trial: on_trial(trial))
     if handle.n_finished() >= n_trials:
         return
-    handle.study.optimize(
-        make_objective(handle, device=device, tracker=tracker, on_epoch=on_epoch),
-        timeout=timeout, callbacks=callbacks, catch=(Exception,), gc_after_trial=False,
-    )
+    with warnings.catch_warnings():
+        # Optuna logs every caught trial failure as a warning; the trial's state and
+        # fail_reason attribute already record it.
+        warnings.simplefilter("ignore", UserWarning)
+        handle.study.optimize(
+            make_objective(handle, device=device, tracker=tracker, n_trials=n_trials, on_epoch=on_epoch),
+            timeout=timeout, callbacks=callbacks, catch=(Exception,), gc_after_trial=False,
+        )
     if guard.streak >= guard.limit:
         raise LrsearchError(
             f"{guard.streak} trials in a row failed; last: {guard.last_reason}. "
             "Fix the workload (see --debug) and run again to resume"
         )
+
+
+def _stop_on_surplus(study: optuna.Study, trial: FrozenTrial) -> None:
+    """A surplus trial means the study is (about to be) full: stop unless a retry waits."""
+    if trial.user_attrs.get("surplus") and not study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+        study.stop()
+
+
+def run_worker(
+    handle: StudyHandle,
+    slot: Slot,
+    *,
+    n_trials: int,
+    timeout: float | None = None,
+    tracker: Any = None,
+    progress: Any = None,
+    echo: Callable[[str], None] = print,
+) -> None:
+    """One worker in this process: pin threads, then run trials on the slot's device."""
+    import torch
+
+    torch.set_num_threads(int(os.environ.get("LRSEARCH_THREADS", slot.threads)))
+    run_trials(
+        handle, n_trials=n_trials, timeout=timeout, device=slot.device, tracker=tracker,
+        on_trial=progress.trial_done if progress else None,
+        on_epoch=progress.epoch_done if progress else None, echo=echo,
+    )
+
+
+def _prepare(config: StudyConfig, *, tracking_uri: str | None, tracking: bool) -> tuple[str | None, Any]:
+    """Check what can be checked before anything is written: workload, then tracking server."""
+    from lrsearch.workloads import get_workload
+
+    get_workload(config.study.workload, **config.study.workload_options)
+    uri = None
+    if tracking and config.tracking.enabled:
+        uri = tracking_uri or config.tracking.uri or str(default_home())
+    return uri, _tracker(uri)  # fails fast on an unreachable server, before the storage
 
 
 def run_study(
@@ -148,49 +197,90 @@ def run_study(
     storage_url: str,
     tracking_uri: str | None = None,
     tracking: bool = True,
-    device: str = "cpu",
+    devices: str = "cpu",
+    trials_per_device: int = 1,
     echo: Callable[[str], None] = print,
     show_progress: bool | None = None,
 ) -> str:
-    """Create or resume a study, run its trials here, record them; returns a closing report."""
-    uri = None
-    if tracking and config.tracking.enabled:
-        uri = tracking_uri or config.tracking.uri or str(default_home())
+    """Create or resume a study, run its trials on every device slot, record them.
+
+    Returns:
+        The closing report (counts, best schedule, where to look).
+    """
+    slots = parse_devices(devices, trials_per_device)
+    uri, tracker = _prepare(config, tracking_uri=tracking_uri, tracking=tracking)
+    started = time.perf_counter()
+    range_device = slots[0].device if slots[0].visible_gpu is None else f"cuda:{slots[0].visible_gpu}"
+    handle = open_study(config, storage_url, tracking_uri=uri, device=range_device, on_range_test=echo)
+    if tracker is not None:
+        _start_parent(handle, tracker, first_time=handle.parent_run_id is None)
+    interrupted = _execute(handle, slots, n_trials=config.study.n_trials, timeout=config.study.timeout,
+                           tracker=tracker, show_progress=show_progress, echo=echo)
+    return _finish(handle, tracker, uri, time.perf_counter() - started, interrupted)
+
+
+def join_study(
+    study_name: str,
+    *,
+    storage_url: str,
+    devices: str = "auto",
+    trials_per_device: int = 1,
+    n_trials: int | None = None,
+    timeout: float | None = None,
+    echo: Callable[[str], None] = print,
+    show_progress: bool | None = None,
+) -> str:
+    """``lrsearch worker``: join an existing study; everything else comes from its storage."""
+    from lrsearch.study import load_study
     from lrsearch.workloads import get_workload
 
-    # Check what can be checked before anything is written: the workload, then the tracker
-    # (fails fast on an unreachable server), and only then the storage.
-    get_workload(config.study.workload, **config.study.workload_options)
-    tracker = _tracker(uri)
+    slots = parse_devices(devices, trials_per_device)
+    index = int(os.environ.get("LRSEARCH_WORKER_INDEX", "0"))
+    handle = load_study(study_name, storage_url, seed=None if index == 0 else index * 7919)
+    get_workload(handle.config.study.workload, **handle.config.study.workload_options)
+    tracker = _tracker(handle.tracking_uri)
+    target = n_trials or handle.n_trials_target
     started = time.perf_counter()
-    handle = open_study(config, storage_url, tracking_uri=uri, device=device, on_range_test=echo)
-    first_time = handle.parent_run_id is None
-    if tracker is not None:
-        _start_parent(handle, tracker, first_time=first_time)
-    from lrsearch.progress import StudyProgress
+    interrupted = _execute(handle, slots, n_trials=target, timeout=timeout, tracker=tracker,
+                           show_progress=show_progress, echo=echo)
+    return closing_report(handle, time.perf_counter() - started, handle.tracking_uri, interrupted)
 
-    interrupted = False
-    with StudyProgress(handle, enabled=show_progress) as progress:
+
+def _execute(handle: StudyHandle, slots: list[Slot], *, n_trials: int, timeout: float | None,
+             tracker: Any, show_progress: bool | None, echo: Callable[[str], None]) -> bool:
+    """Run the trials here (one slot) or in supervised worker processes; True if interrupted."""
+    from lrsearch.progress import StudyProgress
+    from lrsearch.supervisor import Supervisor
+
+    quiet = os.environ.get("LRSEARCH_QUIET") == "1"
+    with StudyProgress(handle, enabled=False if quiet else show_progress, n_trials=n_trials) as progress:
         try:
-            run_trials(handle, n_trials=config.study.n_trials, timeout=config.study.timeout,
-                       device=device, tracker=tracker, on_trial=progress.trial_done,
-                       on_epoch=progress.epoch_done)
+            if len(slots) == 1:
+                run_worker(handle, slots[0], n_trials=n_trials, timeout=timeout, tracker=tracker,
+                           progress=progress, echo=echo)
+            else:
+                Supervisor(handle, slots, n_trials=n_trials, timeout=timeout, tracker=tracker,
+                           echo=echo).run(progress)
         except KeyboardInterrupt:
-            interrupted = True
+            return True
+    return False
+
+
+def _finish(handle: StudyHandle, tracker: Any, uri: str | None, seconds: float, interrupted: bool) -> str:
     if tracker is not None and handle.parent_run_id:
         _log_study_plots(handle, tracker)
         tracker.end_run(handle.parent_run_id, "KILLED" if interrupted else "FINISHED")
-    report = closing_report(handle, time.perf_counter() - started, uri)
-    if interrupted:
-        raise LrsearchError(
-            f"interrupted; running trials were ended and recorded. Resume with the same command. "
-            f"{report.splitlines()[0]}"
-        )
-    return report
+    return closing_report(handle, seconds, uri, interrupted)
 
 
-def closing_report(handle: StudyHandle, seconds: float, tracking_uri: str | None) -> str:
-    """What ``lrsearch run`` prints at the end: counts, best schedule, where to look."""
+def closing_report(handle: StudyHandle, seconds: float, tracking_uri: str | None,
+                   interrupted: bool = False) -> str:
+    """What ``lrsearch run`` prints at the end: counts, best schedule, where to look.
+
+    Raises:
+        LrsearchError: when interrupted (after everything was closed), with the report's
+            first line and how to resume.
+    """
     s = summary(handle)
     counts = s["trials"]
     lines = [
@@ -206,4 +296,9 @@ def closing_report(handle: StudyHandle, seconds: float, tracking_uri: str | None
         lines.append(f"  schedule as code: lrsearch best --study {handle.name} --format python")
     if tracking_uri:
         lines.append(f"  MLflow UI: lrsearch ui --study {handle.name}  (store: {redact(tracking_uri)})")
+    if interrupted:
+        raise LrsearchError(
+            "interrupted; running trials were ended and recorded. Resume with the same command. "
+            + lines[0]
+        )
     return "\n".join(lines)

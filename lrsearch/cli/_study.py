@@ -11,10 +11,18 @@ from typing import Any
 
 import click
 
-from lrsearch.cli._common import check_device, cli, positive
+from lrsearch.cli._common import cli, positive
 from lrsearch.errors import LrsearchError, StorageError
 
 STORAGE_HELP = "Optuna storage URL (default: $LRSEARCH_STORAGE, else SQLite under $LRSEARCH_HOME)."
+
+
+def devices_options(f: Any) -> Any:
+    f = click.option("--trials-per-device", type=int, default=1, show_default=True,
+                     callback=positive("trials-per-device"),
+                     help="Worker processes per device (several small trials share a GPU).")(f)
+    return click.option("--devices", default="auto", show_default=True,
+                        help="'auto' (every visible GPU, else the CPU), 'cpu', or 'cuda:0,cuda:1'.")(f)
 
 
 def storage_option(f: Any) -> Any:
@@ -59,18 +67,38 @@ def validate(file: str) -> None:
               help="MLflow tracking URI (default: the embedded store under $LRSEARCH_HOME).")
 @click.option("--no-tracking", is_flag=True, help="Do not record anything in MLflow.")
 @click.option("--seed", type=int, default=None, help="Override the study file's seed.")
-@click.option("--device", default="cpu", show_default=True, help="'cpu' or 'cuda:N'.")
+@devices_options
 def run(file: str, **opts: Any) -> None:
-    """Create or resume the study in FILE and run its trials."""
+    """Create or resume the study in FILE and run its trials (one worker per device slot)."""
     from lrsearch.config import load_study_config
     from lrsearch.workers import run_study
 
     config = load_study_config(file, name=opts["study_name"], n_trials=opts["n_trials"],
                                timeout=opts["timeout"], seed=opts["seed"])
-    device = check_device(opts["device"])
     report = run_study(
         config, storage_url=_storage(opts["storage"]), tracking_uri=opts["tracking_uri"],
-        tracking=not opts["no_tracking"], device=device, echo=click.echo,
+        tracking=not opts["no_tracking"], devices=opts["devices"],
+        trials_per_device=opts["trials_per_device"], echo=click.echo,
+    )
+    click.echo(report)
+
+
+@cli.command()
+@study_option(required=True)
+@storage_option
+@click.option("--n-trials", type=int, default=None, callback=positive("n-trials"),
+              help="Finished trials the study should reach (default: the study file's).")
+@click.option("--timeout", type=float, default=None, callback=positive("timeout"),
+              help="Stop starting new trials after this many seconds.")
+@devices_options
+def worker(study_name: str, storage: str | None, **opts: Any) -> None:
+    """Join an existing study from any host; config, prior and tracking come from its storage."""
+    from lrsearch.workers import join_study
+
+    report = join_study(
+        study_name, storage_url=_storage(storage), devices=opts["devices"],
+        trials_per_device=opts["trials_per_device"], n_trials=opts["n_trials"],
+        timeout=opts["timeout"], echo=click.echo,
     )
     click.echo(report)
 

@@ -1,0 +1,67 @@
+"""Device slots: which worker processes to start, and where each one trains."""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+
+from lrsearch.errors import ConfigError
+
+__all__ = ["Slot", "parse_devices"]
+
+
+@dataclass(frozen=True)
+class Slot:
+    """One worker process: its torch device, the GPU it may see, and its CPU threads.
+
+    A GPU worker sees only its GPU (``CUDA_VISIBLE_DEVICES``), so inside it the device is
+    always ``cuda:0``.
+    """
+
+    label: str
+    device: str
+    visible_gpu: str | None
+    threads: int
+
+
+def _gpu_count() -> int:
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def parse_devices(spec: str, trials_per_device: int = 1, *, cpu_count: int | None = None) -> list[Slot]:
+    """Slots for ``--devices auto|cpu|cuda:0,cuda:1`` and ``--trials-per-device N``.
+
+    ``auto`` is every visible GPU, else the CPU. CPU workers split the cores between them.
+
+    Raises:
+        ConfigError: a malformed spec, or a GPU that is not there.
+    """
+    if trials_per_device < 1:
+        raise ConfigError(f"--trials-per-device must be >= 1, got {trials_per_device}")
+    cores = cpu_count or os.cpu_count() or 1
+    spec = spec.strip().lower()
+    n_gpus = _gpu_count() if spec != "cpu" else 0
+    if spec == "auto":
+        spec = ",".join(f"cuda:{i}" for i in range(n_gpus)) or "cpu"
+    if spec == "cpu":
+        n = trials_per_device
+        return [Slot(f"cpu#{k}", "cpu", None, max(1, cores // n)) for k in range(n)]
+    slots = []
+    for item in spec.split(","):
+        match = re.fullmatch(r"cuda(?::(\d+))?", item.strip())
+        if match is None:
+            raise ConfigError(
+                f"--devices: cannot read {item.strip()!r}; use 'auto', 'cpu' or 'cuda:0,cuda:1'"
+            )
+        index = int(match.group(1) or 0)
+        if index >= n_gpus:
+            raise ConfigError(
+                f"--devices: cuda:{index} is not available (this host has {n_gpus} CUDA "
+                "device(s)); use 'auto', 'cpu' or a listed GPU"
+            )
+        threads = max(1, cores // (len(spec.split(",")) * trials_per_device))
+        slots += [Slot(f"cuda:{index}#{k}", "cuda:0", str(index), threads) for k in range(trials_per_device)]
+    return slots

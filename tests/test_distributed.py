@@ -1,0 +1,262 @@
+"""Workers against the real PostgreSQL on 127.0.0.1:5432 (each test: its own database).
+
+Skipped where that server is not reachable. Workers are real processes (`lrsearch run
+--devices cpu --trials-per-device N`, `lrsearch worker`), the MLflow store is real.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+
+import optuna
+import pytest
+from mlflow import MlflowClient
+from optuna.trial import TrialState
+
+from lrsearch.tracking import local_tracking_uri
+
+pytestmark = pytest.mark.postgres
+PG = os.environ.get("LRSEARCH_TEST_PG", "postgresql://postgres@127.0.0.1:5432")
+ROOT = Path(__file__).resolve().parents[1]
+
+STUDY = """
+[study]
+name = "{name}"
+workload = "tests.tiny_workloads:blobs"
+workload_options = {{ n = {n} }}
+n_trials = {n_trials}
+epochs = {epochs}
+[range_test]
+repeats = 1
+num_iter = 20
+[prior]
+n_startup_trials = 3
+[pruner]
+name = "none"
+[tracking]
+update_ratio_every = 0
+"""
+
+
+def _admin():
+    import psycopg
+
+    return psycopg.connect(f"{PG}/postgres", autocommit=True, connect_timeout=3)
+
+
+_STORAGES: dict[str, optuna.storages.RDBStorage] = {}
+
+
+def _load(name: str, url: str) -> optuna.Study:
+    """Load a study through one storage per database (its engine is disposed at teardown)."""
+    if url not in _STORAGES:
+        _STORAGES[url] = optuna.storages.RDBStorage(url)
+    return optuna.load_study(study_name=name, storage=_STORAGES[url])
+
+
+@pytest.fixture
+def pg_url():
+    """A throwaway database, dropped afterwards."""
+    try:
+        conn = _admin()
+    except Exception as exc:  # pragma: no cover - depends on the machine
+        pytest.skip(f"PostgreSQL not reachable at {PG}: {exc}")
+    name = f"lrsearch_test_{uuid.uuid4().hex[:10]}"
+    conn.execute(f'CREATE DATABASE "{name}"')
+    url = f"{PG}/{name}"
+    try:
+        yield url
+    finally:
+        storage = _STORAGES.pop(url, None)
+        if storage is not None:
+            storage.engine.dispose()
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.close()
+
+
+def _env(home: Path, **extra: str) -> dict[str, str]:
+    env = {**os.environ, "LRSEARCH_HOME": str(home), "PYTHONPATH": str(ROOT), **extra}
+    env.pop("LRSEARCH_STORAGE", None)
+    return env
+
+
+def _lrsearch(*args: str, env: dict[str, str], timeout: float = 240) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "lrsearch.cli", *args], env=env, cwd=ROOT,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def _study_file(tmp_path: Path, name: str, n_trials: int, epochs: int = 2, n: int = 256) -> Path:
+    f = tmp_path / f"{name}.toml"
+    f.write_text(STUDY.format(name=name, n_trials=n_trials, epochs=epochs, n=n))
+    return f
+
+
+def _trial_runs(client: MlflowClient, study: str):
+    exp = client.get_experiment_by_name(study)
+    runs = client.search_runs([exp.experiment_id], max_results=5000)
+    return [r for r in runs if r.data.tags.get("lrsearch.role") == "trial"]
+
+
+def _check_runs(client: MlflowClient, study: optuna.Study, steps: int) -> None:
+    """One MLflow run per trial that trained; every COMPLETE run has its full lr history."""
+    trained = [t for t in study.trials if "mlflow_run_id" in t.user_attrs or t.state == TrialState.COMPLETE]
+    runs = _trial_runs(client, study.study_name)
+    assert len(runs) == len(trained)
+    by_id = {r.info.run_id: r for r in runs}
+    for t in study.trials:
+        if t.state == TrialState.COMPLETE:
+            run = by_id[t.user_attrs["mlflow_run_id"]]
+            assert run.info.status == "FINISHED"
+            assert len(client.get_metric_history(run.info.run_id, "lr")) == steps
+
+
+def test_four_workers_finish_exactly_the_requested_trials(tmp_path, pg_url) -> None:
+    f = _study_file(tmp_path, "four", n_trials=12)
+    out = _lrsearch("run", str(f), "--storage", pg_url, "--devices", "cpu", "--trials-per-device", "4",
+                    env=_env(tmp_path))
+    assert out.returncode == 0, out.stderr[-3000:]
+    study = _load("four", pg_url)
+    finished = [t for t in study.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    assert len(finished) == 12
+    numbers = [t.number for t in study.trials]
+    assert len(numbers) == len(set(numbers))
+    workers = {t.user_attrs.get("worker") for t in finished}
+    assert len(workers) >= 2  # trials really ran in several processes
+    assert not [t for t in study.trials if t.state == TrialState.RUNNING]
+    client = MlflowClient(local_tracking_uri(tmp_path)[0])
+    _check_runs(client, study, steps=2 * (192 // 32))
+    assert "postgres@" in pg_url and pg_url not in out.stdout + out.stderr or ":" not in pg_url
+
+
+def _wait_for_running(storage: str, name: str, pid: int, timeout: float = 60.0) -> optuna.trial.FrozenTrial:
+    host = socket.gethostname()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            study = _load(name, storage)
+        except KeyError:
+            time.sleep(0.2)
+            continue
+        for t in study.get_trials(states=(TrialState.RUNNING,)):
+            if t.user_attrs.get("worker") == f"{host}:{pid}" and t.last_step:
+                return t
+        time.sleep(0.2)
+    raise AssertionError("the worker never got a trial running")
+
+
+def test_sigkilled_worker_trial_is_failed_requeued_and_its_run_failed(tmp_path, pg_url) -> None:
+    f = _study_file(tmp_path, "crash", n_trials=4, epochs=8, n=2048)
+    env = _env(tmp_path, LRSEARCH_HEARTBEAT_S="1", LRSEARCH_GRACE_S="4")
+    created = _lrsearch("run", str(f), "--storage", pg_url, "--devices", "cpu", "--n-trials", "1", env=env)
+    assert created.returncode == 0, created.stderr[-3000:]
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "lrsearch.cli", "worker", "--study", "crash", "--devices", "cpu",
+         "--n-trials", "4"],
+        env={**env, "LRSEARCH_STORAGE": pg_url}, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    victim = _wait_for_running(pg_url, "crash", worker.pid)
+    os.kill(worker.pid, signal.SIGKILL)
+    worker.wait()
+    killed_at = time.monotonic()
+
+    out = _lrsearch("worker", "--study", "crash", "--devices", "cpu", "--n-trials", "4",
+                    env={**env, "LRSEARCH_STORAGE": pg_url})
+    assert out.returncode == 0, out.stderr[-3000:]
+    study = _load("crash", pg_url)
+    dead = study.trials[victim.number]
+    assert dead.state == TrialState.FAIL
+    retries = [t for t in study.trials if t.system_attrs.get("failed_trial") == victim.number]
+    assert len(retries) == 1 and retries[0].state == TrialState.COMPLETE
+    assert retries[0].params == dead.params
+    assert sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in study.trials) == 4
+    assert time.monotonic() - killed_at < 120
+    client = MlflowClient(local_tracking_uri(tmp_path)[0])
+    run = client.get_run(dead.user_attrs["mlflow_run_id"])
+    assert run.info.status == "FAILED"
+    assert run.data.tags["lrsearch.retried_as"] == str(retries[0].number)
+
+
+def test_supervisor_notices_a_dead_worker_at_once(tmp_path, pg_url) -> None:
+    f = _study_file(tmp_path, "super", n_trials=5, epochs=8, n=2048)
+    env = _env(tmp_path, LRSEARCH_GRACE_S="600")  # only the supervisor can recover it in time
+    run = subprocess.Popen(
+        [sys.executable, "-m", "lrsearch.cli", "run", str(f), "--storage", pg_url, "--devices", "cpu",
+         "--trials-per-device", "2"], env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # find a worker process that is training a trial, and kill it
+    deadline = time.monotonic() + 120
+    victim = None
+    while victim is None and time.monotonic() < deadline:
+        time.sleep(0.3)
+        try:
+            study = _load("super", pg_url)
+        except KeyError:
+            continue
+        for t in study.get_trials(states=(TrialState.RUNNING,)):
+            if t.last_step:
+                victim = t
+                break
+    assert victim is not None
+    pid = int(victim.user_attrs["worker"].rpartition(":")[2])
+    os.kill(pid, signal.SIGKILL)
+    stdout, stderr = run.communicate(timeout=240)
+    assert run.returncode == 0, stderr[-3000:]
+    assert f"(pid {pid}) exited with -9" in stdout
+    study = _load("super", pg_url)
+    assert study.trials[victim.number].state == TrialState.FAIL
+    assert study.trials[victim.number].user_attrs["fail_reason"] == "worker process died"
+    assert any(t.system_attrs.get("failed_trial") == victim.number for t in study.trials)
+    assert sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in study.trials) == 5
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def mlflow_server(tmp_path, pg_url):
+    """A real `mlflow server` on loopback, backed by its own PostgreSQL database."""
+    conn = _admin()
+    db = f"lrsearch_mlflow_{uuid.uuid4().hex[:10]}"
+    conn.execute(f'CREATE DATABASE "{db}"')
+    port = _free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"{PG}/{db}",
+         "--artifacts-destination", str(tmp_path / "mlartifacts"), "--host", "127.0.0.1",
+         "--port", str(port), "--workers", "1"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/health", timeout=1):
+                    break
+            except OSError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise AssertionError("mlflow server did not start") from None
+                time.sleep(0.5)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        conn.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+        conn.close()
+
+
+def test_workers_log_through_an_mlflow_server(tmp_path, pg_url, mlflow_server) -> None:
+    f = _study_file(tmp_path, "served", n_trials=4)
+    out = _lrsearch("run", str(f), "--storage", pg_url, "--tracking-uri", mlflow_server,
+                    "--devices", "cpu", "--trials-per-device", "2", env=_env(tmp_path))
+    assert out.returncode == 0, out.stderr[-3000:]
+    study = _load("served", pg_url)
+    _check_runs(MlflowClient(mlflow_server), study, steps=2 * (192 // 32))
+    assert not (tmp_path / "mlflow.db").exists()  # nothing went to the embedded store
