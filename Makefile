@@ -22,11 +22,13 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/lrsearch run studies/quickstart.toml
 
+# pytest's own exit code is kept in .pytest-rc (make turns every failure into 2), so that
+# .ci/run can tell "no tests collected" (5) from failing tests.
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q; rc=$$?; echo $$rc > .pytest-rc; exit $$rc
 
 test-distributed: $(STAMP)
-	$(BIN)/python -m pytest -q -m postgres
+	$(BIN)/python -m pytest -q -m postgres; rc=$$?; echo $$rc > .pytest-rc; exit $$rc
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow
