@@ -445,9 +445,20 @@ class _TrialRecorder:
         if isinstance(exc, optuna.TrialPruned):
             return
         reason = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
+        if "out of memory" in str(exc).lower():
+            reason = f"CUDA out of memory: {reason}"
+            _free_cuda_memory()
         self.trial.set_user_attr("fail_reason", reason)
         status = "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED"
         self._end(status, "FAIL", **{"lrsearch.reason": reason})
+
+
+def _free_cuda_memory() -> None:
+    """After an OOM the worker goes on: give the failed trial's cached blocks back."""
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def best_trial(handle: StudyHandle) -> optuna.trial.FrozenTrial:

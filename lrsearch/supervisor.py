@@ -60,7 +60,9 @@ class Supervisor:
         if slot.visible_gpu is not None:
             env["CUDA_VISIBLE_DEVICES"] = slot.visible_gpu
         command = [sys.executable, "-m", "lrsearch.cli", "worker", "--study", self.handle.name,
-                   "--devices", slot.device, "--n-trials", str(self.n_trials)]
+                   "--devices", slot.device, "--n-trials", str(self.n_trials),
+                   # the operator's own study file named this workload: trust it
+                   "--allow-workload", self.handle.config.study.workload]
         if self.timeout:
             command += ["--timeout", str(self.timeout)]
         return subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL)

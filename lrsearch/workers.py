@@ -227,16 +227,21 @@ def join_study(
     trials_per_device: int = 1,
     n_trials: int | None = None,
     timeout: float | None = None,
+    allow_workloads: tuple[str, ...] = (),
     echo: Callable[[str], None] = print,
     show_progress: bool | None = None,
 ) -> str:
-    """``lrsearch worker``: join an existing study; everything else comes from its storage."""
+    """``lrsearch worker``: join an existing study; everything else comes from its storage.
+
+    Only trusted workloads are imported (see :func:`lrsearch.workloads.check_allowed`).
+    """
     from lrsearch.study import load_study
-    from lrsearch.workloads import get_workload
+    from lrsearch.workloads import check_allowed, get_workload
 
     slots = parse_devices(devices, trials_per_device)
     index = int(os.environ.get("LRSEARCH_WORKER_INDEX", "0"))
     handle = load_study(study_name, storage_url, seed=None if index == 0 else index * 7919)
+    check_allowed(handle.config.study.workload, allow_workloads)
     get_workload(handle.config.study.workload, **handle.config.study.workload_options)
     tracker = _tracker(handle.tracking_uri)
     target = n_trials or handle.n_trials_target

@@ -159,7 +159,7 @@ def test_sigkilled_worker_trial_is_failed_requeued_and_its_run_failed(tmp_path, 
     assert created.returncode == 0, created.stderr[-3000:]
     worker = subprocess.Popen(
         [sys.executable, "-m", "lrsearch.cli", "worker", "--study", "crash", "--devices", "cpu",
-         "--n-trials", "4"],
+         "--n-trials", "4", "--allow-workload", "tests.*"],
         env={**env, "LRSEARCH_STORAGE": pg_url}, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     victim = _wait_for_running(pg_url, "crash", worker.pid)
     os.kill(worker.pid, signal.SIGKILL)
@@ -167,6 +167,7 @@ def test_sigkilled_worker_trial_is_failed_requeued_and_its_run_failed(tmp_path, 
     killed_at = time.monotonic()
 
     out = _lrsearch("worker", "--study", "crash", "--devices", "cpu", "--n-trials", "4",
+                    "--allow-workload", "tests.tiny_workloads:*",
                     env={**env, "LRSEARCH_STORAGE": pg_url})
     assert out.returncode == 0, out.stderr[-3000:]
     study = _load("crash", pg_url)
@@ -260,3 +261,38 @@ def test_workers_log_through_an_mlflow_server(tmp_path, pg_url, mlflow_server) -
     study = _load("served", pg_url)
     _check_runs(MlflowClient(mlflow_server), study, steps=2 * (192 // 32))
     assert not (tmp_path / "mlflow.db").exists()  # nothing went to the embedded store
+
+
+def test_a_storage_password_never_leaks(tmp_path, pg_url) -> None:
+    """Grep everything a study wrote (output, MLflow store, artifacts) for the password."""
+    secret = f"hunter2{uuid.uuid4().hex[:8]}"
+    role = f"lrsearch_role_{uuid.uuid4().hex[:8]}"
+    db = pg_url.rpartition("/")[2]
+    with _admin() as conn:
+        conn.execute(f"CREATE ROLE {role} LOGIN PASSWORD '{secret}'")
+        conn.execute(f'GRANT ALL ON DATABASE "{db}" TO {role}')
+        conn.execute(f'ALTER DATABASE "{db}" OWNER TO {role}')
+    url = f"postgresql://{role}:{secret}@127.0.0.1:5432/{db}"
+    try:
+        f = _study_file(tmp_path, "secret", n_trials=3)
+        env = _env(tmp_path)
+        outputs = [_lrsearch("run", str(f), "--storage", url, "--devices", "cpu", "--trials-per-device", "2",
+                             env=env)]
+        assert outputs[0].returncode == 0, outputs[0].stderr[-2000:]
+        outputs.append(_lrsearch("status", "--study", "secret", "--storage", url, env=env))
+        outputs.append(_lrsearch("status", "--study", "secret", "--storage", url, "--json", env=env))
+        outputs.append(_lrsearch("best", "--study", "secret", "--storage", url, env=env))
+        outputs.append(_lrsearch("run", str(f), "--storage", url.replace("5432", "1"), env=env))
+        assert outputs[-1].returncode != 0 and "***" in outputs[-1].stderr
+        for out in outputs:
+            assert secret not in out.stdout + out.stderr
+        assert "***" in outputs[1].stdout + outputs[2].stdout
+        written = [p for p in tmp_path.rglob("*") if p.is_file()]
+        assert any(p.name == "mlflow.db" for p in written)
+        for path in written:
+            assert secret.encode() not in path.read_bytes(), path
+    finally:
+        _STORAGES.pop(pg_url, None)
+        with _admin() as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+            conn.execute(f"DROP ROLE IF EXISTS {role}")

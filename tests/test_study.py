@@ -146,3 +146,42 @@ def test_a_changed_config_is_refused(home) -> None:
     # budget changes are fine: resuming with more trials
     run_study(_config(n_trials=2, name="fixed"), storage_url=storage, tracking=False,
               show_progress=False, echo=lambda s: None)
+
+
+def test_a_failing_model_fails_its_trial_and_the_worker_goes_on(home) -> None:
+    """Odd trials raise inside the user's model: FAIL with the reason, MLflow run FAILED."""
+    config = parse_study_config({**TINY, "study": {**TINY["study"], "name": "flaky", "n_trials": 3,
+                                                   "workload": "tests.tiny_workloads:flaky"},
+                                 "pruner": {"name": "none"}})
+    storage = f"sqlite:///{home / 'optuna.db'}"
+    said = []
+    run_study(config, storage_url=storage, show_progress=False, echo=said.append)
+    study = optuna.load_study(study_name="flaky", storage=storage)
+    failed = [t for t in study.trials if t.state == TrialState.FAIL]
+    assert failed and all(t.number % 2 == 1 for t in failed)
+    assert all("RuntimeError: boom in the user's model" in t.user_attrs["fail_reason"] for t in failed)
+    assert sum(t.state == TrialState.COMPLETE for t in study.trials) == 3
+    assert any("failed: RuntimeError: boom" in line for line in said)
+    client, trial_runs, _ = _runs(home, "flaky")
+    for run in trial_runs:
+        number = int(run.data.tags["lrsearch.trial"])
+        if number % 2:
+            assert run.info.status == "FAILED" and "boom" in run.data.tags["lrsearch.reason"]
+        else:
+            assert run.info.status == "FINISHED"
+
+
+def test_a_diverging_trial_is_pruned_and_tagged(home) -> None:
+    config = _config(name="boom", n_trials=2)
+    storage = f"sqlite:///{home / 'optuna.db'}"
+    handle = open_study(config, storage, tracking_uri=str(home))
+    handle.study.enqueue_trial({"max_lr": handle.prior.high})  # the divergence LR itself
+    handle.study.enqueue_trial({"max_lr": handle.prior.high, "div_factor": 4.0, "momentum_high": 0.98})
+    run_study(config, storage_url=storage, show_progress=False, echo=lambda s: None)
+    study = optuna.load_study(study_name="boom", storage=storage)
+    diverged = [t for t in study.trials if "diverged" in t.user_attrs]
+    assert diverged, [t.user_attrs for t in study.trials]
+    assert all(t.state == TrialState.PRUNED for t in diverged)
+    client, trial_runs, _ = _runs(home, "boom")
+    tagged = [r for r in trial_runs if r.data.tags.get("lrsearch.diverged") == "true"]
+    assert len(tagged) == len(diverged) and all(r.info.status == "KILLED" for r in tagged)

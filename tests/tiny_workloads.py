@@ -34,3 +34,24 @@ def not_a_workload() -> dict[str, int]:
 
 def raises() -> Workload:
     raise RuntimeError("boom in user code")
+
+
+class _Flaky(nn.Module):
+    """Raises in forward for odd training seeds (lrsearch seeds trial n with seed + n)."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(dim, 16), nn.ReLU(), nn.Linear(16, 4))
+        self.fail = torch.initial_seed() % 2 == 1
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.fail and self.training:
+            raise RuntimeError("boom in the user's model")
+        return self.net(x)
+
+
+def flaky(**kwargs: int) -> Workload:
+    """``blobs`` whose model raises on odd trials."""
+    base = blobs(**kwargs)
+    dim = base.train_data[0].shape[1]
+    return Workload(**{**base.__dict__, "name": "flaky", "build_model": lambda: _Flaky(dim)})

@@ -90,6 +90,9 @@ def run(file: str, **opts: Any) -> None:
               help="Finished trials the study should reach (default: the study file's).")
 @click.option("--timeout", type=float, default=None, callback=positive("timeout"),
               help="Stop starting new trials after this many seconds.")
+@click.option("--allow-workload", "allow_workloads", multiple=True, metavar="PATTERN",
+              help="Trust workload import paths matching PATTERN (fnmatch, e.g. 'mypkg.*'); "
+                   "built-ins and installed entry points are always allowed.")
 @devices_options
 def worker(study_name: str, storage: str | None, **opts: Any) -> None:
     """Join an existing study from any host; config, prior and tracking come from its storage."""
@@ -98,7 +101,7 @@ def worker(study_name: str, storage: str | None, **opts: Any) -> None:
     report = join_study(
         study_name, storage_url=_storage(storage), devices=opts["devices"],
         trials_per_device=opts["trials_per_device"], n_trials=opts["n_trials"],
-        timeout=opts["timeout"], echo=click.echo,
+        timeout=opts["timeout"], allow_workloads=tuple(opts["allow_workloads"]), echo=click.echo,
     )
     click.echo(report)
 

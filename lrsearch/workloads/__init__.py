@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 import importlib
 import inspect
 import os
@@ -14,7 +15,16 @@ from lrsearch.errors import WorkloadError
 from lrsearch.workloads._base import ACCURACY, MSE, OPTIMIZERS, Metric, Workload
 from lrsearch.workloads._builtin import BUILTIN
 
-__all__ = ["ACCURACY", "MSE", "OPTIMIZERS", "Metric", "Workload", "get_workload", "workload_names"]
+__all__ = [
+    "ACCURACY",
+    "MSE",
+    "OPTIMIZERS",
+    "Metric",
+    "Workload",
+    "check_allowed",
+    "get_workload",
+    "workload_names",
+]
 
 ENTRY_POINT_GROUP = "lrsearch.workloads"
 
@@ -26,6 +36,28 @@ def _installed() -> dict[str, Any]:
 def workload_names() -> list[str]:
     """Names accepted by :func:`get_workload` (besides ``module:function`` paths)."""
     return sorted({*BUILTIN, *_installed()})
+
+
+def check_allowed(spec: str, patterns: list[str] | tuple[str, ...] = ()) -> None:
+    """Refuse a workload this process was not told to trust.
+
+    A study's storage can be written by anyone with its URL, and a workload import path runs
+    code. Workers therefore import only built-ins, installed entry points, and import paths
+    that match one of ``patterns`` (``fnmatch``, e.g. ``"mypkg.*"``) or ``$LRSEARCH_ALLOW_WORKLOAD``
+    (comma-separated).
+
+    Raises:
+        WorkloadError: the workload is not allowed.
+    """
+    if spec in BUILTIN or spec in _installed():
+        return
+    env = [p for p in os.environ.get("LRSEARCH_ALLOW_WORKLOAD", "").split(",") if p]
+    if any(fnmatch.fnmatchcase(spec, p) for p in [*patterns, *env]):
+        return
+    raise WorkloadError(
+        f"the study asks for workload {spec!r}, which this worker does not trust; "
+        f"pass --allow-workload '{spec.partition(':')[0]}:*' (or set LRSEARCH_ALLOW_WORKLOAD) if you do"
+    )
 
 
 def _resolve_factory(spec: str) -> Callable[..., Any]:
