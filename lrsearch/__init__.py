@@ -38,7 +38,7 @@ _LAZY = {
     "get_workload": "lrsearch.workloads",
 }
 
-__all__ = [
+__all__ = [  # noqa: PLE0604 - the lazy names are strings too
     "ConfigError",
     "LrsearchError",
     "StorageError",

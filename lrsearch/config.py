@@ -102,7 +102,8 @@ class SpaceSection(_Model):
     """``[space]``: ranges of the sampled parameters (Smith's defaults)."""
 
     policies: list[Literal["one-cycle", "triangular2", "plateau"]] = Field(
-        default_factory=lambda: ["one-cycle"], min_length=1
+        default_factory=lambda: ["one-cycle"],  # type: ignore[arg-type]
+        min_length=1,
     )
     div_factor: Range = Range.of(4.0, 25.0, log=True)
     cycle_frac: Range = Range.of(0.75, 0.95)
@@ -112,7 +113,12 @@ class SpaceSection(_Model):
     weight_decay: Range = Range.of(1e-6, 1e-3, log=True)
 
     _coerce = field_validator(
-        "div_factor", "cycle_frac", "annihilation", "momentum_high", "momentum_low", "weight_decay",
+        "div_factor",
+        "cycle_frac",
+        "annihilation",
+        "momentum_high",
+        "momentum_low",
+        "weight_decay",
         mode="before",
     )(_range)
 
@@ -120,13 +126,13 @@ class SpaceSection(_Model):
     def _bounds(self) -> SpaceSection:
         if self.div_factor.low <= 1:
             raise ValueError(f"div_factor: low must be > 1, got {self.div_factor.low}")
-        if not (0 < self.cycle_frac.low and self.cycle_frac.high <= 1):
+        if not (self.cycle_frac.low > 0 and self.cycle_frac.high <= 1):
             raise ValueError("cycle_frac: must lie in (0, 1]")
         if self.annihilation.low < 1:
             raise ValueError(f"annihilation: low must be >= 1, got {self.annihilation.low}")
         for name in ("momentum_high", "momentum_low"):
             r = getattr(self, name)
-            if not (0 <= r.low and r.high < 1):
+            if not (r.low >= 0 and r.high < 1):
                 raise ValueError(f"{name}: must lie in [0, 1)")
         if self.momentum_low.high > self.momentum_high.low:
             raise ValueError(
@@ -178,7 +184,9 @@ class StudyConfig(_Model):
     def fingerprint(self) -> str:
         """Hash of everything that shapes the search (not names, budgets or tracking)."""
         data = self.model_dump(mode="json")
-        data["study"] = {k: v for k, v in data["study"].items() if k not in ("name", "n_trials", "timeout")}
+        data["study"] = {
+            k: v for k, v in data["study"].items() if k not in ("name", "n_trials", "timeout")
+        }
         data.pop("tracking")
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -222,7 +230,9 @@ def load_study_config(path: str | Path, **overrides: Any) -> StudyConfig:
         raise ConfigError(f"{path}: no such study file; see the files in studies/") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML ({exc}); fix the syntax at that line") from None
-    study = dict(data.get("study", {})) if isinstance(data.get("study"), dict) else data.get("study")
+    study = (
+        dict(data.get("study", {})) if isinstance(data.get("study"), dict) else data.get("study")
+    )
     if isinstance(study, dict):
         study.update({k: v for k, v in overrides.items() if v is not None})
         data["study"] = study

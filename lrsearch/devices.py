@@ -31,7 +31,9 @@ def _gpu_count() -> int:
     return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
-def parse_devices(spec: str, trials_per_device: int = 1, *, cpu_count: int | None = None) -> list[Slot]:
+def parse_devices(
+    spec: str, trials_per_device: int = 1, *, cpu_count: int | None = None
+) -> list[Slot]:
     """Slots for ``--devices auto|cpu|cuda:0,cuda:1`` and ``--trials-per-device N``.
 
     ``auto`` is every visible GPU, else the CPU. CPU workers split the cores between them.
@@ -63,5 +65,8 @@ def parse_devices(spec: str, trials_per_device: int = 1, *, cpu_count: int | Non
                 "device(s)); use 'auto', 'cpu' or a listed GPU"
             )
         threads = max(1, cores // (len(spec.split(",")) * trials_per_device))
-        slots += [Slot(f"cuda:{index}#{k}", "cuda:0", str(index), threads) for k in range(trials_per_device)]
+        slots += [
+            Slot(f"cuda:{index}#{k}", "cuda:0", str(index), threads)
+            for k in range(trials_per_device)
+        ]
     return slots

@@ -53,7 +53,9 @@ def best_as_python(handle: StudyHandle) -> str:
     knots = _knots(schedule, total)
     momentum_key = "momentum" if record["optimizer"] == "sgd" else "betas"
     m0 = schedule.momentum_at(0) or 0.9
-    opt = _OPTIMIZER_CODE[record["optimizer"]].format(lr=schedule.lr_at(0), m=m0, wd=record["weight_decay"])
+    opt = _OPTIMIZER_CODE[record["optimizer"]].format(
+        lr=schedule.lr_at(0), m=m0, wd=record["weight_decay"]
+    )
     lines = [
         f"# lrsearch study {record['study']!r}, best trial {record['trial']}: "
         f"{record['metric']} = {record['value']:.4g}",
@@ -75,7 +77,9 @@ def best_as_python(handle: StudyHandle) -> str:
         ")",
     ]
     if knots["momenta"] is not None:
-        set_m = ("g['momentum'] = m" if momentum_key == "momentum" else "g['betas'] = (m, g['betas'][1])")
+        set_m = (
+            "g['momentum'] = m" if momentum_key == "momentum" else "g['betas'] = (m, g['betas'][1])"
+        )
         lines += [
             "",
             "def set_momentum(step: int) -> None:  # call with the step, next to scheduler.step()",
@@ -96,7 +100,9 @@ def _knots(schedule: Any, total: int) -> dict[str, Any]:
     for k in range(1, total - 1):
         if not np.isclose(lrs[k + 1] - lrs[k], lrs[k] - lrs[k - 1], rtol=1e-6, atol=1e-15) or (
             momenta is not None
-            and not np.isclose(momenta[k + 1] - momenta[k], momenta[k] - momenta[k - 1], rtol=1e-6, atol=1e-15)
+            and not np.isclose(
+                momenta[k + 1] - momenta[k], momenta[k] - momenta[k - 1], rtol=1e-6, atol=1e-15
+            )
         ):
             keep.append(k)
     keep.append(total - 1)

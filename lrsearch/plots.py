@@ -47,8 +47,14 @@ def range_test_png(result: RangeTestResult, path: str | Path) -> Path:
         sug = curve.suggestions
         for name, marker in MARKERS.items():
             lr = getattr(sug, name)
-            ax.plot([lr], [np.interp(np.log10(lr), np.log10(lrs), curve.smoothed)],
-                    marker=marker, color=colour, ms=7, ls="none")
+            ax.plot(
+                [lr],
+                [np.interp(np.log10(lr), np.log10(lrs), curve.smoothed)],
+                marker=marker,
+                color=colour,
+                ms=7,
+                ls="none",
+            )
     ax.set_xscale("log")
     if finite_sm:
         low, high = min(finite_sm), max(finite_sm)
@@ -66,15 +72,18 @@ def range_test_png(result: RangeTestResult, path: str | Path) -> Path:
     prior_ax.set_ylim(0, density.max() * 3 if density.size else 1)
     ax.set_xlabel("learning rate")
     ax.set_ylabel("training loss (smoothed: solid)")
-    ax.set_title(f"LR range test ({len(result.curves)} repeats); prior centre {result.prior.center:.3g}")
+    ax.set_title(
+        f"LR range test ({len(result.curves)} repeats); prior centre {result.prior.center:.3g}"
+    )
     handles, labels = ax.get_legend_handles_labels()
     ph, pl = prior_ax.get_legend_handles_labels()
     ax.legend(handles + ph, labels + pl, fontsize=8, loc="upper left")
     return _save(fig, path)
 
 
-def schedule_png(schedule: Schedule, path: str | Path, *, n_steps: int | None = None,
-                 title: str | None = None) -> Path:
+def schedule_png(
+    schedule: Schedule, path: str | Path, *, n_steps: int | None = None, title: str | None = None
+) -> Path:
     """LR (and momentum, where the schedule has one) against the step."""
     fig = _figure(figsize=(7, 3.5))
     ax = fig.add_subplot()

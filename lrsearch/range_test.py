@@ -73,8 +73,12 @@ class RangeTestResult:
             "settings": self.settings,
             "seconds": self.seconds,
             "repeats": [
-                {"suggestions": c.suggestions.to_dict(), "lrs": c.lrs, "losses": _json_floats(c.losses),
-                 "smoothed": _json_floats(c.smoothed)}
+                {
+                    "suggestions": c.suggestions.to_dict(),
+                    "lrs": c.lrs,
+                    "losses": _json_floats(c.losses),
+                    "smoothed": _json_floats(c.smoothed),
+                }
                 for c in self.curves
             ],
         }
@@ -107,7 +111,9 @@ class RangeTestResult:
         writer = csv.writer(out)
         writer.writerow(["repeat", "step", "lr", "loss", "smoothed"])
         for r, curve in enumerate(self.curves):
-            for step, (lr, loss, sm) in enumerate(zip(curve.lrs, curve.losses, curve.smoothed, strict=True)):
+            for step, (lr, loss, sm) in enumerate(
+                zip(curve.lrs, curve.losses, curve.smoothed, strict=True)
+            ):
                 writer.writerow([r, step, f"{lr:.6g}", f"{loss:.6g}", f"{sm:.6g}"])
         return out.getvalue()
 
@@ -241,23 +247,45 @@ def range_test(
     for r in range(repeats):
         with _restored(model, optimizer):
             lrs, losses = _one_repeat(
-                model, optimizer, loss_fn, data, ramp=schedule, batch_size=batch_size,
-                order=torch.Generator().manual_seed(seed + r), beta=beta,
-                diverge_factor=diverge_factor, skip_start=skip_start,
+                model,
+                optimizer,
+                loss_fn,
+                data,
+                ramp=schedule,
+                batch_size=batch_size,
+                order=torch.Generator().manual_seed(seed + r),
+                beta=beta,
+                diverge_factor=diverge_factor,
+                skip_start=skip_start,
             )
-        found = suggest(lrs, losses, skip_start=skip_start, skip_end=skip_end, beta=beta,
-                        diverge_factor=diverge_factor)
+        found = suggest(
+            lrs,
+            losses,
+            skip_start=skip_start,
+            skip_end=skip_end,
+            beta=beta,
+            diverge_factor=diverge_factor,
+        )
         curves.append(RangeCurve(lrs, losses, smooth(losses, beta).tolist(), found))
         if on_repeat is not None:
             on_repeat(r + 1, repeats)
     summary = summarize([c.suggestions for c in curves])
     settings = {
-        "start_lr": start_lr, "end_lr": end_lr, "num_iter": n_iter, "ramp": ramp,
-        "repeats": repeats, "beta": beta, "diverge_factor": diverge_factor,
-        "skip_start": skip_start, "skip_end": skip_end, "seed": seed, "batch_size": batch_size,
+        "start_lr": start_lr,
+        "end_lr": end_lr,
+        "num_iter": n_iter,
+        "ramp": ramp,
+        "repeats": repeats,
+        "beta": beta,
+        "diverge_factor": diverge_factor,
+        "skip_start": skip_start,
+        "skip_end": skip_end,
+        "seed": seed,
+        "batch_size": batch_size,
     }
-    return RangeTestResult(curves, summary, LRPrior.from_suggestions(summary), settings,
-                           time.perf_counter() - started)
+    return RangeTestResult(
+        curves, summary, LRPrior.from_suggestions(summary), settings, time.perf_counter() - started
+    )
 
 
 def range_test_workload(
@@ -274,9 +302,18 @@ def range_test_workload(
     dev = torch.device(device)
     torch.manual_seed(seed)
     model = workload.build_model().to(dev)
-    optimizer = workload.make_optimizer(model, lr=1e-7, momentum=momentum, weight_decay=weight_decay)
+    optimizer = workload.make_optimizer(
+        model, lr=1e-7, momentum=momentum, weight_decay=weight_decay
+    )
     data = (workload.train_data[0].to(dev), workload.train_data[1].to(dev))
-    result = range_test(model, optimizer, workload.loss_fn, data,
-                        batch_size=batch_size or workload.batch_size, seed=seed, **options)
+    result = range_test(
+        model,
+        optimizer,
+        workload.loss_fn,
+        data,
+        batch_size=batch_size or workload.batch_size,
+        seed=seed,
+        **options,
+    )
     result.settings.update(workload=workload.name, device=str(dev), momentum=momentum)
     return result

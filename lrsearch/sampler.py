@@ -55,8 +55,11 @@ class PriorGuidedSampler(BaseSampler):
         self.prior_decay_trials = prior_decay_trials
         self._rng = np.random.default_rng(seed)
         self._tpe = TPESampler(
-            n_startup_trials=n_startup_trials, multivariate=multivariate,
-            constant_liar=constant_liar, group=group, seed=seed,
+            n_startup_trials=n_startup_trials,
+            multivariate=multivariate,
+            constant_liar=constant_liar,
+            group=group,
+            seed=seed,
         )
 
     def reseed_rng(self) -> None:

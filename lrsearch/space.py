@@ -35,7 +35,8 @@ def suggest_params(trial: optuna.Trial, space: SpaceSection, prior: LRPrior) -> 
     """Sample every parameter of a trial; ``max_lr`` spans the prior's bounds on a log scale."""
     params: dict[str, Any] = {
         "policy": trial.suggest_categorical("policy", space.policies)
-        if len(space.policies) > 1 else space.policies[0],
+        if len(space.policies) > 1
+        else space.policies[0],
         "max_lr": trial.suggest_float("max_lr", prior.low, prior.high, log=True),
     }
     params["div_factor"] = _suggest(trial, "div_factor", space.div_factor)
@@ -43,7 +44,9 @@ def suggest_params(trial: optuna.Trial, space: SpaceSection, prior: LRPrior) -> 
         params["cycle_frac"] = _suggest(trial, "cycle_frac", space.cycle_frac)
         params["annihilation"] = _suggest(trial, "annihilation", space.annihilation)
     params["momentum_high"] = _suggest(trial, "momentum_high", space.momentum_high)
-    params["momentum_low"] = min(_suggest(trial, "momentum_low", space.momentum_low), params["momentum_high"])
+    params["momentum_low"] = min(
+        _suggest(trial, "momentum_low", space.momentum_low), params["momentum_high"]
+    )
     params["weight_decay"] = _suggest(trial, "weight_decay", space.weight_decay)
     return params
 
@@ -72,14 +75,23 @@ def build_schedule(params: dict[str, Any], *, total_steps: int, steps_per_epoch:
     momentum = (params["momentum_high"], params["momentum_low"])
     if policy == "one-cycle":
         return OneCycle(
-            params["max_lr"], total_steps, div_factor=params["div_factor"],
-            cycle_frac=params["cycle_frac"], annihilation=params["annihilation"], momentum=momentum,
+            params["max_lr"],
+            total_steps,
+            div_factor=params["div_factor"],
+            cycle_frac=params["cycle_frac"],
+            annihilation=params["annihilation"],
+            momentum=momentum,
         )
     if policy == "triangular2":
         # Four half-cycles of one epoch's steps or more, as Smith suggests (2-10 epochs each).
         step_size = max(steps_per_epoch, total_steps // 8)
-        return Cyclic(params["max_lr"] / params["div_factor"], params["max_lr"], step_size,
-                      mode="triangular2", momentum=momentum)
+        return Cyclic(
+            params["max_lr"] / params["div_factor"],
+            params["max_lr"],
+            step_size,
+            mode="triangular2",
+            momentum=momentum,
+        )
     if policy == "plateau":
         return PlateauDecay(params["max_lr"], factor=0.2, patience=2)
     raise ValueError(f"unknown policy {policy!r}")

@@ -81,7 +81,9 @@ def _storage(url: str) -> optuna.storages.BaseStorage:
                 # Heartbeats are the standard crash recovery, but still flagged experimental.
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 return optuna.storages.RDBStorage(
-                    url, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S,
+                    url,
+                    heartbeat_interval=HEARTBEAT_S,
+                    grace_period=GRACE_S,
                     heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
                         max_retry=2
                     ),
@@ -139,21 +141,31 @@ def study_exists(name: str, storage_url: str) -> bool:
 
 def _sampler(config: StudyConfig, prior: LRPrior, seed: int | None) -> PriorGuidedSampler:
     return PriorGuidedSampler(
-        prior, n_startup_trials=config.prior.n_startup_trials,
+        prior,
+        n_startup_trials=config.prior.n_startup_trials,
         prior_decay_trials=config.prior.weight_decay_trials,
-        multivariate=config.sampler.multivariate, constant_liar=config.sampler.constant_liar,
-        group=len(config.space.policies) > 1, seed=seed,
+        multivariate=config.sampler.multivariate,
+        constant_liar=config.sampler.constant_liar,
+        group=len(config.space.policies) > 1,
+        seed=seed,
     )
 
 
 def _pruner(config: StudyConfig) -> optuna.pruners.BasePruner:
     p = config.pruner
     if p.name == "plateau":
-        return make_pruner("plateau", patience=p.patience, min_delta=p.min_delta,
-                           percentile=p.percentile, n_warmup_steps=p.n_warmup_steps,
-                           n_startup_trials=p.n_startup_trials)
+        return make_pruner(
+            "plateau",
+            patience=p.patience,
+            min_delta=p.min_delta,
+            percentile=p.percentile,
+            n_warmup_steps=p.n_warmup_steps,
+            n_startup_trials=p.n_startup_trials,
+        )
     if p.name == "median":
-        return make_pruner("median", n_warmup_steps=p.n_warmup_steps, n_startup_trials=p.n_startup_trials)
+        return make_pruner(
+            "median", n_warmup_steps=p.n_warmup_steps, n_startup_trials=p.n_startup_trials
+        )
     return make_pruner(p.name)
 
 
@@ -186,14 +198,25 @@ def open_study(
                 "config; resume it with its original file, or pass --study-name NEW to start a new one"
             )
     study = optuna.create_study(
-        study_name=name, storage=storage, direction=workload.metric.direction, load_if_exists=True,
+        study_name=name,
+        storage=storage,
+        direction=workload.metric.direction,
+        load_if_exists=True,
     )
     if KEY_CONFIG not in study.user_attrs:
         study.set_user_attr(KEY_CONFIG, config.to_json())
         study.set_user_attr(KEY_FINGERPRINT, config.fingerprint())
-        study.set_user_attr(KEY_WORKLOAD_INFO, {"name": workload.name, "metric": workload.metric.name,
-                                                "direction": workload.metric.direction})
-    study.set_user_attr(KEY_TARGET, config.study.n_trials)  # the latest run's budget; workers follow it
+        study.set_user_attr(
+            KEY_WORKLOAD_INFO,
+            {
+                "name": workload.name,
+                "metric": workload.metric.name,
+                "direction": workload.metric.direction,
+            },
+        )
+    study.set_user_attr(
+        KEY_TARGET, config.study.n_trials
+    )  # the latest run's budget; workers follow it
     if tracking_uri and KEY_TRACKING not in study.user_attrs:
         study.set_user_attr(KEY_TRACKING, tracking_uri)
     if KEY_PRIOR not in study.user_attrs:
@@ -202,7 +225,9 @@ def open_study(
         _store_range_test(study, config, workload, device)
         prior = LRPrior.from_dict(study.user_attrs[KEY_PRIOR])
         if not study.trials:
-            study.enqueue_trial(default_params(config.space, prior), user_attrs={"lrsearch.origin": "prior-centre"})
+            study.enqueue_trial(
+                default_params(config.space, prior), user_attrs={"lrsearch.origin": "prior-centre"}
+            )
     return load_study(name, storage_url)
 
 
@@ -212,22 +237,38 @@ def _store_range_test(study: optuna.Study, config: StudyConfig, workload: Any, d
 
     rt = config.range_test
     result = range_test_workload(
-        workload, device=device, seed=config.study.seed, batch_size=config.study.batch_size,
-        start_lr=rt.start_lr, end_lr=rt.end_lr, num_iter=rt.num_iter, repeats=rt.repeats,
+        workload,
+        device=device,
+        seed=config.study.seed,
+        batch_size=config.study.batch_size,
+        start_lr=rt.start_lr,
+        end_lr=rt.end_lr,
+        num_iter=rt.num_iter,
+        repeats=rt.repeats,
         diverge_factor=rt.diverge_factor,
     )
     pc = config.prior
-    overrides = {k: v for k, v in {
-        "anchor": pc.anchor, "offset_decades": pc.offset_decades,
-        "sigma_floor_decades": pc.sigma_floor_decades, "low_decades": pc.low_decades,
-        "high_factor": pc.high_factor}.items() if v is not None}
+    overrides = {
+        k: v
+        for k, v in {
+            "anchor": pc.anchor,
+            "offset_decades": pc.offset_decades,
+            "sigma_floor_decades": pc.sigma_floor_decades,
+            "low_decades": pc.low_decades,
+            "high_factor": pc.high_factor,
+        }.items()
+        if v is not None
+    }
     if overrides:
-        result.prior = Prior.from_suggestions(result.summary, **overrides)
+        result.prior = Prior.from_suggestions(result.summary, **overrides)  # type: ignore[arg-type]
     study.set_user_attr(KEY_RANGE_TEST, result.to_dict())
     study.set_user_attr(KEY_PRIOR, result.prior.to_dict())
 
 
-def load_study(name: str, storage_url: str, *, seed: int | None = None) -> StudyHandle:
+_STUDY_SEED = object()
+
+
+def load_study(name: str, storage_url: str, *, seed: Any = _STUDY_SEED) -> StudyHandle:
     """Open an existing lrsearch study by name (any host, any worker)."""
     storage = _storage(storage_url)
     names = [s.study_name for s in storage.get_all_studies()]
@@ -247,13 +288,18 @@ def load_study(name: str, storage_url: str, *, seed: int | None = None) -> Study
     config = StudyConfig.from_json(attrs[KEY_CONFIG])
     prior = LRPrior.from_dict(attrs[KEY_PRIOR])
     study = optuna.load_study(
-        study_name=name, storage=storage,
-        sampler=_sampler(config, prior, config.study.seed if seed is None else seed),
+        study_name=name,
+        storage=storage,
+        sampler=_sampler(config, prior, config.study.seed if seed is _STUDY_SEED else seed),
         pruner=_pruner(config),
     )
     return StudyHandle(
-        study=study, config=config, prior=prior, range_test=attrs.get(KEY_RANGE_TEST, {}),
-        storage_url=storage_url, tracking_uri=attrs.get(KEY_TRACKING),
+        study=study,
+        config=config,
+        prior=prior,
+        range_test=attrs.get(KEY_RANGE_TEST, {}),
+        storage_url=storage_url,
+        tracking_uri=attrs.get(KEY_TRACKING),
         parent_run_id=attrs.get(KEY_PARENT_RUN),
     )
 
@@ -297,7 +343,9 @@ def claim(study: optuna.Study, trial: optuna.Trial, n_trials: int, *, poll_s: fl
         if before == 0 or any(t.state == TrialState.WAITING for t in trials):
             return False
         time.sleep(poll_s)
-        fail_stale_trials(study)  # a dead worker's trial becomes FAIL + a WAITING retry
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            fail_stale_trials(study)  # a dead worker's trial becomes FAIL + a WAITING retry
 
 
 def make_objective(
@@ -344,9 +392,15 @@ def make_objective(
 
         try:
             result = train(
-                workload, schedule, epochs=epochs, batch_size=cfg.study.batch_size,
-                weight_decay=params["weight_decay"], device=device, seed=cfg.study.seed + trial.number,
-                on_step=recorder.step, on_epoch=epoch_done,
+                workload,
+                schedule,
+                epochs=epochs,
+                batch_size=cfg.study.batch_size,
+                weight_decay=params["weight_decay"],
+                device=device,
+                seed=cfg.study.seed + trial.number,
+                on_step=recorder.step,
+                on_epoch=epoch_done,
                 update_ratio_every=cfg.tracking.update_ratio_every,
             )
         except BaseException as exc:
@@ -363,21 +417,37 @@ def _close_retried_run(handle: StudyHandle, trial: optuna.Trial, tracker: Any) -
     if failed is None:
         return
     dead = handle.study._storage.get_trial(
-        handle.study._storage.get_trial_id_from_study_id_trial_number(handle.study._study_id, failed)
+        handle.study._storage.get_trial_id_from_study_id_trial_number(
+            handle.study._study_id, failed
+        )
     )
     run_id = dead.user_attrs.get("mlflow_run_id")
     trial.set_user_attr("retry_of", failed)
     if run_id:
-        tracker.set_tags(run_id, {"lrsearch.state": "FAIL", "lrsearch.retried_as": str(trial.number),
-                                  "lrsearch.reason": "worker lost (heartbeat stale or process died)"})
+        tracker.set_tags(
+            run_id,
+            {
+                "lrsearch.state": "FAIL",
+                "lrsearch.retried_as": str(trial.number),
+                "lrsearch.reason": "worker lost (heartbeat stale or process died)",
+            },
+        )
         tracker.end_run(run_id, "FAILED")
 
 
 class _TrialRecorder:
     """Wires one trial's training callbacks into its MLflow run and Optuna attributes."""
 
-    def __init__(self, trial: optuna.Trial, handle: StudyHandle, tracker: Any, params: dict[str, Any],
-                 schedule: Any, total_steps: int, device: str) -> None:
+    def __init__(
+        self,
+        trial: optuna.Trial,
+        handle: StudyHandle,
+        tracker: Any,
+        params: dict[str, Any],
+        schedule: Any,
+        total_steps: int,
+        device: str,
+    ) -> None:
         self.trial = trial
         self.started = time.perf_counter()
         derived = derived_params(schedule, total_steps)
@@ -386,10 +456,15 @@ class _TrialRecorder:
         self.run = None
         if tracker is not None and handle.parent_run_id:
             self.run = tracker.start_trial(
-                handle.parent_run_id, trial.number,
+                handle.parent_run_id,
+                trial.number,
                 params={**params, **derived, "device": device},
-                tags={"optuna.study": handle.name, "optuna.trial_number": str(trial.number),
-                      "lrsearch.state": "RUNNING", "lrsearch.device": device},
+                tags={
+                    "optuna.study": handle.name,
+                    "optuna.trial_number": str(trial.number),
+                    "lrsearch.state": "RUNNING",
+                    "lrsearch.device": device,
+                },
             )
             trial.set_user_attr("mlflow_run_id", self.run.run_id)
             self.run.log_text("schedule.json", json.dumps(schedule.to_dict(), indent=2))
@@ -401,8 +476,12 @@ class _TrialRecorder:
         from lrsearch.plots import schedule_png
 
         with tempfile.TemporaryDirectory() as tmp:
-            path = schedule_png(schedule, Path(tmp) / "schedule.png", n_steps=total_steps,
-                                title=f"trial {self.trial.number}")
+            path = schedule_png(
+                schedule,
+                Path(tmp) / "schedule.png",
+                n_steps=total_steps,
+                title=f"trial {self.trial.number}",
+            )
             assert self.run is not None
             self.run.log_file(path)
 
@@ -418,8 +497,13 @@ class _TrialRecorder:
 
     def epoch(self, info: Any) -> None:
         if self.run is not None:
-            self.run.log_epoch(info.step, val_loss=info.val_loss, val_metric=info.val_metric,
-                               train_loss_epoch=info.train_loss, epoch=float(info.epoch))
+            self.run.log_epoch(
+                info.step,
+                val_loss=info.val_loss,
+                val_metric=info.val_metric,
+                train_loss_epoch=info.train_loss,
+                epoch=float(info.epoch),
+            )
 
     def _end(self, status: str, state: str, **tags: str) -> None:
         self.trial.set_user_attr("seconds", time.perf_counter() - self.started)
@@ -430,8 +514,11 @@ class _TrialRecorder:
     def finish(self, result: Any) -> float:
         if result.diverged:
             self.trial.set_user_attr("diverged", result.diverge_reason)
-            self._end("KILLED", "PRUNED", **{"lrsearch.diverged": "true",
-                                            "lrsearch.reason": result.diverge_reason or ""})
+            self._end(
+                "KILLED",
+                "PRUNED",
+                **{"lrsearch.diverged": "true", "lrsearch.reason": result.diverge_reason or ""},
+            )
             raise optuna.TrialPruned(f"diverged: {result.diverge_reason}")
         if result.stopped:
             self._end("KILLED", "PRUNED", **{"lrsearch.reason": f"pruned at epoch {result.epochs}"})
@@ -478,7 +565,9 @@ def trial_schedule(handle: StudyHandle, trial: optuna.trial.FrozenTrial) -> Any:
     params = dict(trial.params)
     for key, value in default_params(handle.config.space, handle.prior).items():
         params.setdefault(key, value)  # fixed (low == high) parameters are not in trial.params
-    return build_schedule(params, total_steps=epochs * steps_per_epoch, steps_per_epoch=steps_per_epoch)
+    return build_schedule(
+        params, total_steps=epochs * steps_per_epoch, steps_per_epoch=steps_per_epoch
+    )
 
 
 def summary(handle: StudyHandle) -> dict[str, Any]:
@@ -489,20 +578,33 @@ def summary(handle: StudyHandle) -> dict[str, Any]:
         if not t.user_attrs.get("surplus"):  # backed-off asks of parallel workers: not failures
             counts[t.state.name] += 1
     out: dict[str, Any] = {
-        "study": handle.name, "storage": redact(handle.storage_url),
-        "direction": handle.study.direction.name.lower(), "trials": counts,
+        "study": handle.name,
+        "storage": redact(handle.storage_url),
+        "direction": handle.study.direction.name.lower(),
+        "trials": counts,
         "diverged": sum(1 for t in trials if "diverged" in t.user_attrs),
-        "prior": handle.prior.to_dict(), "n_trials_target": handle.n_trials_target,
-        "running": [{"number": t.number, "params": t.params,
-                     "last_step": t.last_step} for t in trials if t.state == TrialState.RUNNING],
+        "prior": handle.prior.to_dict(),
+        "n_trials_target": handle.n_trials_target,
+        "running": [
+            {"number": t.number, "params": t.params, "last_step": t.last_step}
+            for t in trials
+            if t.state == TrialState.RUNNING
+        ],
         "best": None,
     }
-    complete = [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None
-                and math.isfinite(t.value)]
+    complete = [
+        t
+        for t in trials
+        if t.state == TrialState.COMPLETE and t.value is not None and math.isfinite(t.value)
+    ]
     if complete:
         best = handle.study.best_trial
-        out["best"] = {"number": best.number, "value": best.value, "params": best.params,
-                       "mlflow_run_id": best.user_attrs.get("mlflow_run_id")}
+        out["best"] = {
+            "number": best.number,
+            "value": best.value,
+            "params": best.params,
+            "mlflow_run_id": best.user_attrs.get("mlflow_run_id"),
+        }
     return out
 
 

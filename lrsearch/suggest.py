@@ -305,7 +305,7 @@ def _explosion_start(y: FloatArray, smoothed: FloatArray, d: int, factor: float,
     best_at = int(np.argmin(finite))
     best = float(finite[best_at])
     peak = float(np.max(finite[: max(best_at, first) + 1]))
-    scale = max(max(best, 0.0), peak - best, _REL_EPS * abs(best), _ABS_EPS)
+    scale = max(best, 0.0, peak - best, _REL_EPS * abs(best), _ABS_EPS)
     threshold = best + (factor - 1.0) * scale
     j = d
     while j - 1 > first and not (np.isfinite(y[j - 1]) and y[j - 1] <= threshold):

@@ -43,8 +43,16 @@ class _Worker:
 class Supervisor:
     """Starts, watches and replaces the worker processes of one study."""
 
-    def __init__(self, handle: StudyHandle, slots: list[Slot], *, n_trials: int,
-                 timeout: float | None, tracker: Any, echo: Callable[[str], None]) -> None:
+    def __init__(
+        self,
+        handle: StudyHandle,
+        slots: list[Slot],
+        *,
+        n_trials: int,
+        timeout: float | None,
+        tracker: Any,
+        echo: Callable[[str], None],
+    ) -> None:
         self.handle = handle
         self.slots = slots
         self.n_trials = n_trials
@@ -55,14 +63,29 @@ class Supervisor:
         self.host = os.uname().nodename
 
     def _spawn(self, index: int, slot: Slot) -> subprocess.Popen[bytes]:
-        env = {**os.environ, "LRSEARCH_STORAGE": self.handle.storage_url, "LRSEARCH_QUIET": "1",
-               "LRSEARCH_THREADS": str(slot.threads), "LRSEARCH_WORKER_INDEX": str(index + 1)}
+        env = {
+            **os.environ,
+            "LRSEARCH_STORAGE": self.handle.storage_url,
+            "LRSEARCH_QUIET": "1",
+            "LRSEARCH_THREADS": str(slot.threads),
+        }
         if slot.visible_gpu is not None:
             env["CUDA_VISIBLE_DEVICES"] = slot.visible_gpu
-        command = [sys.executable, "-m", "lrsearch.cli", "worker", "--study", self.handle.name,
-                   "--devices", slot.device, "--n-trials", str(self.n_trials),
-                   # the operator's own study file named this workload: trust it
-                   "--allow-workload", self.handle.config.study.workload]
+        command = [
+            sys.executable,
+            "-m",
+            "lrsearch.cli",
+            "worker",
+            "--study",
+            self.handle.name,
+            "--devices",
+            slot.device,
+            "--n-trials",
+            str(self.n_trials),
+            # the operator's own study file named this workload: trust it
+            "--allow-workload",
+            self.handle.config.study.workload,
+        ]
         if self.timeout:
             command += ["--timeout", str(self.timeout)]
         return subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL)
@@ -88,10 +111,14 @@ class Supervisor:
                 continue
             w.handled = True
             recovered = self._recover(w.process.pid)
-            self.echo(f"worker {w.slot.label} (pid {w.process.pid}) exited with {code}; "
-                      f"{len(recovered)} trial(s) re-queued: {recovered}")
+            self.echo(
+                f"worker {w.slot.label} (pid {w.process.pid}) exited with {code}; "
+                f"{len(recovered)} trial(s) re-queued: {recovered}"
+            )
             if w.restarts < MAX_RESTARTS and self.handle.n_finished() < self.n_trials:
-                self.workers.append(_Worker(w.index, w.slot, self._spawn(w.index, w.slot), w.restarts + 1))
+                self.workers.append(
+                    _Worker(w.index, w.slot, self._spawn(w.index, w.slot), w.restarts + 1)
+                )
 
     def _recover(self, pid: int) -> list[int]:
         """Fail and re-queue the trials a dead worker left RUNNING; close their MLflow runs."""
@@ -111,8 +138,9 @@ class Supervisor:
             retry(study, storage.get_trial(trial._trial_id))
             run_id = trial.user_attrs.get("mlflow_run_id")
             if self.tracker is not None and run_id:
-                self.tracker.set_tags(run_id, {"lrsearch.state": "FAIL",
-                                               "lrsearch.reason": "worker process died"})
+                self.tracker.set_tags(
+                    run_id, {"lrsearch.state": "FAIL", "lrsearch.reason": "worker process died"}
+                )
                 self.tracker.end_run(run_id, "FAILED")
             recovered.append(trial.number)
         return recovered

@@ -52,7 +52,9 @@ class ScheduleDriver:
         self.optimizer = optimizer
         self.schedule = schedule
         group = optimizer.param_groups[0]
-        self._momentum_key = "betas" if "betas" in group else "momentum" if "momentum" in group else None
+        self._momentum_key = (
+            "betas" if "betas" in group else "momentum" if "momentum" in group else None
+        )
         setattr(optimizer, _MARK, self)
 
     @property

@@ -30,12 +30,14 @@ import re
 import socket
 import ssl
 import sys
+import threading
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -149,8 +151,10 @@ class TrialRun:
     def __init__(self, tracker: Tracker, run_id: str) -> None:
         self.run_id = run_id
         self.points_logged = 0
+        self.points_unsent = 0
         self._tracker = tracker
         self._buffer: list[_Point] = []
+        self._pending: list[tuple[list[_Point], Future[None]]] = []
         self._ended = False
         tracker._open[run_id] = self
 
@@ -161,19 +165,50 @@ class TrialRun:
     def log_step(self, step: int, **metrics: float) -> None:
         """Buffer per-step values (``lr``, ``momentum``, ``train_loss``, ...).
 
-        NaN is stored as NaN; MLflow's SQL stores keep ``±inf`` as ``±1.797e308``.
+        NaN is stored as NaN; MLflow's SQL stores keep ``±inf`` as ``±1.797e308``. A full
+        buffer goes out on the tracker's sender thread, so training does not wait for the
+        store.
         """
         self._add(step, metrics)
         if len(self._buffer) >= self._tracker.flush_every:
-            self.flush()
+            self._send_in_background()
 
     def log_epoch(self, step: int, **metrics: float) -> None:
-        """Record validation metrics and send them with everything buffered before them."""
+        """Record validation metrics; they go out (in the background) with everything before."""
         self._add(step, metrics)
-        self.flush()
+        self._send_in_background()
+
+    def _send_in_background(self) -> None:
+        self._collect(block=False)
+        while self._buffer:
+            chunk = self._buffer[:MAX_METRICS_PER_BATCH]
+            del self._buffer[: len(chunk)]
+            future = self._tracker._sender().submit(self._tracker._send, self.run_id, points=chunk)
+            self._pending.append((chunk, future))
+
+    def _collect(self, *, block: bool) -> list[_Point]:
+        """Account for finished background sends; returns the points of failed ones."""
+        failed: list[_Point] = []
+        still: list[tuple[list[_Point], Future[None]]] = []
+        for chunk, future in self._pending:
+            if not block and not future.done():
+                still.append((chunk, future))
+            elif future.exception() is None:
+                self.points_logged += len(chunk)
+            else:
+                failed += chunk
+        self._pending = still
+        if failed:  # keep them, in order, for the next try
+            self._buffer[:0] = failed
+        return failed
 
     def flush(self) -> None:
-        """Send the buffered points; what a failure leaves unsent stays for the next flush."""
+        """Wait for background sends, then send what is buffered (failed sends included).
+
+        Raises:
+            TrackingError: the store still refuses; the points stay buffered for a later try.
+        """
+        self._collect(block=True)
         while self._buffer:
             chunk = self._buffer[:MAX_METRICS_PER_BATCH]
             self._tracker._send(self.run_id, points=chunk)
@@ -199,7 +234,19 @@ class TrialRun:
         _check_status(status)
         if self._ended:
             return
-        self.flush()
+        try:
+            self.flush()
+        except TrackingError:
+            # The store is down: the run still ends truthfully where possible, and says how
+            # many points it could not record instead of losing them silently.
+            self.points_unsent = len(self._buffer)
+            self._buffer.clear()
+            tags = {**(tags or {}), "lrsearch.metrics_not_logged": str(self.points_unsent)}
+            print(
+                f"warning: run {self.run_id}: {self.points_unsent} metric points could not be "
+                "logged (tracking store unreachable)",
+                file=sys.stderr,
+            )
         if tags:
             self.set_tags(tags)
         self._tracker._set_status(self.run_id, status)
@@ -242,6 +289,14 @@ class Tracker(abc.ABC):
         self.flush_every = flush_every
         self.points_logged = 0
         self._open: dict[str, TrialRun] = {}
+        self._executor: ThreadPoolExecutor | None = None
+        self._lock = threading.Lock()
+
+    def _sender(self) -> ThreadPoolExecutor:
+        """One background thread per tracker: step metrics go out in order, off the hot loop."""
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lrsearch-mlflow")
+        return self._executor
 
     def start_study(
         self, study_name: str, *, params: Mapping[str, Any], tags: Mapping[str, Any]
@@ -369,7 +424,8 @@ class Tracker(abc.ABC):
         for start in range(0, len(points), MAX_METRICS_PER_BATCH):
             chunk = points[start : start + MAX_METRICS_PER_BATCH]
             self._write(run_id, chunk, [], [])
-            self.points_logged += len(chunk)
+            with self._lock:  # the sender thread and the caller both count here
+                self.points_logged += len(chunk)
         for start in range(0, max(len(param_items), len(tag_items)), MAX_PARAMS_TAGS_PER_BATCH):
             end = start + MAX_PARAMS_TAGS_PER_BATCH
             self._write(run_id, [], param_items[start:end], tag_items[start:end])

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -89,9 +89,11 @@ def evaluate(
     return float(loss), float(metric)
 
 
-def _update_ratio(before: list[torch.Tensor], params: list[torch.Tensor]) -> float:
+def _update_ratio(before: Sequence[torch.Tensor], params: Sequence[torch.Tensor]) -> float:
     """||theta_new - theta_old|| / ||theta_old|| over all parameters."""
-    delta = torch.stack([(p.detach() - b).pow(2).sum() for p, b in zip(params, before, strict=True)])
+    delta = torch.stack(
+        [(p.detach() - b).pow(2).sum() for p, b in zip(params, before, strict=True)]
+    )
     norm = torch.stack([b.pow(2).sum() for b in before])
     return float(delta.sum().sqrt() / norm.sum().sqrt().clamp_min(1e-12))
 
@@ -114,7 +116,7 @@ class _Divergence:
         return None
 
 
-def train(  # noqa: PLR0913 - one knob per argument keeps call sites readable
+def train(
     workload: Workload,
     schedule: Schedule,
     *,
@@ -213,7 +215,11 @@ def train(  # noqa: PLR0913 - one knob per argument keeps call sites readable
         if not (math.isfinite(val_loss) and math.isfinite(val_metric)):
             reason = f"non-finite validation loss/metric ({val_loss}, {val_metric})"
             break
-        best = max(best, val_metric) if workload.metric.direction == "maximize" else min(best, val_metric)
+        best = (
+            max(best, val_metric)
+            if workload.metric.direction == "maximize"
+            else min(best, val_metric)
+        )
         if metric_driven:
             schedule.report(val_loss)  # type: ignore[attr-defined]
         info = EpochInfo(epoch + 1, step, train_loss, val_loss, val_metric)

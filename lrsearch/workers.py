@@ -63,8 +63,11 @@ def _start_parent(handle: StudyHandle, tracker: Any, *, first_time: bool) -> Non
     params.update({f"prior.{k}": v for k, v in handle.prior.to_dict().items()})
     for name, s in handle.range_test.get("suggestions", {}).items():
         params[f"range_test.{name}"] = s["median"]
-    run_id = tracker.start_study(handle.name, params=params,
-                                 tags={"optuna.study": handle.name, "lrsearch.storage": redact(handle.storage_url)})
+    run_id = tracker.start_study(
+        handle.name,
+        params=params,
+        tags={"optuna.study": handle.name, "lrsearch.storage": redact(handle.storage_url)},
+    )
     if handle.parent_run_id != run_id:
         set_parent_run(handle, run_id)
     if first_time:
@@ -81,7 +84,9 @@ def _log_range_test(handle: StudyHandle, tracker: Any, run_id: str) -> None:
     tracker.log_artifact_text(run_id, "prior.json", handle.prior.to_json())
     tracker.log_artifact_text(run_id, "config.json", handle.config.to_json())
     with tempfile.TemporaryDirectory() as tmp:
-        tracker.log_artifact_file(run_id, plots.range_test_png(result, Path(tmp) / "range_test.png"))
+        tracker.log_artifact_file(
+            run_id, plots.range_test_png(result, Path(tmp) / "range_test.png")
+        )
 
 
 def _log_study_plots(handle: StudyHandle, tracker: Any) -> None:
@@ -95,7 +100,9 @@ def _log_study_plots(handle: StudyHandle, tracker: Any) -> None:
 class _FailureGuard:
     """Says why a trial failed (one line), and stops a worker whose trials keep failing."""
 
-    def __init__(self, limit: int = MAX_CONSECUTIVE_FAILURES, echo: Callable[[str], None] = print) -> None:
+    def __init__(
+        self, limit: int = MAX_CONSECUTIVE_FAILURES, echo: Callable[[str], None] = print
+    ) -> None:
         self.limit = limit
         self.echo = echo
         self.streak = 0
@@ -132,7 +139,9 @@ def run_trials(
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     guard = _FailureGuard(echo=echo)
     callbacks: list[Callable[[optuna.Study, FrozenTrial], None]] = [
-        MaxTrialsCallback(n_trials, states=FINISHED), guard, _stop_on_surplus,
+        MaxTrialsCallback(n_trials, states=FINISHED),
+        guard,
+        _stop_on_surplus,
     ]
     if on_trial is not None:
         callbacks.append(lambda study, trial: on_trial(trial))
@@ -143,8 +152,13 @@ def run_trials(
         # fail_reason attribute already record it.
         warnings.simplefilter("ignore", UserWarning)
         handle.study.optimize(
-            make_objective(handle, device=device, tracker=tracker, n_trials=n_trials, on_epoch=on_epoch),
-            timeout=timeout, callbacks=callbacks, catch=(Exception,), gc_after_trial=False,
+            make_objective(
+                handle, device=device, tracker=tracker, n_trials=n_trials, on_epoch=on_epoch
+            ),
+            timeout=timeout,
+            callbacks=callbacks,
+            catch=(Exception,),
+            gc_after_trial=False,
         )
     if guard.streak >= guard.limit:
         raise LrsearchError(
@@ -155,7 +169,9 @@ def run_trials(
 
 def _stop_on_surplus(study: optuna.Study, trial: FrozenTrial) -> None:
     """A surplus trial means the study is (about to be) full: stop unless a retry waits."""
-    if trial.user_attrs.get("surplus") and not study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+    if trial.user_attrs.get("surplus") and not study.get_trials(
+        deepcopy=False, states=(TrialState.WAITING,)
+    ):
         study.stop()
 
 
@@ -174,13 +190,20 @@ def run_worker(
 
     torch.set_num_threads(int(os.environ.get("LRSEARCH_THREADS", slot.threads)))
     run_trials(
-        handle, n_trials=n_trials, timeout=timeout, device=slot.device, tracker=tracker,
+        handle,
+        n_trials=n_trials,
+        timeout=timeout,
+        device=slot.device,
+        tracker=tracker,
         on_trial=progress.trial_done if progress else None,
-        on_epoch=progress.epoch_done if progress else None, echo=echo,
+        on_epoch=progress.epoch_done if progress else None,
+        echo=echo,
     )
 
 
-def _prepare(config: StudyConfig, *, tracking_uri: str | None, tracking: bool) -> tuple[str | None, Any]:
+def _prepare(
+    config: StudyConfig, *, tracking_uri: str | None, tracking: bool
+) -> tuple[str | None, Any]:
     """Check what can be checked before anything is written: workload, then tracking server."""
     from lrsearch.workloads import get_workload
 
@@ -210,12 +233,23 @@ def run_study(
     slots = parse_devices(devices, trials_per_device)
     uri, tracker = _prepare(config, tracking_uri=tracking_uri, tracking=tracking)
     started = time.perf_counter()
-    range_device = slots[0].device if slots[0].visible_gpu is None else f"cuda:{slots[0].visible_gpu}"
-    handle = open_study(config, storage_url, tracking_uri=uri, device=range_device, on_range_test=echo)
+    range_device = (
+        slots[0].device if slots[0].visible_gpu is None else f"cuda:{slots[0].visible_gpu}"
+    )
+    handle = open_study(
+        config, storage_url, tracking_uri=uri, device=range_device, on_range_test=echo
+    )
     if tracker is not None:
         _start_parent(handle, tracker, first_time=handle.parent_run_id is None)
-    interrupted = _execute(handle, slots, n_trials=config.study.n_trials, timeout=config.study.timeout,
-                           tracker=tracker, show_progress=show_progress, echo=echo)
+    interrupted = _execute(
+        handle,
+        slots,
+        n_trials=config.study.n_trials,
+        timeout=config.study.timeout,
+        tracker=tracker,
+        show_progress=show_progress,
+        echo=echo,
+    )
     return _finish(handle, tracker, uri, time.perf_counter() - started, interrupted)
 
 
@@ -239,47 +273,76 @@ def join_study(
     from lrsearch.workloads import check_allowed, get_workload
 
     slots = parse_devices(devices, trials_per_device)
-    index = int(os.environ.get("LRSEARCH_WORKER_INDEX", "0"))
-    handle = load_study(study_name, storage_url, seed=None if index == 0 else index * 7919)
+    # Unseeded: workers on other hosts (or in other containers) must not repeat each other's
+    # random startup draws; the study's own seed drives the orchestrating `lrsearch run`.
+    handle = load_study(study_name, storage_url, seed=None)
     check_allowed(handle.config.study.workload, allow_workloads)
     get_workload(handle.config.study.workload, **handle.config.study.workload_options)
     tracker = _tracker(handle.tracking_uri)
     target = n_trials or handle.n_trials_target
     started = time.perf_counter()
-    interrupted = _execute(handle, slots, n_trials=target, timeout=timeout, tracker=tracker,
-                           show_progress=show_progress, echo=echo)
+    interrupted = _execute(
+        handle,
+        slots,
+        n_trials=target,
+        timeout=timeout,
+        tracker=tracker,
+        show_progress=show_progress,
+        echo=echo,
+    )
     return closing_report(handle, time.perf_counter() - started, handle.tracking_uri, interrupted)
 
 
-def _execute(handle: StudyHandle, slots: list[Slot], *, n_trials: int, timeout: float | None,
-             tracker: Any, show_progress: bool | None, echo: Callable[[str], None]) -> bool:
+def _execute(
+    handle: StudyHandle,
+    slots: list[Slot],
+    *,
+    n_trials: int,
+    timeout: float | None,
+    tracker: Any,
+    show_progress: bool | None,
+    echo: Callable[[str], None],
+) -> bool:
     """Run the trials here (one slot) or in supervised worker processes; True if interrupted."""
     from lrsearch.progress import StudyProgress
     from lrsearch.supervisor import Supervisor
 
     quiet = os.environ.get("LRSEARCH_QUIET") == "1"
-    with StudyProgress(handle, enabled=False if quiet else show_progress, n_trials=n_trials) as progress:
+    with StudyProgress(
+        handle, enabled=False if quiet else show_progress, n_trials=n_trials
+    ) as progress:
         try:
             if len(slots) == 1:
-                run_worker(handle, slots[0], n_trials=n_trials, timeout=timeout, tracker=tracker,
-                           progress=progress, echo=echo)
+                run_worker(
+                    handle,
+                    slots[0],
+                    n_trials=n_trials,
+                    timeout=timeout,
+                    tracker=tracker,
+                    progress=progress,
+                    echo=echo,
+                )
             else:
-                Supervisor(handle, slots, n_trials=n_trials, timeout=timeout, tracker=tracker,
-                           echo=echo).run(progress)
+                Supervisor(
+                    handle, slots, n_trials=n_trials, timeout=timeout, tracker=tracker, echo=echo
+                ).run(progress)
         except KeyboardInterrupt:
             return True
     return False
 
 
-def _finish(handle: StudyHandle, tracker: Any, uri: str | None, seconds: float, interrupted: bool) -> str:
+def _finish(
+    handle: StudyHandle, tracker: Any, uri: str | None, seconds: float, interrupted: bool
+) -> str:
     if tracker is not None and handle.parent_run_id:
         _log_study_plots(handle, tracker)
         tracker.end_run(handle.parent_run_id, "KILLED" if interrupted else "FINISHED")
     return closing_report(handle, seconds, uri, interrupted)
 
 
-def closing_report(handle: StudyHandle, seconds: float, tracking_uri: str | None,
-                   interrupted: bool = False) -> str:
+def closing_report(
+    handle: StudyHandle, seconds: float, tracking_uri: str | None, interrupted: bool = False
+) -> str:
     """What ``lrsearch run`` prints at the end: counts, best schedule, where to look.
 
     Raises:
@@ -295,12 +358,16 @@ def closing_report(handle: StudyHandle, seconds: float, tracking_uri: str | None
     best = s["best"]
     if best:
         metric = handle.study.user_attrs.get("lrsearch.workload", {}).get("metric", "metric")
-        params = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-                           for k, v in best["params"].items())
+        params = ", ".join(
+            f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+            for k, v in best["params"].items()
+        )
         lines.append(f"best: trial {best['number']} val_{metric}={best['value']:.2f} ({params})")
         lines.append(f"  schedule as code: lrsearch best --study {handle.name} --format python")
     if tracking_uri:
-        lines.append(f"  MLflow UI: lrsearch ui --study {handle.name}  (store: {redact(tracking_uri)})")
+        lines.append(
+            f"  MLflow UI: lrsearch ui --study {handle.name}  (store: {redact(tracking_uri)})"
+        )
     if interrupted:
         raise LrsearchError(
             "interrupted; running trials were ended and recorded. Resume with the same command. "

@@ -11,8 +11,20 @@ from lrsearch.cli import cli
 def test_range_test_writes_json_csv_png(tmp_path) -> None:
     out = tmp_path / "rt"
     result = CliRunner().invoke(
-        cli, ["range-test", "-w", "tests.tiny_workloads:blobs", "--repeats", "2", "--num-iter", "30",
-              "--out", str(out)], obj={})
+        cli,
+        [
+            "range-test",
+            "-w",
+            "tests.tiny_workloads:blobs",
+            "--repeats",
+            "2",
+            "--num-iter",
+            "30",
+            "--out",
+            str(out),
+        ],
+        obj={},
+    )
     assert result.exit_code == 0, result.output
     assert "valley" in result.output and "max_lr prior" in result.output
     data = json.loads((out / "range_test.json").read_text())
@@ -26,16 +38,35 @@ def test_range_test_writes_json_csv_png(tmp_path) -> None:
 
 def test_range_test_json_to_stdout(tmp_path) -> None:
     result = CliRunner().invoke(
-        cli, ["range-test", "-w", "tests.tiny_workloads:blobs", "--repeats", "1", "--num-iter", "20",
-              "--out", str(tmp_path), "--json"], obj={})
+        cli,
+        [
+            "range-test",
+            "-w",
+            "tests.tiny_workloads:blobs",
+            "--repeats",
+            "1",
+            "--num-iter",
+            "20",
+            "--out",
+            str(tmp_path),
+            "--json",
+        ],
+        obj={},
+    )
     assert result.exit_code == 0
     assert json.loads(result.stdout)["settings"]["repeats"] == 1
 
 
 def test_range_test_bad_input(tmp_path) -> None:
-    for args, needle in ((["--start-lr", "1", "--end-lr", "0.1"], "--start-lr"),
-                         (["--num-iter", "2"], "--num-iter"), (["--repeats", "0"], "--repeats")):
-        result = CliRunner().invoke(cli, ["range-test", "-w", "tests.tiny_workloads:blobs",
-                                          "--out", str(tmp_path), *args], obj={})
+    for args, needle in (
+        (["--start-lr", "1", "--end-lr", "0.1"], "--start-lr"),
+        (["--num-iter", "2"], "--num-iter"),
+        (["--repeats", "0"], "--repeats"),
+    ):
+        result = CliRunner().invoke(
+            cli,
+            ["range-test", "-w", "tests.tiny_workloads:blobs", "--out", str(tmp_path), *args],
+            obj={},
+        )
         assert result.exit_code != 0 and needle in result.output
         assert "Traceback" not in result.output

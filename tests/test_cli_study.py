@@ -120,14 +120,26 @@ BAD_FILES = [
     ("[study]\nworkload = 'digits-mlp'\n", "study.name: missing"),
     ("[study]\nname = 'x'\nworkload = 'digits-mlp'\nn_trials = 'ten'\n", "study.n_trials"),
     ("[study]\nname = 'x'\nworkload = 'digits-mlp'\nn_trials = 0\n", "study.n_trials"),
-    ("[study]\nname = 'x'\nworkload = 'digits-mlp'\n[space]\ndiv_factor = [25, 4]\n", "space.div_factor: low must be <= high"),
-    ("[study]\nname = 'x'\nworkload = 'digits-mlp'\n[space]\ncycle_frac = [0.5, 1.5]\n", "cycle_frac"),
+    (
+        "[study]\nname = 'x'\nworkload = 'digits-mlp'\n[space]\ndiv_factor = [25, 4]\n",
+        "space.div_factor: low must be <= high",
+    ),
+    (
+        "[study]\nname = 'x'\nworkload = 'digits-mlp'\n[space]\ncycle_frac = [0.5, 1.5]\n",
+        "cycle_frac",
+    ),
     ("[study]\nname = 'x'\nworkload = 'nope-net'\n", "unknown workload 'nope-net'"),
     ("[study]\nname = 'x'\nworkload = 'digits-mlp'\n[pruner]\nname = 'fancy'\n", "pruner.name"),
-    ("[study]\nname = 'x'\nworkload = 'digits-mlp'\n[space]\npolicies = ['sgdr']\n", "space.policies"),
+    (
+        "[study]\nname = 'x'\nworkload = 'digits-mlp'\n[space]\npolicies = ['sgdr']\n",
+        "space.policies",
+    ),
     ("[study]\nname = 'x'\nworkload = 'digits-mlp'\nepochz = 3\n", "study.epochz: unknown field"),
     ("[study\nname = 'x'\n", "not valid TOML"),
-    ("[study]\nname = 'x'\nworkload = 'digits-mlp'\n[range_test]\nstart_lr = 1.0\nend_lr = 0.1\n", "start_lr must be < end_lr"),
+    (
+        "[study]\nname = 'x'\nworkload = 'digits-mlp'\n[range_test]\nstart_lr = 1.0\nend_lr = 0.1\n",
+        "start_lr must be < end_lr",
+    ),
 ]
 
 
@@ -136,7 +148,9 @@ def test_bad_study_files_one_line_nothing_written(tmp_path, text: str, needle: s
     f = tmp_path / "bad.toml"
     f.write_text(text)
     db = tmp_path / "optuna.db"
-    result = _invoke("run", str(f), "--storage", f"sqlite:///{db}", env={"LRSEARCH_HOME": str(tmp_path)})
+    result = _invoke(
+        "run", str(f), "--storage", f"sqlite:///{db}", env={"LRSEARCH_HOME": str(tmp_path)}
+    )
     assert result.exit_code != 0
     out = result.output.strip()
     assert needle in out, out

@@ -13,8 +13,16 @@ def _run(*args: str):
 
 
 def test_train_json_reports_result() -> None:
-    result = _run("train", "--workload", "tests.tiny_workloads:blobs", "--epochs", "2",
-                  "--max-lr", "0.2", "--json")
+    result = _run(
+        "train",
+        "--workload",
+        "tests.tiny_workloads:blobs",
+        "--epochs",
+        "2",
+        "--max-lr",
+        "0.2",
+        "--json",
+    )
     assert result.exit_code == 0, result.output
     record = json.loads(result.output)
     assert record["epochs"] == 2 and record["diverged"] is False

@@ -88,9 +88,18 @@ def _env(home: Path, **extra: str) -> dict[str, str]:
     return env
 
 
-def _lrsearch(*args: str, env: dict[str, str], timeout: float = 240) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "lrsearch.cli", *args], env=env, cwd=ROOT,
-                          capture_output=True, text=True, timeout=timeout)
+def _lrsearch(
+    *args: str, env: dict[str, str], timeout: float = 240
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "lrsearch.cli", *args],
+        check=False,
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def _study_file(tmp_path: Path, name: str, n_trials: int, epochs: int = 2, n: int = 256) -> Path:
@@ -107,7 +116,9 @@ def _trial_runs(client: MlflowClient, study: str):
 
 def _check_runs(client: MlflowClient, study: optuna.Study, steps: int) -> None:
     """One MLflow run per trial that trained; every COMPLETE run has its full lr history."""
-    trained = [t for t in study.trials if "mlflow_run_id" in t.user_attrs or t.state == TrialState.COMPLETE]
+    trained = [
+        t for t in study.trials if "mlflow_run_id" in t.user_attrs or t.state == TrialState.COMPLETE
+    ]
     runs = _trial_runs(client, study.study_name)
     assert len(runs) == len(trained)
     by_id = {r.info.run_id: r for r in runs}
@@ -120,8 +131,17 @@ def _check_runs(client: MlflowClient, study: optuna.Study, steps: int) -> None:
 
 def test_four_workers_finish_exactly_the_requested_trials(tmp_path, pg_url) -> None:
     f = _study_file(tmp_path, "four", n_trials=12)
-    out = _lrsearch("run", str(f), "--storage", pg_url, "--devices", "cpu", "--trials-per-device", "4",
-                    env=_env(tmp_path))
+    out = _lrsearch(
+        "run",
+        str(f),
+        "--storage",
+        pg_url,
+        "--devices",
+        "cpu",
+        "--trials-per-device",
+        "4",
+        env=_env(tmp_path),
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     study = _load("four", pg_url)
     finished = [t for t in study.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
@@ -133,10 +153,12 @@ def test_four_workers_finish_exactly_the_requested_trials(tmp_path, pg_url) -> N
     assert not [t for t in study.trials if t.state == TrialState.RUNNING]
     client = MlflowClient(local_tracking_uri(tmp_path)[0])
     _check_runs(client, study, steps=2 * (192 // 32))
-    assert "postgres@" in pg_url and pg_url not in out.stdout + out.stderr or ":" not in pg_url
+    assert ("postgres@" in pg_url and pg_url not in out.stdout + out.stderr) or ":" not in pg_url
 
 
-def _wait_for_running(storage: str, name: str, pid: int, timeout: float = 60.0) -> optuna.trial.FrozenTrial:
+def _wait_for_running(
+    storage: str, name: str, pid: int, timeout: float = 60.0
+) -> optuna.trial.FrozenTrial:
     host = socket.gethostname()
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -155,20 +177,47 @@ def _wait_for_running(storage: str, name: str, pid: int, timeout: float = 60.0) 
 def test_sigkilled_worker_trial_is_failed_requeued_and_its_run_failed(tmp_path, pg_url) -> None:
     f = _study_file(tmp_path, "crash", n_trials=4, epochs=8, n=2048)
     env = _env(tmp_path, LRSEARCH_HEARTBEAT_S="1", LRSEARCH_GRACE_S="4")
-    created = _lrsearch("run", str(f), "--storage", pg_url, "--devices", "cpu", "--n-trials", "1", env=env)
+    created = _lrsearch(
+        "run", str(f), "--storage", pg_url, "--devices", "cpu", "--n-trials", "1", env=env
+    )
     assert created.returncode == 0, created.stderr[-3000:]
     worker = subprocess.Popen(
-        [sys.executable, "-m", "lrsearch.cli", "worker", "--study", "crash", "--devices", "cpu",
-         "--n-trials", "4", "--allow-workload", "tests.*"],
-        env={**env, "LRSEARCH_STORAGE": pg_url}, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        [
+            sys.executable,
+            "-m",
+            "lrsearch.cli",
+            "worker",
+            "--study",
+            "crash",
+            "--devices",
+            "cpu",
+            "--n-trials",
+            "4",
+            "--allow-workload",
+            "tests.*",
+        ],
+        env={**env, "LRSEARCH_STORAGE": pg_url},
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     victim = _wait_for_running(pg_url, "crash", worker.pid)
     os.kill(worker.pid, signal.SIGKILL)
     worker.wait()
     killed_at = time.monotonic()
 
-    out = _lrsearch("worker", "--study", "crash", "--devices", "cpu", "--n-trials", "4",
-                    "--allow-workload", "tests.tiny_workloads:*",
-                    env={**env, "LRSEARCH_STORAGE": pg_url})
+    out = _lrsearch(
+        "worker",
+        "--study",
+        "crash",
+        "--devices",
+        "cpu",
+        "--n-trials",
+        "4",
+        "--allow-workload",
+        "tests.tiny_workloads:*",
+        env={**env, "LRSEARCH_STORAGE": pg_url},
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     study = _load("crash", pg_url)
     dead = study.trials[victim.number]
@@ -188,8 +237,25 @@ def test_supervisor_notices_a_dead_worker_at_once(tmp_path, pg_url) -> None:
     f = _study_file(tmp_path, "super", n_trials=5, epochs=8, n=2048)
     env = _env(tmp_path, LRSEARCH_GRACE_S="600")  # only the supervisor can recover it in time
     run = subprocess.Popen(
-        [sys.executable, "-m", "lrsearch.cli", "run", str(f), "--storage", pg_url, "--devices", "cpu",
-         "--trials-per-device", "2"], env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-m",
+            "lrsearch.cli",
+            "run",
+            str(f),
+            "--storage",
+            pg_url,
+            "--devices",
+            "cpu",
+            "--trials-per-device",
+            "2",
+        ],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     # find a worker process that is training a trial, and kill it
     deadline = time.monotonic() + 120
     victim = None
@@ -230,10 +296,25 @@ def mlflow_server(tmp_path, pg_url):
     conn.execute(f'CREATE DATABASE "{db}"')
     port = _free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"{PG}/{db}",
-         "--artifacts-destination", str(tmp_path / "mlartifacts"), "--host", "127.0.0.1",
-         "--port", str(port), "--workers", "1"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "server",
+            "--backend-store-uri",
+            f"{PG}/{db}",
+            "--artifacts-destination",
+            str(tmp_path / "mlartifacts"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 90
@@ -255,8 +336,19 @@ def mlflow_server(tmp_path, pg_url):
 
 def test_workers_log_through_an_mlflow_server(tmp_path, pg_url, mlflow_server) -> None:
     f = _study_file(tmp_path, "served", n_trials=4)
-    out = _lrsearch("run", str(f), "--storage", pg_url, "--tracking-uri", mlflow_server,
-                    "--devices", "cpu", "--trials-per-device", "2", env=_env(tmp_path))
+    out = _lrsearch(
+        "run",
+        str(f),
+        "--storage",
+        pg_url,
+        "--tracking-uri",
+        mlflow_server,
+        "--devices",
+        "cpu",
+        "--trials-per-device",
+        "2",
+        env=_env(tmp_path),
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     study = _load("served", pg_url)
     _check_runs(MlflowClient(mlflow_server), study, steps=2 * (192 // 32))
@@ -276,11 +368,24 @@ def test_a_storage_password_never_leaks(tmp_path, pg_url) -> None:
     try:
         f = _study_file(tmp_path, "secret", n_trials=3)
         env = _env(tmp_path)
-        outputs = [_lrsearch("run", str(f), "--storage", url, "--devices", "cpu", "--trials-per-device", "2",
-                             env=env)]
+        outputs = [
+            _lrsearch(
+                "run",
+                str(f),
+                "--storage",
+                url,
+                "--devices",
+                "cpu",
+                "--trials-per-device",
+                "2",
+                env=env,
+            )
+        ]
         assert outputs[0].returncode == 0, outputs[0].stderr[-2000:]
         outputs.append(_lrsearch("status", "--study", "secret", "--storage", url, env=env))
-        outputs.append(_lrsearch("status", "--study", "secret", "--storage", url, "--json", env=env))
+        outputs.append(
+            _lrsearch("status", "--study", "secret", "--storage", url, "--json", env=env)
+        )
         outputs.append(_lrsearch("best", "--study", "secret", "--storage", url, env=env))
         outputs.append(_lrsearch("run", str(f), "--storage", url.replace("5432", "1"), env=env))
         assert outputs[-1].returncode != 0 and "***" in outputs[-1].stderr

@@ -46,8 +46,14 @@ def _fingerprint(home) -> tuple[str, str]:
     """What is recorded: every Optuna row, and the MLflow store's bytes."""
     with sqlite3.connect(home / "optuna.db") as conn:
         rows = []
-        for table in ("studies", "trials", "trial_params", "trial_values", "study_user_attributes",
-                      "trial_user_attributes"):
+        for table in (
+            "studies",
+            "trials",
+            "trial_params",
+            "trial_values",
+            "study_user_attributes",
+            "trial_user_attributes",
+        ):
             rows.append(conn.execute(f"select * from {table} order by 1").fetchall())
     optuna_state = hashlib.sha256(repr(rows).encode()).hexdigest()
     mlflow_state = hashlib.sha256((home / "mlflow.db").read_bytes()).hexdigest()
@@ -64,32 +70,91 @@ CASES = [
     # (id, args builder, expected text)
     ("missing-file", lambda h: ["run", h / "nope.toml"], "no such study file"),
     ("changed-config", lambda h: ["run", _changed_file(h)], "different config"),
-    ("storage-refused", lambda h: ["run", h / "base.toml", "--storage", "postgresql://postgres@127.0.0.1:1/x"],
-     "cannot open storage"),
-    ("storage-bad-role", lambda h: ["run", h / "base.toml", "--storage",
-                                    "postgresql://nobody:hunter2@127.0.0.1:5432/postgres"], "cannot open storage"),
-    ("storage-scheme", lambda h: ["run", h / "base.toml", "--storage", "mongodb://db/x"], "unsupported storage URL"),
-    ("mlflow-unreachable", lambda h: ["run", h / "base.toml", "--tracking-uri", "http://127.0.0.1:9"],
-     "unreachable"),
-    ("gpu-missing", lambda h: ["run", h / "base.toml", "--devices", "cuda:3"], "cuda:3 is not available"),
+    (
+        "storage-refused",
+        lambda h: ["run", h / "base.toml", "--storage", "postgresql://postgres@127.0.0.1:1/x"],
+        "cannot open storage",
+    ),
+    (
+        "storage-bad-role",
+        lambda h: [
+            "run",
+            h / "base.toml",
+            "--storage",
+            "postgresql://nobody:hunter2@127.0.0.1:5432/postgres",
+        ],
+        "cannot open storage",
+    ),
+    (
+        "storage-scheme",
+        lambda h: ["run", h / "base.toml", "--storage", "mongodb://db/x"],
+        "unsupported storage URL",
+    ),
+    (
+        "mlflow-unreachable",
+        lambda h: ["run", h / "base.toml", "--tracking-uri", "http://127.0.0.1:9"],
+        "unreachable",
+    ),
+    (
+        "gpu-missing",
+        lambda h: ["run", h / "base.toml", "--devices", "cuda:3"],
+        "cuda:3 is not available",
+    ),
     ("devices-garbage", lambda h: ["run", h / "base.toml", "--devices", "tpu"], "--devices"),
-    ("trials-per-device", lambda h: ["run", h / "base.toml", "--trials-per-device", "0"], "--trials-per-device"),
+    (
+        "trials-per-device",
+        lambda h: ["run", h / "base.toml", "--trials-per-device", "0"],
+        "--trials-per-device",
+    ),
     ("n-trials-zero", lambda h: ["run", h / "base.toml", "--n-trials", "0"], "--n-trials"),
     ("timeout-negative", lambda h: ["run", h / "base.toml", "--timeout", "-5"], "--timeout"),
     ("status-ghost", lambda h: ["status", "--study", "ghost"], "no study named 'ghost'"),
     ("best-ghost", lambda h: ["best", "--study", "ghost"], "no study named 'ghost'"),
-    ("worker-ghost", lambda h: ["worker", "--study", "ghost", "--devices", "cpu"], "no study named 'ghost'"),
-    ("worker-untrusted", lambda h: ["worker", "--study", "base", "--devices", "cpu"], "does not trust"),
+    (
+        "worker-ghost",
+        lambda h: ["worker", "--study", "ghost", "--devices", "cpu"],
+        "no study named 'ghost'",
+    ),
+    (
+        "worker-untrusted",
+        lambda h: ["worker", "--study", "base", "--devices", "cpu"],
+        "does not trust",
+    ),
     ("worker-gpu", lambda h: ["worker", "--study", "base", "--devices", "cuda:0"], "not available"),
     ("ui-ghost", lambda h: ["ui", "--study", "ghost", "--dry-run"], "no study named 'ghost'"),
     ("train-from-ghost", lambda h: ["train", "--from-study", "ghost"], "no study named 'ghost'"),
     ("train-raises", lambda h: ["train", "-w", "tests.tiny_workloads:raises"], "boom in user code"),
-    ("train-wrong-type", lambda h: ["train", "-w", "tests.tiny_workloads:not_a_workload"], "expected lrsearch.Workload"),
-    ("train-bad-import", lambda h: ["train", "-w", "no_such_pkg.mod:fn"], "importing 'no_such_pkg.mod' failed"),
+    (
+        "train-wrong-type",
+        lambda h: ["train", "-w", "tests.tiny_workloads:not_a_workload"],
+        "expected lrsearch.Workload",
+    ),
+    (
+        "train-bad-import",
+        lambda h: ["train", "-w", "no_such_pkg.mod:fn"],
+        "importing 'no_such_pkg.mod' failed",
+    ),
     ("train-epochs", lambda h: ["train", "-w", "digits-mlp", "--epochs", "0"], "--epochs"),
-    ("range-test-unknown", lambda h: ["range-test", "-w", "resnet", "--out", h / "rt"], "unknown workload 'resnet'"),
-    ("range-test-lrs", lambda h: ["range-test", "-w", "digits-mlp", "--start-lr", "1", "--end-lr", "0.5",
-                                  "--out", h / "rt"], "--start-lr"),
+    (
+        "range-test-unknown",
+        lambda h: ["range-test", "-w", "resnet", "--out", h / "rt"],
+        "unknown workload 'resnet'",
+    ),
+    (
+        "range-test-lrs",
+        lambda h: [
+            "range-test",
+            "-w",
+            "digits-mlp",
+            "--start-lr",
+            "1",
+            "--end-lr",
+            "0.5",
+            "--out",
+            h / "rt",
+        ],
+        "--start-lr",
+    ),
     ("validate-missing", lambda h: ["validate", h / "missing.toml"], "no such study file"),
 ]
 
@@ -108,26 +173,48 @@ def test_bad_input_changes_nothing(recorded, build, needle) -> None:
 
 
 def test_debug_shows_the_traceback(recorded) -> None:
-    home, env = recorded
+    _home, env = recorded
     result = CliRunner().invoke(cli, ["--debug", "status", "--study", "ghost"], obj={}, env=env)
     assert result.exit_code != 0 and result.exception is not None
 
 
-_value = st.one_of(st.integers(-5, 10**6), st.floats(allow_nan=False, allow_infinity=False),
-                   st.text(string.ascii_letters + "-_:.", max_size=12), st.booleans(),
-                   st.lists(st.integers(-3, 3), max_size=3))
-_field = st.sampled_from(["name", "workload", "n_trials", "epochs", "batch_size", "timeout", "seed",
-                          "repeats", "start_lr", "div_factor", "patience", "bogus"])
+_value = st.one_of(
+    st.integers(-5, 10**6),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.text(string.ascii_letters + "-_:.", max_size=12),
+    st.booleans(),
+    st.lists(st.integers(-3, 3), max_size=3),
+)
+_field = st.sampled_from(
+    [
+        "name",
+        "workload",
+        "n_trials",
+        "epochs",
+        "batch_size",
+        "timeout",
+        "seed",
+        "repeats",
+        "start_lr",
+        "div_factor",
+        "patience",
+        "bogus",
+    ]
+)
 
 
 def _toml(value) -> str:
     return json.dumps(value) if not isinstance(value, bool) else str(value).lower()
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(study=st.dictionaries(_field, _value, max_size=6),
-       section=st.sampled_from(["study", "range_test", "space", "pruner", "prior"]),
-       extra=st.dictionaries(_field, _value, max_size=3))
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    study=st.dictionaries(_field, _value, max_size=6),
+    section=st.sampled_from(["study", "range_test", "space", "pruner", "prior"]),
+    extra=st.dictionaries(_field, _value, max_size=3),
+)
 def test_generated_study_files_never_crash(tmp_path, study, section, extra) -> None:
     text = "[study]\n" + "".join(f"{k} = {_toml(v)}\n" for k, v in study.items())
     if section != "study":
@@ -136,6 +223,8 @@ def test_generated_study_files_never_crash(tmp_path, study, section, extra) -> N
     f.write_text(text)
     result = CliRunner().invoke(cli, ["validate", str(f)], obj={})
     out = result.output.strip()
-    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
+    assert result.exception is None or isinstance(result.exception, SystemExit), repr(
+        result.exception
+    )
     if result.exit_code != 0:
         assert len(out.splitlines()) == 1 and out.startswith("error: ") and "Traceback" not in out

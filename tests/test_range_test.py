@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from lrsearch.range_test import RangeTestResult, range_test, range_test_workload
-from lrsearch.training import train
 from lrsearch.schedules import OneCycle
+from lrsearch.training import train
 from lrsearch.workloads import get_workload
 
 
@@ -30,8 +30,9 @@ def test_restores_model_optimizer_and_rngs_exactly(blobs) -> None:
     before = {k: v.clone() for k, v in model.state_dict().items()}
     buf = {id(p): s["momentum_buffer"].clone() for p, s in optimizer.state.items()}
     rng = (torch.get_rng_state(), np.random.get_state()[1].copy(), random.getstate())
-    range_test(model, optimizer, blobs.loss_fn, blobs.train_data, batch_size=32, repeats=2,
-               num_iter=40)
+    range_test(
+        model, optimizer, blobs.loss_fn, blobs.train_data, batch_size=32, repeats=2, num_iter=40
+    )
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     assert all(torch.equal(buf[id(p)], s["momentum_buffer"]) for p, s in optimizer.state.items())
     assert optimizer.param_groups[0]["lr"] == 0.01
@@ -74,8 +75,9 @@ def test_diverge_suggestion_matches_least_squares_theory(seed: int) -> None:
     detection lag (the loss must grow from the noise floor) well inside a factor 2.
     """
     w = get_workload("least-squares", batch_size=64, seed=seed)
-    result = range_test_workload(w, momentum=0.0, repeats=2, num_iter=600, start_lr=1e-3, end_lr=10,
-                                 seed=seed)
+    result = range_test_workload(
+        w, momentum=0.0, repeats=2, num_iter=600, start_lr=1e-3, end_lr=10, seed=seed
+    )
     expected = w.info["lr_diverge"]
     found = result.summary["diverge"].median
     assert expected / 2 <= found <= expected * 2, (found, expected)
@@ -97,8 +99,12 @@ def test_json_round_trip_and_csv(blobs) -> None:
 
 @pytest.mark.parametrize(
     ("kwargs", "needle"),
-    [({"start_lr": 1.0, "end_lr": 0.1}, "start_lr"), ({"repeats": 0}, "repeats"),
-     ({"ramp": "cubic"}, "ramp"), ({"num_iter": 3}, "num_iter")],
+    [
+        ({"start_lr": 1.0, "end_lr": 0.1}, "start_lr"),
+        ({"repeats": 0}, "repeats"),
+        ({"ramp": "cubic"}, "ramp"),
+        ({"num_iter": 3}, "num_iter"),
+    ],
 )
 def test_bad_arguments(blobs, kwargs, needle) -> None:
     with pytest.raises(ValueError, match=needle):
@@ -106,6 +112,8 @@ def test_bad_arguments(blobs, kwargs, needle) -> None:
 
 
 def test_linear_ramp(blobs) -> None:
-    result = range_test_workload(blobs, repeats=1, num_iter=30, ramp="linear", start_lr=0.01, end_lr=1.0)
+    result = range_test_workload(
+        blobs, repeats=1, num_iter=30, ramp="linear", start_lr=0.01, end_lr=1.0
+    )
     lrs = result.curves[0].lrs
     assert math.isclose(lrs[1] - lrs[0], lrs[2] - lrs[1], rel_tol=1e-9)

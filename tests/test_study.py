@@ -70,8 +70,13 @@ def test_study_end_to_end(home) -> None:
     parent = [r for r in all_runs if r.data.tags.get("lrsearch.role") == "study"]
     assert len(parent) == 1 and parent[0].info.status == "FINISHED"
     parent_files = {a.path for a in client.list_artifacts(parent[0].info.run_id)}
-    assert {"range_test.json", "range_test.csv", "range_test.png", "optimization_history.png",
-            "max_lr_vs_metric.png"} <= parent_files
+    assert {
+        "range_test.json",
+        "range_test.csv",
+        "range_test.png",
+        "optimization_history.png",
+        "max_lr_vs_metric.png",
+    } <= parent_files
 
     _, epochs, steps_per_epoch = trial_plan(load_study("tiny", storage))
     total = epochs * steps_per_epoch
@@ -90,7 +95,9 @@ def test_study_end_to_end(home) -> None:
             expected = schedule_from_dict(json.loads(Path(path).read_text())).lrs(total)
             assert np.allclose([m.value for m in history], expected, rtol=1e-9)
             assert len(client.get_metric_history(run.info.run_id, "momentum")) == total
-            assert len(client.get_metric_history(run.info.run_id, "update_ratio")) == math.ceil(total / 5)
+            assert len(client.get_metric_history(run.info.run_id, "update_ratio")) == math.ceil(
+                total / 5
+            )
             assert run.data.metrics["final_val_metric"] == pytest.approx(t.value)
         elif t.state == TrialState.PRUNED:
             assert run.info.status == "KILLED"  # not FINISHED: it did not finish
@@ -124,7 +131,7 @@ def test_interrupt_then_resume_reuses_the_range_test(home, monkeypatch) -> None:
     stored = study.user_attrs[KEY_RANGE_TEST]
     assert [t.state for t in study.trials] == [TrialState.COMPLETE, TrialState.FAIL]
     _, trial_runs, _ = _runs(home, "resume")
-    interrupted = [r for r in trial_runs if r.data.tags["lrsearch.trial"] == "1"][0]
+    interrupted = next(r for r in trial_runs if r.data.tags["lrsearch.trial"] == "1")
     assert interrupted.info.status == "KILLED" and interrupted.data.tags["lrsearch.state"] == "FAIL"
 
     monkeypatch.setattr(lrsearch.training, "train", real_train)
@@ -137,32 +144,60 @@ def test_interrupt_then_resume_reuses_the_range_test(home, monkeypatch) -> None:
 
 def test_a_changed_config_is_refused(home) -> None:
     storage = f"sqlite:///{home / 'optuna.db'}"
-    run_study(_config(n_trials=1, name="fixed"), storage_url=storage, tracking=False,
-              show_progress=False, echo=lambda s: None)
-    changed = parse_study_config({**TINY, "study": {**TINY["study"], "name": "fixed", "n_trials": 2},
-                                  "space": {"div_factor": [5, 6]}})
+    run_study(
+        _config(n_trials=1, name="fixed"),
+        storage_url=storage,
+        tracking=False,
+        show_progress=False,
+        echo=lambda s: None,
+    )
+    changed = parse_study_config(
+        {
+            **TINY,
+            "study": {**TINY["study"], "name": "fixed", "n_trials": 2},
+            "space": {"div_factor": [5, 6]},
+        }
+    )
     with pytest.raises(ConfigError, match="different config"):
-        run_study(changed, storage_url=storage, tracking=False, show_progress=False, echo=lambda s: None)
+        run_study(
+            changed, storage_url=storage, tracking=False, show_progress=False, echo=lambda s: None
+        )
     # budget changes are fine: resuming with more trials
-    run_study(_config(n_trials=2, name="fixed"), storage_url=storage, tracking=False,
-              show_progress=False, echo=lambda s: None)
+    run_study(
+        _config(n_trials=2, name="fixed"),
+        storage_url=storage,
+        tracking=False,
+        show_progress=False,
+        echo=lambda s: None,
+    )
 
 
 def test_a_failing_model_fails_its_trial_and_the_worker_goes_on(home) -> None:
     """Odd trials raise inside the user's model: FAIL with the reason, MLflow run FAILED."""
-    config = parse_study_config({**TINY, "study": {**TINY["study"], "name": "flaky", "n_trials": 3,
-                                                   "workload": "tests.tiny_workloads:flaky"},
-                                 "pruner": {"name": "none"}})
+    config = parse_study_config(
+        {
+            **TINY,
+            "study": {
+                **TINY["study"],
+                "name": "flaky",
+                "n_trials": 3,
+                "workload": "tests.tiny_workloads:flaky",
+            },
+            "pruner": {"name": "none"},
+        }
+    )
     storage = f"sqlite:///{home / 'optuna.db'}"
     said = []
     run_study(config, storage_url=storage, show_progress=False, echo=said.append)
     study = optuna.load_study(study_name="flaky", storage=storage)
     failed = [t for t in study.trials if t.state == TrialState.FAIL]
     assert failed and all(t.number % 2 == 1 for t in failed)
-    assert all("RuntimeError: boom in the user's model" in t.user_attrs["fail_reason"] for t in failed)
+    assert all(
+        "RuntimeError: boom in the user's model" in t.user_attrs["fail_reason"] for t in failed
+    )
     assert sum(t.state == TrialState.COMPLETE for t in study.trials) == 3
     assert any("failed: RuntimeError: boom" in line for line in said)
-    client, trial_runs, _ = _runs(home, "flaky")
+    _client, trial_runs, _ = _runs(home, "flaky")
     for run in trial_runs:
         number = int(run.data.tags["lrsearch.trial"])
         if number % 2:
@@ -176,12 +211,14 @@ def test_a_diverging_trial_is_pruned_and_tagged(home) -> None:
     storage = f"sqlite:///{home / 'optuna.db'}"
     handle = open_study(config, storage, tracking_uri=str(home))
     handle.study.enqueue_trial({"max_lr": handle.prior.high})  # the divergence LR itself
-    handle.study.enqueue_trial({"max_lr": handle.prior.high, "div_factor": 4.0, "momentum_high": 0.98})
+    handle.study.enqueue_trial(
+        {"max_lr": handle.prior.high, "div_factor": 4.0, "momentum_high": 0.98}
+    )
     run_study(config, storage_url=storage, show_progress=False, echo=lambda s: None)
     study = optuna.load_study(study_name="boom", storage=storage)
     diverged = [t for t in study.trials if "diverged" in t.user_attrs]
     assert diverged, [t.user_attrs for t in study.trials]
     assert all(t.state == TrialState.PRUNED for t in diverged)
-    client, trial_runs, _ = _runs(home, "boom")
+    _client, trial_runs, _ = _runs(home, "boom")
     tagged = [r for r in trial_runs if r.data.tags.get("lrsearch.diverged") == "true"]
     assert len(tagged) == len(diverged) and all(r.info.status == "KILLED" for r in tagged)

@@ -43,7 +43,7 @@ def test_optimizer_without_momentum_gets_lr_only() -> None:
 def test_refuses_optimizer_driven_by_torch_scheduler() -> None:
     opt = torch.optim.SGD(_model().parameters(), lr=0.1)
     torch.optim.lr_scheduler.StepLR(opt, step_size=3)
-    with pytest.raises(ValueError, match="already driven by a torch.optim.lr_scheduler"):
+    with pytest.raises(ValueError, match=r"already driven by a torch\.optim\.lr_scheduler"):
         ScheduleDriver(opt, Constant(0.1))
 
 

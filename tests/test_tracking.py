@@ -232,7 +232,8 @@ class TestTrackerContract:
         )
         trial.log_step(0, lr=0.1, train_loss=2.0)
         assert view.history(trial.run_id, "lr") == []  # still buffered
-        trial.log_epoch(0, val_acc=0.25)
+        trial.log_epoch(0, val_acc=0.25)  # handed to the sender thread at once
+        trial._collect(block=True)  # wait for it, without sending anything new
         assert view.history(trial.run_id, "lr") == [(0, 0.1)]
         assert view.history(trial.run_id, "val_acc") == [(0, 0.25)]
         trial.log_step(1, lr=0.2)

@@ -23,8 +23,14 @@ def test_learns_and_reports_every_step(blobs) -> None:
     steps: list[StepInfo] = []
     epochs = []
     schedule = _one_cycle(blobs, 3)
-    result = train(blobs, schedule, epochs=3, on_step=steps.append, on_epoch=epochs.append,
-                   update_ratio_every=2)
+    result = train(
+        blobs,
+        schedule,
+        epochs=3,
+        on_step=steps.append,
+        on_epoch=epochs.append,
+        update_ratio_every=2,
+    )
     assert not result.diverged and result.epochs == 3
     assert result.steps == 3 * blobs.steps_per_epoch() == len(steps)
     assert [s.step for s in steps] == list(range(result.steps))
@@ -46,12 +52,24 @@ def test_deterministic_under_seed(blobs) -> None:
 
 def test_update_ratio_is_the_relative_parameter_change(blobs) -> None:
     ratios = []
-    train(blobs, Constant(0.05, total_steps=18), epochs=1, momentum=0.0, update_ratio_every=1,
-          on_step=lambda s: ratios.append(s.update_ratio))
+    train(
+        blobs,
+        Constant(0.05, total_steps=18),
+        epochs=1,
+        momentum=0.0,
+        update_ratio_every=1,
+        on_step=lambda s: ratios.append(s.update_ratio),
+    )
     assert all(0 < r < 1 for r in ratios)
     big = []
-    train(blobs, Constant(0.5, total_steps=18), epochs=1, momentum=0.0, update_ratio_every=1,
-          on_step=lambda s: big.append(s.update_ratio))
+    train(
+        blobs,
+        Constant(0.5, total_steps=18),
+        epochs=1,
+        momentum=0.0,
+        update_ratio_every=1,
+        on_step=lambda s: big.append(s.update_ratio),
+    )
     assert sum(big) > 5 * sum(ratios)  # ~10x the LR, ~10x the update
 
 
@@ -64,7 +82,12 @@ def test_huge_lr_diverges_and_stops_early(blobs) -> None:
 
 def test_nan_loss_diverges() -> None:
     w = get_workload("tests.tiny_workloads:blobs")
-    poisoned = type(w)(**{**w.__dict__, "loss_fn": lambda o, t: torch.nn.functional.cross_entropy(o, t) * float("nan")})
+    poisoned = type(w)(
+        **{
+            **w.__dict__,
+            "loss_fn": lambda o, t: torch.nn.functional.cross_entropy(o, t) * float("nan"),
+        }
+    )
     result = train(poisoned, Constant(0.1, total_steps=18), epochs=1)
     assert result.diverged and result.steps <= 25 and "non-finite" in result.diverge_reason
 
@@ -81,7 +104,9 @@ def test_plateau_schedule_gets_reports(blobs) -> None:
     assert len(schedule.history) == 4
 
 
-@pytest.mark.parametrize(("kwargs", "needle"), [({"epochs": 0}, "epochs"), ({"batch_size": 0}, "batch_size")])
+@pytest.mark.parametrize(
+    ("kwargs", "needle"), [({"epochs": 0}, "epochs"), ({"batch_size": 0}, "batch_size")]
+)
 def test_bad_arguments(blobs, kwargs, needle) -> None:
     with pytest.raises(ValueError, match=needle):
         train(blobs, Constant(0.1), **kwargs)

@@ -8,7 +8,9 @@ from torch import nn
 from lrsearch.workloads import ACCURACY, Workload
 
 
-def blobs(*, n: int = 256, dim: int = 8, epochs: int = 3, batch_size: int = 32, seed: int = 0) -> Workload:
+def blobs(
+    *, n: int = 256, dim: int = 8, epochs: int = 3, batch_size: int = 32, seed: int = 0
+) -> Workload:
     """Four Gaussian blobs, a 2-layer MLP: trains in well under a second."""
     g = torch.Generator().manual_seed(seed)
     centres = torch.randn(4, dim, generator=g) * 2.0

@@ -45,6 +45,7 @@ def cli(ctx: click.Context, debug: bool) -> None:
 
 def positive(name: str) -> Any:
     """A click callback refusing values <= 0 for option ``--name``."""
+
     def check(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
         if value is not None and value <= 0:
             raise click.BadParameter(f"must be > 0, got {value}", param_hint=f"--{name}")
@@ -79,6 +80,11 @@ def progress(*, quiet: bool) -> Any:
 
     console = Console(stderr=True)
     return Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        console=console, disable=quiet or not console.is_terminal, transient=True,
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        disable=quiet or not console.is_terminal,
+        transient=True,
     )

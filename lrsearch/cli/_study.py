@@ -18,11 +18,20 @@ STORAGE_HELP = "Optuna storage URL (default: $LRSEARCH_STORAGE, else SQLite unde
 
 
 def devices_options(f: Any) -> Any:
-    f = click.option("--trials-per-device", type=int, default=1, show_default=True,
-                     callback=positive("trials-per-device"),
-                     help="Worker processes per device (several small trials share a GPU).")(f)
-    return click.option("--devices", default="auto", show_default=True,
-                        help="'auto' (every visible GPU, else the CPU), 'cpu', or 'cuda:0,cuda:1'.")(f)
+    f = click.option(
+        "--trials-per-device",
+        type=int,
+        default=1,
+        show_default=True,
+        callback=positive("trials-per-device"),
+        help="Worker processes per device (several small trials share a GPU).",
+    )(f)
+    return click.option(
+        "--devices",
+        default="auto",
+        show_default=True,
+        help="'auto' (every visible GPU, else the CPU), 'cpu', or 'cuda:0,cuda:1'.",
+    )(f)
 
 
 def storage_option(f: Any) -> Any:
@@ -30,8 +39,13 @@ def storage_option(f: Any) -> Any:
 
 
 def study_option(required: bool) -> Any:
-    return click.option("--study", "--study-name", "study_name", required=required,
-                        help="Study name (as in the study file's [study] name).")
+    return click.option(
+        "--study",
+        "--study-name",
+        "study_name",
+        required=required,
+        help="Study name (as in the study file's [study] name).",
+    )
 
 
 def _storage(url: str | None) -> str:
@@ -57,14 +71,27 @@ def validate(file: str) -> None:
 
 @cli.command()
 @click.argument("file", type=click.Path(dir_okay=False))
-@click.option("--n-trials", type=int, default=None, callback=positive("n-trials"),
-              help="Finished trials (complete + pruned) the study should reach.")
-@click.option("--timeout", type=float, default=None, callback=positive("timeout"),
-              help="Stop starting new trials after this many seconds.")
+@click.option(
+    "--n-trials",
+    type=int,
+    default=None,
+    callback=positive("n-trials"),
+    help="Finished trials (complete + pruned) the study should reach.",
+)
+@click.option(
+    "--timeout",
+    type=float,
+    default=None,
+    callback=positive("timeout"),
+    help="Stop starting new trials after this many seconds.",
+)
 @click.option("--study-name", default=None, help="Override the study file's name.")
 @storage_option
-@click.option("--tracking-uri", default=None,
-              help="MLflow tracking URI (default: the embedded store under $LRSEARCH_HOME).")
+@click.option(
+    "--tracking-uri",
+    default=None,
+    help="MLflow tracking URI (default: the embedded store under $LRSEARCH_HOME).",
+)
 @click.option("--no-tracking", is_flag=True, help="Do not record anything in MLflow.")
 @click.option("--seed", type=int, default=None, help="Override the study file's seed.")
 @devices_options
@@ -73,12 +100,21 @@ def run(file: str, **opts: Any) -> None:
     from lrsearch.config import load_study_config
     from lrsearch.workers import run_study
 
-    config = load_study_config(file, name=opts["study_name"], n_trials=opts["n_trials"],
-                               timeout=opts["timeout"], seed=opts["seed"])
+    config = load_study_config(
+        file,
+        name=opts["study_name"],
+        n_trials=opts["n_trials"],
+        timeout=opts["timeout"],
+        seed=opts["seed"],
+    )
     report = run_study(
-        config, storage_url=_storage(opts["storage"]), tracking_uri=opts["tracking_uri"],
-        tracking=not opts["no_tracking"], devices=opts["devices"],
-        trials_per_device=opts["trials_per_device"], echo=click.echo,
+        config,
+        storage_url=_storage(opts["storage"]),
+        tracking_uri=opts["tracking_uri"],
+        tracking=not opts["no_tracking"],
+        devices=opts["devices"],
+        trials_per_device=opts["trials_per_device"],
+        echo=click.echo,
     )
     click.echo(report)
 
@@ -86,22 +122,42 @@ def run(file: str, **opts: Any) -> None:
 @cli.command()
 @study_option(required=True)
 @storage_option
-@click.option("--n-trials", type=int, default=None, callback=positive("n-trials"),
-              help="Finished trials the study should reach (default: the study file's).")
-@click.option("--timeout", type=float, default=None, callback=positive("timeout"),
-              help="Stop starting new trials after this many seconds.")
-@click.option("--allow-workload", "allow_workloads", multiple=True, metavar="PATTERN",
-              help="Trust workload import paths matching PATTERN (fnmatch, e.g. 'mypkg.*'); "
-                   "built-ins and installed entry points are always allowed.")
+@click.option(
+    "--n-trials",
+    type=int,
+    default=None,
+    callback=positive("n-trials"),
+    help="Finished trials the study should reach (default: the study file's).",
+)
+@click.option(
+    "--timeout",
+    type=float,
+    default=None,
+    callback=positive("timeout"),
+    help="Stop starting new trials after this many seconds.",
+)
+@click.option(
+    "--allow-workload",
+    "allow_workloads",
+    multiple=True,
+    metavar="PATTERN",
+    help="Trust workload import paths matching PATTERN (fnmatch, e.g. 'mypkg.*'); "
+    "built-ins and installed entry points are always allowed.",
+)
 @devices_options
 def worker(study_name: str, storage: str | None, **opts: Any) -> None:
     """Join an existing study from any host; config, prior and tracking come from its storage."""
     from lrsearch.workers import join_study
 
     report = join_study(
-        study_name, storage_url=_storage(storage), devices=opts["devices"],
-        trials_per_device=opts["trials_per_device"], n_trials=opts["n_trials"],
-        timeout=opts["timeout"], allow_workloads=tuple(opts["allow_workloads"]), echo=click.echo,
+        study_name,
+        storage_url=_storage(storage),
+        devices=opts["devices"],
+        trials_per_device=opts["trials_per_device"],
+        n_trials=opts["n_trials"],
+        timeout=opts["timeout"],
+        allow_workloads=tuple(opts["allow_workloads"]),
+        echo=click.echo,
     )
     click.echo(report)
 
@@ -130,8 +186,14 @@ def status(study_name: str | None, storage: str | None, as_json: bool) -> None:
 @cli.command()
 @study_option(required=True)
 @storage_option
-@click.option("--format", "fmt", type=click.Choice(["json", "python"]), default="json",
-              show_default=True, help="JSON, or plain PyTorch code that rebuilds the schedule.")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["json", "python"]),
+    default="json",
+    show_default=True,
+    help="JSON, or plain PyTorch code that rebuilds the schedule.",
+)
 def best(study_name: str, storage: str | None, fmt: str) -> None:
     """The best trial's schedule, as JSON or as a few lines of plain PyTorch."""
     from lrsearch.export import best_as_json, best_as_python
@@ -148,8 +210,14 @@ def best(study_name: str, storage: str | None, fmt: str) -> None:
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
 @click.option("--port", type=int, default=5000, show_default=True, help="Port to listen on.")
 @click.option("--dry-run", is_flag=True, help="Print the command instead of running it.")
-def ui(study_name: str | None, storage: str | None, tracking_uri: str | None, host: str, port: int,
-       dry_run: bool) -> None:
+def ui(
+    study_name: str | None,
+    storage: str | None,
+    tracking_uri: str | None,
+    host: str,
+    port: int,
+    dry_run: bool,
+) -> None:
     """Open the MLflow UI on a study's tracking store (the embedded one by default)."""
     from lrsearch.study import default_home, load_study
 
@@ -180,8 +248,18 @@ def mlflow_server_command(tracking_uri: str, *, host: str, port: int) -> list[st
     artifacts: str | None = None
     if "://" not in tracking_uri:
         tracking_uri, artifacts = local_tracking_uri(Path(tracking_uri))
-    command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", tracking_uri,
-               "--host", host, "--port", str(port)]
+    command = [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "server",
+        "--backend-store-uri",
+        tracking_uri,
+        "--host",
+        host,
+        "--port",
+        str(port),
+    ]
     if artifacts:
         command += ["--default-artifact-root", artifacts]
     return command

@@ -30,7 +30,9 @@ def build_schedule(name: str, *, total_steps: int, steps_per_epoch: int, **optio
                 shape=options.get("shape", "linear"),
             )
         if name in ("cyclic", "triangular2", "exp-range"):
-            mode = {"cyclic": "triangular", "triangular2": "triangular2", "exp-range": "exp_range"}[name]
+            mode = {"cyclic": "triangular", "triangular2": "triangular2", "exp-range": "exp_range"}[
+                name
+            ]
             return s.Cyclic(
                 max_lr / options["div_factor"],
                 max_lr,
@@ -48,30 +50,86 @@ def build_schedule(name: str, *, total_steps: int, steps_per_epoch: int, **optio
 
 
 @cli.command()
-@click.option("--workload", "-w", default="mnist1d-cnn", show_default=True,
-              help="Built-in workload name or 'package.module:function'.")
-@click.option("--schedule", type=click.Choice(SCHEDULE_CHOICES), default="one-cycle",
-              show_default=True, help="LR policy.")
-@click.option("--max-lr", type=float, default=0.1, show_default=True, callback=positive("max-lr"),
-              help="Peak LR (one-cycle/cyclic) or the LR (constant/plateau).")
-@click.option("--epochs", type=int, default=None, callback=positive("epochs"),
-              help="Epochs (default: the workload's).")
-@click.option("--batch-size", type=int, default=None, callback=positive("batch-size"),
-              help="Mini-batch size (default: the workload's).")
-@click.option("--div-factor", type=float, default=10.0, show_default=True,
-              help="Lower LR = max-lr / div-factor.")
-@click.option("--cycle-frac", type=float, default=0.9, show_default=True,
-              help="Fraction of steps in the cycle; the rest is annihilation.")
-@click.option("--annihilation", type=float, default=100.0, show_default=True,
-              help="Final LR = lower LR / annihilation.")
-@click.option("--momentum-high", type=float, default=0.95, show_default=True, help="Momentum at the ends of the cycle.")
-@click.option("--momentum-low", type=float, default=0.85, show_default=True, help="Momentum at the LR peak.")
-@click.option("--weight-decay", type=float, default=0.0, show_default=True, help="Optimizer weight decay.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seeds model init and data order.")
+@click.option(
+    "--workload",
+    "-w",
+    default="mnist1d-cnn",
+    show_default=True,
+    help="Built-in workload name or 'package.module:function'.",
+)
+@click.option(
+    "--schedule",
+    type=click.Choice(SCHEDULE_CHOICES),
+    default="one-cycle",
+    show_default=True,
+    help="LR policy.",
+)
+@click.option(
+    "--max-lr",
+    type=float,
+    default=0.1,
+    show_default=True,
+    callback=positive("max-lr"),
+    help="Peak LR (one-cycle/cyclic) or the LR (constant/plateau).",
+)
+@click.option(
+    "--epochs",
+    type=int,
+    default=None,
+    callback=positive("epochs"),
+    help="Epochs (default: the workload's).",
+)
+@click.option(
+    "--batch-size",
+    type=int,
+    default=None,
+    callback=positive("batch-size"),
+    help="Mini-batch size (default: the workload's).",
+)
+@click.option(
+    "--div-factor",
+    type=float,
+    default=10.0,
+    show_default=True,
+    help="Lower LR = max-lr / div-factor.",
+)
+@click.option(
+    "--cycle-frac",
+    type=float,
+    default=0.9,
+    show_default=True,
+    help="Fraction of steps in the cycle; the rest is annihilation.",
+)
+@click.option(
+    "--annihilation",
+    type=float,
+    default=100.0,
+    show_default=True,
+    help="Final LR = lower LR / annihilation.",
+)
+@click.option(
+    "--momentum-high",
+    type=float,
+    default=0.95,
+    show_default=True,
+    help="Momentum at the ends of the cycle.",
+)
+@click.option(
+    "--momentum-low", type=float, default=0.85, show_default=True, help="Momentum at the LR peak."
+)
+@click.option(
+    "--weight-decay", type=float, default=0.0, show_default=True, help="Optimizer weight decay."
+)
+@click.option(
+    "--seed", type=int, default=0, show_default=True, help="Seeds model init and data order."
+)
 @click.option("--device", default="cpu", show_default=True, help="'cpu' or 'cuda:N'.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of text.")
-@click.option("--from-study", default=None,
-              help="Retrain the best schedule of this study (other schedule options are ignored).")
+@click.option(
+    "--from-study",
+    default=None,
+    help="Retrain the best schedule of this study (other schedule options are ignored).",
+)
 @click.option("--storage", default=None, help="Storage of --from-study (default: as for 'run').")
 def train(**opts: Any) -> None:
     """Train one schedule on a workload and print the final validation metric."""
@@ -80,19 +138,34 @@ def train(**opts: Any) -> None:
     device = check_device(opts["device"])
     if opts["from_study"]:
         workload, schedule, epochs, batch_size, weight_decay = _from_study(opts)
-        opts["schedule"], opts["max_lr"] = schedule.kind, getattr(schedule, "max_lr", schedule.lr_at(0))
+        opts["schedule"], opts["max_lr"] = (
+            schedule.kind,
+            getattr(schedule, "max_lr", schedule.lr_at(0)),
+        )
     else:
         from lrsearch.workloads import get_workload
 
         workload = get_workload(opts["workload"])
-        epochs, batch_size, weight_decay = opts["epochs"] or workload.epochs, opts["batch_size"], opts["weight_decay"]
+        epochs, batch_size, weight_decay = (
+            opts["epochs"] or workload.epochs,
+            opts["batch_size"],
+            opts["weight_decay"],
+        )
         steps_per_epoch = workload.steps_per_epoch(batch_size)
         schedule = build_schedule(
-            opts["schedule"], total_steps=epochs * steps_per_epoch, steps_per_epoch=steps_per_epoch, **opts
+            opts["schedule"],
+            total_steps=epochs * steps_per_epoch,
+            steps_per_epoch=steps_per_epoch,
+            **opts,
         )
     result = run_training(
-        workload, schedule, epochs=epochs, batch_size=batch_size,
-        weight_decay=weight_decay, device=device, seed=opts["seed"],
+        workload,
+        schedule,
+        epochs=epochs,
+        batch_size=batch_size,
+        weight_decay=weight_decay,
+        device=device,
+        seed=opts["seed"],
     )
     if opts["as_json"]:
         record = result.to_dict()
@@ -114,32 +187,84 @@ def _from_study(opts: dict[str, Any]) -> tuple[Any, Any, int, int | None, float]
     handle = load_study(opts["from_study"], opts["storage"] or default_storage())
     trial = best_trial(handle)
     workload, epochs, _ = trial_plan(handle)
-    return (workload, trial_schedule(handle, trial), epochs, handle.config.study.batch_size,
-            float(trial.params.get("weight_decay", 0.0)))
+    return (
+        workload,
+        trial_schedule(handle, trial),
+        epochs,
+        handle.config.study.batch_size,
+        float(trial.params.get("weight_decay", 0.0)),
+    )
 
 
 @cli.command("range-test")
-@click.option("--workload", "-w", default="mnist1d-cnn", show_default=True,
-              help="Built-in workload name or 'package.module:function'.")
-@click.option("--repeats", type=int, default=3, show_default=True, callback=positive("repeats"),
-              help="Runs with different data orders from the same initial weights.")
-@click.option("--start-lr", type=float, default=1e-7, show_default=True, callback=positive("start-lr"),
-              help="First LR of the ramp.")
-@click.option("--end-lr", type=float, default=10.0, show_default=True, callback=positive("end-lr"),
-              help="Last LR of the ramp.")
-@click.option("--num-iter", type=int, default=None,
-              help="Steps per repeat (default: max(100, one epoch)).")
-@click.option("--ramp", type=click.Choice(["exp", "linear"]), default="exp", show_default=True,
-              help="Exponential (geometric) or linear LR ramp.")
-@click.option("--diverge-factor", type=float, default=4.0, show_default=True,
-              help="Stop once the smoothed loss exceeds the best by this factor.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seeds weights and data orders.")
+@click.option(
+    "--workload",
+    "-w",
+    default="mnist1d-cnn",
+    show_default=True,
+    help="Built-in workload name or 'package.module:function'.",
+)
+@click.option(
+    "--repeats",
+    type=int,
+    default=3,
+    show_default=True,
+    callback=positive("repeats"),
+    help="Runs with different data orders from the same initial weights.",
+)
+@click.option(
+    "--start-lr",
+    type=float,
+    default=1e-7,
+    show_default=True,
+    callback=positive("start-lr"),
+    help="First LR of the ramp.",
+)
+@click.option(
+    "--end-lr",
+    type=float,
+    default=10.0,
+    show_default=True,
+    callback=positive("end-lr"),
+    help="Last LR of the ramp.",
+)
+@click.option(
+    "--num-iter", type=int, default=None, help="Steps per repeat (default: max(100, one epoch))."
+)
+@click.option(
+    "--ramp",
+    type=click.Choice(["exp", "linear"]),
+    default="exp",
+    show_default=True,
+    help="Exponential (geometric) or linear LR ramp.",
+)
+@click.option(
+    "--diverge-factor",
+    type=float,
+    default=4.0,
+    show_default=True,
+    help="Stop once the smoothed loss exceeds the best by this factor.",
+)
+@click.option(
+    "--seed", type=int, default=0, show_default=True, help="Seeds weights and data orders."
+)
 @click.option("--device", default="cpu", show_default=True, help="'cpu' or 'cuda:N'.")
-@click.option("--out", "out_dir", type=click.Path(file_okay=False), default="range-test",
-              show_default=True, help="Directory for range_test.json/.csv/.png.")
-@click.option("--tracking-uri", default=None,
-              help="Also log one MLflow run (curve as step metrics, JSON/CSV/PNG) here.")
-@click.option("--json", "as_json", is_flag=True, help="Print range_test.json to stdout instead of a table.")
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False),
+    default="range-test",
+    show_default=True,
+    help="Directory for range_test.json/.csv/.png.",
+)
+@click.option(
+    "--tracking-uri",
+    default=None,
+    help="Also log one MLflow run (curve as step metrics, JSON/CSV/PNG) here.",
+)
+@click.option(
+    "--json", "as_json", is_flag=True, help="Print range_test.json to stdout instead of a table."
+)
 def range_test(**opts: Any) -> None:
     """Run the LR range test: suggestions, the max_lr prior, and a plot."""
     from pathlib import Path
@@ -159,9 +284,15 @@ def range_test(**opts: Any) -> None:
     with progress(quiet=opts["as_json"]) as bar:
         task = bar.add_task("range test", total=opts["repeats"])
         result = range_test_workload(
-            workload, device=device, seed=opts["seed"], start_lr=opts["start_lr"],
-            end_lr=opts["end_lr"], num_iter=opts["num_iter"], ramp=opts["ramp"],
-            repeats=opts["repeats"], diverge_factor=opts["diverge_factor"],
+            workload,
+            device=device,
+            seed=opts["seed"],
+            start_lr=opts["start_lr"],
+            end_lr=opts["end_lr"],
+            num_iter=opts["num_iter"],
+            ramp=opts["ramp"],
+            repeats=opts["repeats"],
+            diverge_factor=opts["diverge_factor"],
             on_repeat=lambda done, total: bar.update(task, completed=done),
         )
     out = Path(opts["out_dir"])
@@ -189,8 +320,12 @@ def _print_range_test(result: Any, out: Any) -> None:
     table.add_column("spread (decades)", justify="right")
     table.add_column("per repeat", justify="right")
     for name, s in result.summary.items():
-        table.add_row(name, f"{s.median:.3g}", f"{s.spread_decades:.2f}",
-                      "  ".join(f"{v:.3g}" for v in s.values))
+        table.add_row(
+            name,
+            f"{s.median:.3g}",
+            f"{s.spread_decades:.2f}",
+            "  ".join(f"{v:.3g}" for v in s.values),
+        )
     prior = result.prior
     console = Console()
     console.print(table)

@@ -68,7 +68,9 @@ def _resolve_factory(spec: str) -> Callable[..., Any]:
         try:
             return installed[spec].load()  # type: ignore[no-any-return]
         except Exception as exc:
-            raise WorkloadError(f"workload {spec!r}: its entry point failed to load: {exc}") from exc
+            raise WorkloadError(
+                f"workload {spec!r}: its entry point failed to load: {exc}"
+            ) from exc
     if ":" not in spec:
         raise WorkloadError(
             f"unknown workload {spec!r}; use one of {', '.join(workload_names())} "

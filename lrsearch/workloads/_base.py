@@ -78,7 +78,9 @@ class Workload:
 
     def __post_init__(self) -> None:
         if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
+            raise ValueError(
+                f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}"
+            )
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.epochs < 1:
@@ -106,7 +108,9 @@ class Workload:
         """Build the workload's optimizer; ``momentum`` is SGD's momentum or Adam's beta1."""
         params = model.parameters()
         if self.optimizer == "sgd":
-            return torch.optim.SGD(params, lr=lr, momentum=momentum or 0.0, weight_decay=weight_decay)
+            return torch.optim.SGD(
+                params, lr=lr, momentum=momentum or 0.0, weight_decay=weight_decay
+            )
         betas = (momentum if momentum is not None else 0.9, 0.999)
         cls = torch.optim.Adam if self.optimizer == "adam" else torch.optim.AdamW
         return cls(params, lr=lr, betas=betas, weight_decay=weight_decay)

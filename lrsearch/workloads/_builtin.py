@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 import random
@@ -48,7 +49,7 @@ def _mnist1d_arrays(seed: int | None) -> dict[str, np.ndarray]:
     arrays = {k: np.asarray(raw[k]) for k in ("x", "y", "x_test", "y_test")}
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")
-    np.savez(tmp, **arrays)
+    np.savez(tmp, **arrays)  # type: ignore[arg-type]
     tmp.replace(path)  # atomic: concurrent workers never read a half-written file
     return arrays
 
@@ -81,15 +82,16 @@ class MNIST1DConv(nn.Module):
 def mlp(sizes: list[int]) -> nn.Sequential:
     """A ReLU MLP with the given layer sizes."""
     layers: list[nn.Module] = []
-    for i, (n_in, n_out) in enumerate(zip(sizes, sizes[1:], strict=False)):
+    for i, (n_in, n_out) in enumerate(itertools.pairwise(sizes)):
         layers.append(nn.Linear(n_in, n_out))
         if i < len(sizes) - 2:
             layers.append(nn.ReLU())
     return nn.Sequential(*layers)
 
 
-def _mnist1d(name: str, build_model: Any, model: str, *, data_seed: int | None, epochs: int,
-             batch_size: int) -> Workload:
+def _mnist1d(
+    name: str, build_model: Any, model: str, *, data_seed: int | None, epochs: int, batch_size: int
+) -> Workload:
     data = _mnist1d_arrays(data_seed)
     return Workload(
         name=name,
@@ -105,16 +107,32 @@ def _mnist1d(name: str, build_model: Any, model: str, *, data_seed: int | None, 
     )
 
 
-def mnist1d_cnn(*, data_seed: int | None = None, epochs: int = 30, batch_size: int = 100) -> Workload:
+def mnist1d_cnn(
+    *, data_seed: int | None = None, epochs: int = 30, batch_size: int = 100
+) -> Workload:
     """MNIST-1D (4000 train / 1000 validation) with the paper's ~5.2k-parameter CNN."""
-    return _mnist1d("mnist1d-cnn", MNIST1DConv, "paper CNN", data_seed=data_seed, epochs=epochs,
-                    batch_size=batch_size)
+    return _mnist1d(
+        "mnist1d-cnn",
+        MNIST1DConv,
+        "paper CNN",
+        data_seed=data_seed,
+        epochs=epochs,
+        batch_size=batch_size,
+    )
 
 
-def mnist1d_mlp(*, data_seed: int | None = None, epochs: int = 30, batch_size: int = 100) -> Workload:
+def mnist1d_mlp(
+    *, data_seed: int | None = None, epochs: int = 30, batch_size: int = 100
+) -> Workload:
     """MNIST-1D with a 40-100-100-10 ReLU MLP."""
-    return _mnist1d("mnist1d-mlp", lambda: mlp([40, 100, 100, 10]), "MLP 40-100-100-10",
-                    data_seed=data_seed, epochs=epochs, batch_size=batch_size)
+    return _mnist1d(
+        "mnist1d-mlp",
+        lambda: mlp([40, 100, 100, 10]),
+        "MLP 40-100-100-10",
+        data_seed=data_seed,
+        epochs=epochs,
+        batch_size=batch_size,
+    )
 
 
 def digits_mlp(*, split_seed: int = 0, epochs: int = 20, batch_size: int = 64) -> Workload:
@@ -140,7 +158,13 @@ def digits_mlp(*, split_seed: int = 0, epochs: int = 20, batch_size: int = 64) -
 
 
 def least_squares(
-    *, n: int = 512, dim: int = 20, noise: float = 0.1, seed: int = 0, epochs: int = 5, batch_size: int = 512
+    *,
+    n: int = 512,
+    dim: int = 20,
+    noise: float = 0.1,
+    seed: int = 0,
+    epochs: int = 5,
+    batch_size: int = 512,
 ) -> Workload:
     """Linear regression with a known curvature (tests: where plain SGD must diverge).
 
@@ -155,7 +179,10 @@ def least_squares(
     y = x @ w + noise * rng.standard_normal(n)
     hessian = 2.0 * x.T @ x / n
     top = float(np.linalg.eigvalsh(hessian)[-1])
-    xt, yt = torch.as_tensor(x, dtype=torch.float32), torch.as_tensor(y[:, None], dtype=torch.float32)
+    xt, yt = (
+        torch.as_tensor(x, dtype=torch.float32),
+        torch.as_tensor(y[:, None], dtype=torch.float32),
+    )
     return Workload(
         name="least-squares",
         build_model=lambda: nn.Linear(dim, 1, bias=False),

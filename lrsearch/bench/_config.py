@@ -1,0 +1,125 @@
+"""What a benchmark run measures, and how much of it: :class:`BenchConfig` and its sizes."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["ARMS", "PRUNER_ARMS", "SECTIONS", "SIZES", "BenchConfig"]
+
+SECTIONS = ("search", "pruning", "overhead", "storage")
+
+# Search-efficiency arms, in report order: key -> one-line description.
+ARMS: dict[str, str] = {
+    "lrsearch": "range-test prior + PriorGuidedSampler (TPE) + PlateauPruner, range test paid",
+    "tpe-wide": "Optuna TPESampler, max_lr log-uniform in [1e-5, 10], MedianPruner",
+    "random-wide": "RandomSampler, max_lr log-uniform in [1e-5, 10], no pruning",
+    "fastai-valley": "one range test, fastai fit_one_cycle defaults at its valley, one trial",
+    "torch-steep": "one range test, torch OneCycleLR defaults at its steep point, one trial",
+}
+SEARCH_ARMS = ("lrsearch", "tpe-wide", "random-wide")
+PRUNER_ARMS = ("plateau", "median", "hyperband", "none")
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """One benchmark run.
+
+    Attributes:
+        workloads: workloads of the search and pruning sections.
+        seeds: seeds per arm (seed ``s`` seeds sampler, range test and training).
+        trials: the search budget is ``trials * epochs`` trial-epochs per arm and seed; also
+            the trials per study of the pruning section.
+        epochs: epochs per trial.
+        sections: which of :data:`SECTIONS` to run.
+        max_trials_factor: a search arm stops after ``trials * max_trials_factor`` trials even
+            if pruning left budget unspent.
+        range_test: options of the lrsearch arm's range test (``repeats``, ``num_iter``);
+            the recipe arms run one repeat of it.
+        target_tolerance: the target is this many metric points below the best arm.
+        overhead_workload: workload of the overhead section.
+        overhead_epochs: epochs of its trial (long enough for a trial of >= 3 s).
+        overhead_repeats: timed trials per variant (after one untimed warm-up trial).
+        storage_workers: worker-process counts of the storage section.
+        storage_trials: trials each storage study grows to.
+        postgres: PostgreSQL server URL (a throwaway database is created there).
+    """
+
+    workloads: tuple[str, ...] = ("digits-mlp", "mnist1d-cnn")
+    seeds: int = 5
+    trials: int = 20
+    epochs: int = 10
+    sections: tuple[str, ...] = SECTIONS
+    max_trials_factor: int = 3
+    range_test: dict[str, Any] = field(default_factory=lambda: {"repeats": 3})
+    target_tolerance: float = 0.3
+    overhead_workload: str = "mnist1d-cnn"
+    overhead_epochs: int = 20
+    overhead_repeats: int = 5
+    storage_workers: tuple[int, ...] = (1, 2, 4, 8)
+    storage_trials: int = 5000
+    postgres: str = "postgresql://postgres@127.0.0.1:5432"
+
+    def __post_init__(self) -> None:
+        for name in (
+            "seeds",
+            "trials",
+            "epochs",
+            "max_trials_factor",
+            "overhead_epochs",
+            "overhead_repeats",
+            "storage_trials",
+        ):
+            value = getattr(self, name)
+            if value < 1:
+                raise ValueError(f"{name} must be >= 1, got {name}={value}")
+        if not self.workloads:
+            raise ValueError("workloads must name at least one workload, got none")
+        unknown = sorted(set(self.sections) - set(SECTIONS))
+        if unknown:
+            raise ValueError(f"unknown sections {unknown}; use some of {', '.join(SECTIONS)}")
+        if not self.storage_workers or min(self.storage_workers) < 1:
+            raise ValueError(f"storage_workers must be counts >= 1, got {self.storage_workers}")
+
+    @property
+    def budget(self) -> int:
+        """Trial-epochs each search arm may spend per seed."""
+        return self.trials * self.epochs
+
+    def replace(self, **changes: Any) -> BenchConfig:
+        """A copy with ``changes``; None values are ignored (unset CLI options)."""
+        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+SIZES: dict[str, BenchConfig] = {
+    "full": BenchConfig(),
+    # CI: a smoke test of every section, minutes on two CPU cores.
+    "quick": BenchConfig(
+        workloads=("digits-mlp",),
+        seeds=2,
+        trials=8,
+        epochs=5,
+        overhead_workload="digits-mlp",
+        overhead_epochs=10,
+        overhead_repeats=2,
+        storage_trials=300,
+    ),
+    # tests: seconds per section.
+    "smoke": BenchConfig(
+        workloads=("digits-mlp",),
+        seeds=2,
+        trials=3,
+        epochs=2,
+        range_test={"repeats": 2, "num_iter": 40},
+        overhead_workload="digits-mlp",
+        overhead_epochs=2,
+        overhead_repeats=1,
+        storage_workers=(1, 2),
+        storage_trials=40,
+    ),
+}
+"""Named sizes: ``full`` (the documented run), ``quick`` (CI), ``smoke`` (tests)."""
