@@ -6,7 +6,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["ARMS", "PRUNER_ARMS", "SECTIONS", "SIZES", "BenchConfig"]
+__all__ = ["ARMS", "PRUNER_ARMS", "SEARCH_ARMS", "SECTIONS", "SIZES", "BenchConfig"]
 
 SECTIONS = ("search", "pruning", "overhead", "storage")
 

@@ -28,48 +28,58 @@ def _quiet(_: str) -> None:
     pass
 
 
-def _last_finished(handle: Any) -> FrozenTrial:
-    states = (TrialState.COMPLETE, TrialState.PRUNED)
-    return max(handle.study.get_trials(deepcopy=False, states=states), key=lambda t: t.number)
-
-
-def _one_trial(handle: Any, tracker: Any) -> tuple[float, FrozenTrial]:
-    """Run one lrsearch trial (the enqueued prior-centre schedule); its wall time."""
+def _upcoming(handle: Any) -> FrozenTrial:
+    """The WAITING trial the next ``run_trials`` takes: the prior-centre schedule, enqueued."""
     from lrsearch.space import default_params
+
+    waiting = handle.study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+    if not waiting:
+        handle.study.enqueue_trial(default_params(handle.config.space, handle.prior))
+        waiting = handle.study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+    return min(waiting, key=lambda t: t.number)
+
+
+def _one_trial(handle: Any, tracker: Any, number: int) -> tuple[float, FrozenTrial]:
+    """Run one lrsearch trial, the way ``lrsearch run`` does; its wall time and record."""
     from lrsearch.workers import run_trials
 
-    if not handle.study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
-        handle.study.enqueue_trial(default_params(handle.config.space, handle.prior))
     started = time.perf_counter()
     run_trials(handle, n_trials=handle.n_finished() + 1, tracker=tracker, echo=_quiet)
-    return time.perf_counter() - started, _last_finished(handle)
+    seconds = time.perf_counter() - started
+    return seconds, handle.study.get_trials(deepcopy=False)[number]
 
 
-def _bare(handle: Any, trial: FrozenTrial) -> tuple[float, float]:
-    """The same run through ``train`` alone: its wall time and final metric."""
+def _bare(handle: Any, trial: FrozenTrial, epochs: int) -> tuple[float, float]:
+    """The same run through ``train`` alone (no callbacks): its wall time and final metric."""
     from lrsearch.space import default_params
     from lrsearch.study import trial_plan, trial_schedule
     from lrsearch.training import train
 
-    workload, epochs, _ = trial_plan(handle)
+    workload, _, _ = trial_plan(handle)
     params = {**default_params(handle.config.space, handle.prior), **trial.params}
     schedule = trial_schedule(handle, trial)
-    done = len(trial.intermediate_values) or epochs  # a pruned trial stopped early
     started = time.perf_counter()
-    result = train(workload, schedule, epochs=done, batch_size=handle.config.study.batch_size,
+    result = train(workload, schedule, epochs=epochs, batch_size=handle.config.study.batch_size,
                    weight_decay=params["weight_decay"], seed=handle.config.study.seed + trial.number)
     return time.perf_counter() - started, float(result.val_metric)
 
 
-def _pair(handle: Any, tracker: Any, bare_first: bool) -> dict[str, Any]:
-    if bare_first:  # alternate the order, so drift in machine load favours neither side
-        trial = _last_finished(handle)
-        # the bare run needs the trial first; run it, then time both in the other order
-    seconds, trial = _one_trial(handle, tracker)
-    bare_s, bare_metric = _bare(handle, trial)
-    return {"trial": trial.number, "seconds": seconds, "bare_seconds": bare_s,
-            "ratio": seconds / bare_s, "same_result": bare_metric == trial.value
-            or trial.state == TrialState.PRUNED, "state": trial.state.name}
+def _pair(handle: Any, tracker: Any, *, bare_first: bool) -> dict[str, Any]:
+    """One lrsearch trial and its bare twin, in alternating order so drift favours neither."""
+    from lrsearch.study import trial_plan
+
+    upcoming = _upcoming(handle)
+    _, epochs, _ = trial_plan(handle)
+    if bare_first:
+        bare_s, metric = _bare(handle, upcoming, epochs)
+        seconds, trial = _one_trial(handle, tracker, upcoming.number)
+    else:
+        seconds, trial = _one_trial(handle, tracker, upcoming.number)
+        bare_s, metric = _bare(handle, trial, len(trial.intermediate_values) or epochs)
+    # A trial the pruner stopped early did not train the same run as a full bare one.
+    same = trial.state == TrialState.COMPLETE and metric == trial.value
+    return {"trial": trial.number, "state": trial.state.name, "seconds": seconds,
+            "bare_seconds": bare_s, "ratio": seconds / bare_s, "same_result": same}
 
 
 def run_overhead(config: BenchConfig, workdir: Path, advance: Callable[[], None]) -> dict[str, Any]:
@@ -89,7 +99,8 @@ def run_overhead(config: BenchConfig, workdir: Path, advance: Callable[[], None]
     rows: dict[str, list[dict[str, Any]]] = {v: [] for v in VARIANTS}
     for repeat in range(config.overhead_repeats + 1):
         for variant in VARIANTS:
-            row = _pair(handle, tracker if variant == "optuna+mlflow" else None, bool(repeat % 2))
+            row = _pair(handle, tracker if variant == "optuna+mlflow" else None,
+                        bare_first=bool(repeat % 2))
             rows[variant].append({"repeat": repeat, "warm_up": repeat == 0, **row})
             advance()
     _, epochs, steps_per_epoch = trial_plan(handle)

@@ -1,0 +1,129 @@
+"""The report's PNGs: search curves with spread over seeds, pruning, storage latency."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from lrsearch.bench._config import ARMS, SEARCH_ARMS
+from lrsearch.bench._stats import TE, WALL, best_at, within
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+__all__ = ["pruning_png", "search_png", "storage_png"]
+
+COLOURS = {arm: f"C{i}" for i, arm in enumerate(ARMS)}
+GRID = 200
+
+
+def _figure(**kwargs: Any) -> Figure:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    return Figure(**kwargs)
+
+
+def _save(fig: Figure, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    return path
+
+
+def _band(ax: Axes, runs: list[list[Any]], axis: int, end: float, arm: str) -> None:
+    """Median best-so-far over seeds, and the band between the 25th and 75th percentile."""
+    xs = np.linspace(0.0, end, GRID)
+    values = np.array([[np.nan if (b := best_at(c, x, axis)) is None else b for x in xs]
+                       for c in runs], dtype=np.float64)
+    present = np.isfinite(values).sum(axis=0) * 2 > len(runs)  # a majority of seeds has a value
+    if not present.any():
+        return
+    with np.errstate(all="ignore"):
+        q25, q50, q75 = (np.nanpercentile(values, q, axis=0) for q in (25, 50, 75))
+    ax.plot(xs[present], q50[present], color=COLOURS[arm], lw=1.8, label=arm)
+    ax.fill_between(xs[present], q25[present], q75[present], color=COLOURS[arm], alpha=0.2)
+
+
+def _point(ax: Axes, runs: list[dict[str, Any]], axis: int, arm: str) -> None:
+    """A one-trial recipe: median compute and metric, whiskers over seeds."""
+    pts = np.array([[r["curve"][-1][axis], r["best"]] for r in runs if r["best"] is not None],
+                   dtype=np.float64)
+    if not len(pts):
+        return
+    x, y = np.median(pts, axis=0)
+    ax.errorbar([x], [y], yerr=[[y - pts[:, 1].min()], [pts[:, 1].max() - y]], fmt="o",
+                color=COLOURS[arm], capsize=3, label=arm)
+
+
+def search_png(name: str, section: dict[str, Any], summary: dict[str, Any], path: Path) -> Path:
+    """Best validation metric vs trial-epochs and vs wall time, one line per arm."""
+    fig = _figure(figsize=(12, 4.5))
+    budget = float(section["budget"])
+    curves = {arm: [within(r["curve"], budget) for r in section["runs"][arm]] for arm in ARMS}
+    wall_end = max(c[-1][WALL] or 0.0 for arm in SEARCH_ARMS for c in curves[arm])
+    for i, (axis, end, label) in enumerate([(TE, budget, "trial-epochs (range test included)"),
+                                            (WALL, wall_end, "wall time (s)")]):
+        ax = fig.add_subplot(1, 2, i + 1)
+        for arm in ARMS:
+            if arm in SEARCH_ARMS:
+                _band(ax, curves[arm], axis, end, arm)
+            else:
+                _point(ax, section["runs"][arm], axis, arm)
+        _finish_search_axes(ax, summary, label)
+    fig.suptitle(f"{name}: best validation {section['metric']} so far (median over "
+                 f"{len(section['runs']['lrsearch'])} seeds, band: 25-75%)")
+    return _save(fig, path)
+
+
+def _finish_search_axes(ax: Axes, summary: dict[str, Any], label: str) -> None:
+    target = summary["target"]
+    if target is not None:
+        ax.axhline(target, color="grey", ls="--", lw=1, label=f"target {target:.2f}")
+        medians = [a["median_best"] for a in summary["arms"].values() if a["median_best"]]
+        low = min([*medians, target]) - 2.0
+        ax.set_ylim(low, max([*medians, target]) + 1.0)
+    ax.set_xlabel(label)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+
+
+def pruning_png(sections: dict[str, Any], path: Path) -> Path:
+    """Per workload: each study's trial-epochs against its best metric, by pruner."""
+    fig = _figure(figsize=(6 * len(sections), 4.5))
+    for i, (name, section) in enumerate(sections.items()):
+        ax = fig.add_subplot(1, len(sections), i + 1)
+        for j, (pruner, runs) in enumerate(section["runs"].items()):
+            pts = [(r["trial_epochs"], r["best"]) for r in runs if r["best"] is not None]
+            if pts:
+                xs, ys = zip(*pts, strict=True)
+                ax.scatter(xs, ys, color=f"C{j}", label=pruner, alpha=0.8)
+        ax.set_xlabel(f"trial-epochs spent on {section['trials']} trials")
+        ax.set_ylabel(f"best validation {section['metric']}")
+        ax.set_title(name)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def storage_png(section: dict[str, Any], path: Path) -> Path:
+    """p50 and p95 ask+tell latency against the study's size, one colour per worker count."""
+    fig = _figure(figsize=(7, 4.5))
+    ax = fig.add_subplot()
+    for i, run in enumerate(section["runs"]):
+        xs = [b["trials_done"] for b in run["buckets"]]
+        ax.plot(xs, [b["p95_ms"] for b in run["buckets"]], color=f"C{i}", marker="o",
+                label=f"{run['workers']} workers p95")
+        ax.plot(xs, [b["p50_ms"] for b in run["buckets"]], color=f"C{i}", ls=":",
+                label=f"{run['workers']} workers p50")
+    ax.axhline(50, color="grey", ls="--", lw=1, label="50 ms")
+    ax.set_xlabel("trials in the study")
+    ax.set_ylabel("ask + suggest + tell latency (ms)")
+    ax.set_yscale("log")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7, ncol=2)
+    return _save(fig, path)
