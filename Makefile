@@ -34,7 +34,7 @@ test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow
 
 test-load: $(STAMP)
-	$(BIN)/python -m pytest -q -m load
+	$(BIN)/python -m pytest -q -s -m load
 
 lint: $(STAMP)
 	$(BIN)/ruff check lrsearch tests

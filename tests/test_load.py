@@ -1,0 +1,50 @@
+"""Load: 8 worker processes × many short trials on PostgreSQL with step logging on.
+
+Not in the default suite (`make test-load`, about 10 minutes on 2 cores for 500 trials).
+`LRSEARCH_LOAD_TRIALS` sets the trial count. Checks: no MLflow metric point lost (every
+trial's `lr`/`momentum`/`train_loss` histories counted against its step budget), no trial
+left RUNNING, no duplicate trial numbers, exactly the requested number of finished trials.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+from mlflow import MlflowClient
+from optuna.trial import TrialState
+
+from lrsearch.tracking import local_tracking_uri
+from tests.test_distributed import _env, _lrsearch, _load, _study_file, pg_url  # noqa: F401
+
+pytestmark = [pytest.mark.load, pytest.mark.postgres]
+
+
+def test_eight_workers_many_trials_lose_nothing(tmp_path, pg_url) -> None:  # noqa: F811
+    n_trials = int(os.environ.get("LRSEARCH_LOAD_TRIALS", "500"))
+    f = _study_file(tmp_path, "load", n_trials=n_trials, epochs=1, n=128)
+    started = time.monotonic()
+    out = _lrsearch("run", str(f), "--storage", pg_url, "--devices", "cpu", "--trials-per-device", "8",
+                    env=_env(tmp_path), timeout=3600)
+    seconds = time.monotonic() - started
+    assert out.returncode == 0, out.stderr[-3000:]
+    study = _load("load", pg_url)
+    trials = study.trials
+    assert len({t.number for t in trials}) == len(trials)
+    assert not [t for t in trials if t.state == TrialState.RUNNING]
+    finished = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    assert len(finished) == n_trials
+
+    client = MlflowClient(local_tracking_uri(tmp_path)[0])
+    steps = 96 // 32  # one epoch of the study's blobs
+    expected = lost = 0
+    for t in finished:
+        run_id = t.user_attrs["mlflow_run_id"]
+        for key in ("lr", "momentum", "train_loss"):
+            got = len(client.get_metric_history(run_id, key))
+            expected += steps
+            lost += steps - got
+    assert lost == 0, f"{lost} of {expected} metric points missing"
+    print(f"\nload: {n_trials} trials by 8 workers in {seconds:.0f}s "
+          f"({n_trials / seconds:.2f} trials/s), {expected} step points checked, 0 lost")
