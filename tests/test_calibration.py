@@ -26,7 +26,8 @@ def test_prior_defaults_agree_with_the_calibration_in_docs(repo_root: Path) -> N
 
 @pytest.fixture(scope="module")
 def tiny() -> dict[str, Any]:
-    return calibration.calibrate(["tests.tiny_workloads:blobs"], points=3, seeds=1, epochs=2)
+    settings = calibration.SweepSettings(points=3, seeds=1, epochs=2)
+    return calibration.calibrate(["tests.tiny_workloads:blobs"], settings)
 
 
 def test_smoke_run_structure(tiny: dict[str, Any]) -> None:
@@ -52,24 +53,18 @@ def test_markdown_render(tiny: dict[str, Any]) -> None:
     assert "    lrsearch calibrate-prior --points 3" in text
     assert "| tests.tiny_workloads:blobs | 2 |" in text
     assert f'DEFAULT_ANCHOR = "{tiny["choice"]["anchor"]}"' in text
-    assert "### tests.tiny_workloads:blobs" in text
+    assert "- **tests.tiny_workloads:blobs**: " in text
 
 
 def _fake_result(best_offset: float, steep: float, min10: float) -> dict[str, Any]:
-    """A swept workload whose metric peaks at steep * 10**best_offset, with a cliff above."""
-    lrs = [steep * 10 ** (best_offset + d) for d in (-0.6, -0.3, 0.0, 0.3, 0.6)]
-    means = [80.0, 90.0, 95.0, 60.0, None]
+    """A swept workload whose best max_lr is steep * 10**best_offset."""
+    best = steep * 10**best_offset
     suggestions = {"steep": steep, "min10": min10, "valley": steep / 3, "diverge": steep * 30}
     return {
         "workload": f"fake{min10}",
-        "direction": "maximize",
         "grid_step_decades": 0.3,
-        "range_test": {"suggestions": {k: {"median": v} for k, v in suggestions.items()}},
-        "sweep": [
-            {"max_lr": lr, "mean": m, "metrics": [m]} for lr, m in zip(lrs, means, strict=True)
-        ],
-        "best_max_lr": lrs[2],
-        "offsets": {k: math.log10(lrs[2] / v) for k, v in suggestions.items()},
+        "best_max_lr": best,
+        "offsets": {k: math.log10(best / v) for k, v in suggestions.items()},
     }
 
 
@@ -83,7 +78,11 @@ def test_choose_defaults_picks_the_most_consistent_anchor() -> None:
     # No spread, so only the grid's quantisation: 0.3 / sqrt(12) = 0.087, rounded up.
     assert choice["sigma_floor"] == pytest.approx(0.1)
     assert choice["high_factor"] == 1.0
-    assert choice["regret_by_workload"] == {"fake0.01": 0.0, "fake0.005": 0.0}
+
+
+def test_choose_defaults_raises_the_cut_for_a_best_above_diverge() -> None:
+    choice = calibration.choose_defaults([_fake_result(1.6, 0.1, 0.01)])  # best = 1.33 x diverge
+    assert choice["high_factor"] == pytest.approx(1.4)
 
 
 def test_cli_writes_markdown_and_json(
@@ -109,6 +108,13 @@ def test_cli_writes_markdown_and_json(
     assert result.exit_code == 0, result.output
     assert json.loads(out.with_suffix(".json").read_text()) == tiny
     assert f"--workloads a,b --points 3 --seeds 1 --out {out}" in out.read_text()
+
+
+def test_calibrate_checks_its_arguments() -> None:
+    with pytest.raises(ValueError, match="points >= 3"):
+        calibration.calibrate(["digits-mlp"], calibration.SweepSettings(points=2))
+    with pytest.raises(ValueError, match="need a workload"):
+        calibration.calibrate([])
 
 
 def test_cli_refuses_fewer_than_three_points() -> None:

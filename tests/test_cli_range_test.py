@@ -70,3 +70,27 @@ def test_range_test_bad_input(tmp_path) -> None:
         )
         assert result.exit_code != 0 and needle in result.output
         assert "Traceback" not in result.output
+
+
+def test_range_test_logs_one_mlflow_run(tmp_path) -> None:
+    from mlflow import MlflowClient
+
+    from lrsearch.tracking import local_tracking_uri
+
+    store = tmp_path / "store"
+    result = CliRunner().invoke(
+        cli,
+        ["range-test", "-w", "tests.tiny_workloads:blobs", "--repeats", "2", "--num-iter", "25",
+         "--out", str(tmp_path / "rt"), "--tracking-uri", str(store)],
+        obj={},
+    )
+    assert result.exit_code == 0, result.output
+    client = MlflowClient(local_tracking_uri(store)[0])
+    exp = client.get_experiment_by_name("lrsearch-range-tests")
+    (run,) = client.search_runs([exp.experiment_id])
+    files = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"range_test.json", "range_test.csv", "range_test.png"} <= files
+    data = json.loads((tmp_path / "rt" / "range_test.json").read_text())
+    n_steps = len(data["repeats"][0]["lrs"])
+    assert len(client.get_metric_history(run.info.run_id, "loss_r0")) == n_steps
+    assert len(client.get_metric_history(run.info.run_id, "lr_r0")) == n_steps

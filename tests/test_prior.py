@@ -218,7 +218,7 @@ def _summary(medians: dict[str, float], spreads: dict[str, float] | None = None)
 
 
 class TestFromSuggestions:
-    def test_defaults_are_sane_placeholders(self) -> None:
+    def test_defaults_are_sane(self) -> None:
         assert DEFAULT_ANCHOR in ("steep", "min10", "valley")
         assert DEFAULT_SIGMA_FLOOR > 0
         assert DEFAULT_LOW_DECADES > 0

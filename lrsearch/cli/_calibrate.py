@@ -67,7 +67,7 @@ def calibrate_prior(**opts: Any) -> None:
     """
     import torch
 
-    from lrsearch.calibration import calibrate, render_markdown
+    from lrsearch.calibration import SweepSettings, calibrate, render_markdown
 
     workloads = [w.strip() for w in opts["workloads"].split(",") if w.strip()]
     if not workloads:
@@ -77,15 +77,11 @@ def calibrate_prior(**opts: Any) -> None:
     torch.set_num_threads(opts["threads"])
     log = None if opts["quiet"] else (lambda line: click.echo(line, err=True))
     device = check_device(opts["device"])
+    settings = SweepSettings(
+        points=opts["points"], seeds=opts["seeds"], epochs=opts["epochs"], device=device
+    )
     try:
-        result = calibrate(
-            workloads,
-            points=opts["points"],
-            seeds=opts["seeds"],
-            epochs=opts["epochs"],
-            device=device,
-            log=log,
-        )
+        result = calibrate(workloads, settings, log=log)
     except ValueError as exc:  # e.g. a sweep in which every max_lr diverged
         raise LrsearchError(f"calibrate-prior: {exc}") from exc
     out: Path = opts["out"]
