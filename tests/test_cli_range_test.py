@@ -80,8 +80,19 @@ def test_range_test_logs_one_mlflow_run(tmp_path) -> None:
     store = tmp_path / "store"
     result = CliRunner().invoke(
         cli,
-        ["range-test", "-w", "tests.tiny_workloads:blobs", "--repeats", "2", "--num-iter", "25",
-         "--out", str(tmp_path / "rt"), "--tracking-uri", str(store)],
+        [
+            "range-test",
+            "-w",
+            "tests.tiny_workloads:blobs",
+            "--repeats",
+            "2",
+            "--num-iter",
+            "25",
+            "--out",
+            str(tmp_path / "rt"),
+            "--tracking-uri",
+            str(store),
+        ],
         obj={},
     )
     assert result.exit_code == 0, result.output

@@ -1,4 +1,4 @@
-"""Load: 8 worker processes × many short trials on PostgreSQL with step logging on.
+"""Load: 8 worker processes x many short trials on PostgreSQL with step logging on.
 
 Not in the default suite (`make test-load`, about 10 minutes on 2 cores for 500 trials).
 `LRSEARCH_LOAD_TRIALS` sets the trial count. Checks: no MLflow metric point lost (every
@@ -16,7 +16,7 @@ from mlflow import MlflowClient
 from optuna.trial import TrialState
 
 from lrsearch.tracking import local_tracking_uri
-from tests.test_distributed import _env, _lrsearch, _load, _study_file, pg_url  # noqa: F401
+from tests.test_distributed import _env, _load, _lrsearch, _study_file, pg_url  # noqa: F401
 
 pytestmark = [pytest.mark.load, pytest.mark.postgres]
 
@@ -25,8 +25,18 @@ def test_eight_workers_many_trials_lose_nothing(tmp_path, pg_url) -> None:  # no
     n_trials = int(os.environ.get("LRSEARCH_LOAD_TRIALS", "500"))
     f = _study_file(tmp_path, "load", n_trials=n_trials, epochs=1, n=128)
     started = time.monotonic()
-    out = _lrsearch("run", str(f), "--storage", pg_url, "--devices", "cpu", "--trials-per-device", "8",
-                    env=_env(tmp_path), timeout=3600)
+    out = _lrsearch(
+        "run",
+        str(f),
+        "--storage",
+        pg_url,
+        "--devices",
+        "cpu",
+        "--trials-per-device",
+        "8",
+        env=_env(tmp_path),
+        timeout=3600,
+    )
     seconds = time.monotonic() - started
     assert out.returncode == 0, out.stderr[-3000:]
     study = _load("load", pg_url)
@@ -46,5 +56,7 @@ def test_eight_workers_many_trials_lose_nothing(tmp_path, pg_url) -> None:  # no
             expected += steps
             lost += steps - got
     assert lost == 0, f"{lost} of {expected} metric points missing"
-    print(f"\nload: {n_trials} trials by 8 workers in {seconds:.0f}s "
-          f"({n_trials / seconds:.2f} trials/s), {expected} step points checked, 0 lost")
+    print(
+        f"\nload: {n_trials} trials by 8 workers in {seconds:.0f}s "
+        f"({n_trials / seconds:.2f} trials/s), {expected} step points checked, 0 lost"
+    )

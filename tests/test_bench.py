@@ -1,0 +1,206 @@
+"""``lrsearch bench``: the report's shape (not its numbers), the recipes, the summaries."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from PIL import Image
+
+import lrsearch.cli._bench  # noqa: F401  (registers the command)
+from lrsearch.bench import ARMS, PRUNER_ARMS, evaluate_targets, fastai_one_cycle, torch_one_cycle
+from lrsearch.bench._report import HEADERS
+from lrsearch.bench._stats import best_at, first_reach, median_or_none, summarize_search
+from lrsearch.cli import cli
+
+ARM_KEYS = (
+    "median_best",
+    "q25_best",
+    "q75_best",
+    "median_trial_epochs_to_target",
+    "median_wall_s_to_target",
+    "reached_target",
+    "median_trials",
+    "median_trial_epochs",
+    "median_wall_s",
+    "median_range_test_trial_epochs",
+)
+TO_TARGET = ("median_trial_epochs_to_target", "median_wall_s_to_target")  # None: never reached
+PRUNER_KEYS = (
+    "median_trial_epochs",
+    "median_best",
+    "median_pruned",
+    "median_wall_s",
+    "median_saved_fraction",
+    "median_points_lost",
+)
+
+
+def _number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def test_smoke_bench_writes_a_well_formed_report(tmp_path) -> None:
+    out = tmp_path / "report"
+    result = CliRunner().invoke(cli, ["bench", "--smoke", "--out", str(out), "-q"], obj={})
+    assert result.exit_code == 0, result.output
+    assert "wrote" in result.output
+
+    markdown = (out / "report.md").read_text()
+    for header in HEADERS:
+        assert f"\n{header}\n" in markdown
+    assert "lrsearch bench --smoke" in markdown
+
+    report = json.loads((out / "report.json").read_text())
+    for name, section in report["search"].items():
+        assert set(section["summary"]["arms"]) == set(ARMS)
+        assert _number(section["summary"]["target"])
+        for arm, summary in section["summary"]["arms"].items():
+            for key in ARM_KEYS:
+                ok = _number(summary[key]) or (key in TO_TARGET and summary[key] is None)
+                assert ok, (name, arm, key, summary[key])
+            assert len(section["runs"][arm]) == report["settings"]["seeds"]
+    for section in report["pruning"].values():
+        assert set(section["summary"]) == set(PRUNER_ARMS)
+        for summary in section["summary"].values():
+            assert all(_number(summary[key]) for key in PRUNER_KEYS)
+    for variant in report["overhead"]["variants"].values():
+        assert _number(variant["median_ratio"]) and variant["median_ratio"] > 0
+        assert variant["same_result"] is True  # the bare twin trained exactly the same run
+    storage = report["storage"]
+    assert "skipped" in storage or all(_number(r["p95_ms"]) for r in storage["runs"])
+    assert {t["status"] for t in report["targets"]} <= {"met", "missed", "not measured"}
+
+    pngs = sorted(out.glob("*.png"))
+    assert {p.name for p in pngs} >= {"search_digits-mlp.png", "pruning.png"}
+    for png in pngs:
+        with Image.open(png) as image:
+            image.verify()
+
+
+def test_storage_is_skipped_with_a_note_without_postgres(tmp_path) -> None:
+    out = tmp_path / "report"
+    args = [
+        "bench",
+        "--smoke",
+        "--sections",
+        "storage",
+        "--postgres",
+        "postgresql://postgres@127.0.0.1:9",
+        "--out",
+        str(out),
+        "-q",
+    ]
+    result = CliRunner().invoke(cli, args, obj={})
+    assert result.exit_code == 0, result.output
+    assert (
+        "Skipped: PostgreSQL at postgresql://postgres@127.0.0.1:9 is unreachable"
+        in (out / "report.md").read_text()
+    )
+    assert "skipped" in json.loads((out / "report.json").read_text())["storage"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message", "code"),
+    [
+        (["--workloads", "nope"], "unknown workload 'nope'", 3),
+        (["--sections", "search,bogus"], "unknown sections ['bogus']", 2),
+        (["--seeds", "0"], "must be > 0", 2),
+    ],
+)
+def test_bad_options_fail_in_one_line(tmp_path, args, message, code) -> None:
+    result = CliRunner().invoke(cli, ["bench", "--smoke", "--out", str(tmp_path), *args], obj={})
+    assert result.exit_code == code
+    assert message in result.output and "Traceback" not in result.output
+
+
+def test_torch_recipe_is_torch_one_cycle_lr() -> None:
+    total = 137
+    param = torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.SGD([param], lr=0.1, momentum=0.9)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=0.3, total_steps=total)
+    lrs, momenta = [], []
+    for step in range(total):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        momenta.append(optimizer.param_groups[0]["momentum"])
+        optimizer.step()
+        if step < total - 1:
+            scheduler.step()
+    ours = torch_one_cycle(0.3, total)
+    np.testing.assert_allclose(ours.lrs(), lrs, rtol=1e-9)
+    np.testing.assert_allclose(ours.momenta(), momenta, atol=1e-12)
+
+
+def test_fastai_recipe_follows_combined_cos() -> None:
+    total = 200
+    ours = fastai_one_cycle(1.0, total)
+
+    def combined_cos(pos: float) -> float:  # fastai: combined_cos(0.25, 1/25, 1, 1e-5)
+        def cos(start: float, end: float, p: float) -> float:
+            return start + (1 + math.cos(math.pi * (1 - p))) * (end - start) / 2
+
+        return cos(1 / 25, 1.0, pos / 0.25) if pos < 0.25 else cos(1.0, 1e-5, (pos - 0.25) / 0.75)
+
+    np.testing.assert_allclose(
+        ours.lrs(), [combined_cos(k / total) for k in range(total)], rtol=1e-12
+    )
+    assert ours.lr_at(50) == pytest.approx(1.0)
+    assert ours.momentum_at(0) == pytest.approx(0.95) and ours.momentum_at(50) == pytest.approx(
+        0.85
+    )
+
+
+def test_curve_helpers() -> None:
+    curve = [[2.0, 1.0, None], [12.0, 3.0, 80.0], [22.0, 5.0, 90.0], [32.0, 7.0, 90.0]]
+    assert best_at(curve, 1.0) is None and best_at(curve, 2.0) is None
+    assert best_at(curve, 21.9) == 80.0 and best_at(curve, 100.0) == 90.0
+    assert best_at(curve, 5.0, axis=1) == 90.0
+    assert first_reach(curve, 85.0, maximize=True) == 22.0
+    assert first_reach(curve, 95.0, maximize=True) is None
+    assert first_reach(curve, 85.0, maximize=False) == 12.0  # lower is better: 80 is
+    assert median_or_none([1.0, None, 3.0], worst=-math.inf) == 1.0
+    assert median_or_none([None, None, 3.0], worst=-math.inf) is None
+    assert median_or_none([4.0, 2.0], worst=math.inf) == 3.0
+
+
+def _run(seed: int, points: list[list[float | None]]) -> dict[str, object]:
+    return {
+        "seed": seed,
+        "trials": len(points) - 1,
+        "complete": len(points) - 1,
+        "pruned": 0,
+        "trial_epochs": points[-1][0],
+        "wall_s": points[-1][1],
+        "best": points[-1][2],
+        "range_test_trial_epochs": points[0][0],
+        "curve": points,
+    }
+
+
+def test_summaries_and_targets() -> None:
+    fast = [[5.0, 1.0, None], [15.0, 2.0, 97.0], [25.0, 3.0, 98.0]]
+    slow = [[0.0, 0.0, None], [10.0, 1.0, 90.0], [20.0, 2.0, 97.9], [30.0, 3.0, 99.0]]
+    recipe = [[5.0, 1.0, None], [15.0, 2.0, 96.0]]
+    section = {
+        "direction": "maximize",
+        "budget": 25,
+        "runs": {
+            "lrsearch": [_run(0, fast)],
+            "tpe-wide": [_run(0, slow)],
+            "random-wide": [_run(0, slow)],
+            "fastai-valley": [_run(0, recipe)],
+            "torch-steep": [_run(0, recipe)],
+        },
+    }
+    summary = summarize_search(section, tolerance=0.3)
+    assert summary["target"] == pytest.approx(97.7)  # the last slow trial is over budget
+    arms = summary["arms"]
+    assert arms["lrsearch"]["median_trial_epochs_to_target"] == 25.0
+    assert arms["tpe-wide"]["median_trial_epochs_to_target"] == 20.0
+    assert arms["fastai-valley"]["median_trial_epochs_to_target"] is None
+    targets = evaluate_targets({"search": {"w": {**section, "summary": summary}}})
+    assert [t["status"] for t in targets] == ["missed", "met"]
