@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from lrsearch.cli._common import check_device, cli, positive
+from lrsearch.cli._common import check_device, cli, device_option, positive
 from lrsearch.errors import ConfigError, LrsearchError
 
 
@@ -42,7 +42,7 @@ from lrsearch.errors import ConfigError, LrsearchError
     callback=positive("epochs"),
     help="Training epochs (default: each workload's).",
 )
-@click.option("--device", default="cpu", show_default=True, help="'cpu' or 'cuda:N'.")
+@device_option
 @click.option(
     "--threads",
     type=int,

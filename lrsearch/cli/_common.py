@@ -54,6 +54,22 @@ def positive(name: str) -> Any:
     return check
 
 
+def workload_option(f: Any) -> Any:
+    """``--workload/-w``: a built-in name or an import path."""
+    return click.option(
+        "--workload",
+        "-w",
+        default="mnist1d-cnn",
+        show_default=True,
+        help="Built-in workload name or 'package.module:function'.",
+    )(f)
+
+
+def device_option(f: Any) -> Any:
+    """``--device``: where one training or range test runs."""
+    return click.option("--device", default="cpu", show_default=True, help="'cpu' or 'cuda:N'.")(f)
+
+
 def check_device(device: str) -> str:
     """Refuse a device that is not there, in one line."""
     import torch

@@ -7,7 +7,14 @@ from typing import Any
 
 import click
 
-from lrsearch.cli._common import check_device, cli, positive, progress
+from lrsearch.cli._common import (
+    check_device,
+    cli,
+    device_option,
+    positive,
+    progress,
+    workload_option,
+)
 from lrsearch.errors import ConfigError
 
 SCHEDULE_CHOICES = ("one-cycle", "cyclic", "triangular2", "exp-range", "constant", "plateau")
@@ -50,13 +57,7 @@ def build_schedule(name: str, *, total_steps: int, steps_per_epoch: int, **optio
 
 
 @cli.command()
-@click.option(
-    "--workload",
-    "-w",
-    default="mnist1d-cnn",
-    show_default=True,
-    help="Built-in workload name or 'package.module:function'.",
-)
+@workload_option
 @click.option(
     "--schedule",
     type=click.Choice(SCHEDULE_CHOICES),
@@ -123,7 +124,7 @@ def build_schedule(name: str, *, total_steps: int, steps_per_epoch: int, **optio
 @click.option(
     "--seed", type=int, default=0, show_default=True, help="Seeds model init and data order."
 )
-@click.option("--device", default="cpu", show_default=True, help="'cpu' or 'cuda:N'.")
+@device_option
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of text.")
 @click.option(
     "--from-study",
@@ -197,13 +198,7 @@ def _from_study(opts: dict[str, Any]) -> tuple[Any, Any, int, int | None, float]
 
 
 @cli.command("range-test")
-@click.option(
-    "--workload",
-    "-w",
-    default="mnist1d-cnn",
-    show_default=True,
-    help="Built-in workload name or 'package.module:function'.",
-)
+@workload_option
 @click.option(
     "--repeats",
     type=int,
@@ -248,7 +243,7 @@ def _from_study(opts: dict[str, Any]) -> tuple[Any, Any, int, int | None, float]
 @click.option(
     "--seed", type=int, default=0, show_default=True, help="Seeds weights and data orders."
 )
-@click.option("--device", default="cpu", show_default=True, help="'cpu' or 'cuda:N'.")
+@device_option
 @click.option(
     "--out",
     "out_dir",
