@@ -11,6 +11,7 @@ import json
 import math
 import os
 import socket
+import sys
 import time
 import warnings
 from collections.abc import Callable
@@ -22,7 +23,7 @@ import optuna
 from optuna.trial import TrialState
 
 from lrsearch.config import StudyConfig
-from lrsearch.errors import ConfigError, StorageError
+from lrsearch.errors import ConfigError, StorageError, TrackingError
 from lrsearch.prior import LRPrior
 from lrsearch.pruning import make_pruner
 from lrsearch.sampler import PriorGuidedSampler
@@ -455,20 +456,41 @@ class _TrialRecorder:
         trial.set_user_attr("device", device)
         self.run = None
         if tracker is not None and handle.parent_run_id:
-            self.run = tracker.start_trial(
-                handle.parent_run_id,
-                trial.number,
-                params={**params, **derived, "device": device},
-                tags={
-                    "optuna.study": handle.name,
-                    "optuna.trial_number": str(trial.number),
-                    "lrsearch.state": "RUNNING",
-                    "lrsearch.device": device,
-                },
-            )
-            trial.set_user_attr("mlflow_run_id", self.run.run_id)
-            self.run.log_text("schedule.json", json.dumps(schedule.to_dict(), indent=2))
-            self._log_schedule_png(schedule, total_steps)
+            try:
+                self._start_run(tracker, handle, params, derived, schedule, total_steps, device)
+            except TrackingError as exc:
+                # Training matters more than its record: the trial goes on without MLflow.
+                self._untracked(f"no MLflow run for trial {trial.number}: {exc}")
+
+    def _untracked(self, reason: str) -> None:
+        self.trial.set_user_attr("tracking_error", reason)
+        print(f"warning: {reason}", file=sys.stderr)
+        self.run = None
+
+    def _start_run(
+        self,
+        tracker: Any,
+        handle: StudyHandle,
+        params: dict[str, Any],
+        derived: dict[str, Any],
+        schedule: Any,
+        total_steps: int,
+        device: str,
+    ) -> None:
+        self.run = tracker.start_trial(
+            handle.parent_run_id,
+            self.trial.number,
+            params={**params, **derived, "device": device},
+            tags={
+                "optuna.study": handle.name,
+                "optuna.trial_number": str(self.trial.number),
+                "lrsearch.state": "RUNNING",
+                "lrsearch.device": device,
+            },
+        )
+        self.trial.set_user_attr("mlflow_run_id", self.run.run_id)
+        self.run.log_text("schedule.json", json.dumps(schedule.to_dict(), indent=2))
+        self._log_schedule_png(schedule, total_steps)
 
     def _log_schedule_png(self, schedule: Any, total_steps: int) -> None:
         import tempfile
@@ -507,9 +529,17 @@ class _TrialRecorder:
 
     def _end(self, status: str, state: str, **tags: str) -> None:
         self.trial.set_user_attr("seconds", time.perf_counter() - self.started)
-        if self.run is not None:
+        if self.run is None:
+            return
+        try:
             self.run.log_params({"duration_s": round(time.perf_counter() - self.started, 3)})
             self.run.end(status, tags={"lrsearch.state": state, **tags})
+            if self.run.points_unsent:
+                self.trial.set_user_attr("metrics_not_logged", self.run.points_unsent)
+        except TrackingError as exc:
+            self._untracked(
+                f"trial {self.trial.number} ended {state} but its MLflow run could not be closed: {exc}"
+            )
 
     def finish(self, result: Any) -> float:
         if result.diverged:
