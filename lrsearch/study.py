@@ -454,7 +454,7 @@ class _TrialRecorder:
         derived = derived_params(schedule, total_steps)
         trial.set_user_attr("derived", derived)
         trial.set_user_attr("device", device)
-        self.run = None
+        self.run: Any = None
         if tracker is not None and handle.parent_run_id:
             try:
                 self._start_run(tracker, handle, params, derived, schedule, total_steps, device)
@@ -477,7 +477,7 @@ class _TrialRecorder:
         total_steps: int,
         device: str,
     ) -> None:
-        self.run = tracker.start_trial(
+        run = tracker.start_trial(
             handle.parent_run_id,
             self.trial.number,
             params={**params, **derived, "device": device},
@@ -488,8 +488,9 @@ class _TrialRecorder:
                 "lrsearch.device": device,
             },
         )
-        self.trial.set_user_attr("mlflow_run_id", self.run.run_id)
-        self.run.log_text("schedule.json", json.dumps(schedule.to_dict(), indent=2))
+        self.run = run
+        self.trial.set_user_attr("mlflow_run_id", run.run_id)
+        run.log_text("schedule.json", json.dumps(schedule.to_dict(), indent=2))
         self._log_schedule_png(schedule, total_steps)
 
     def _log_schedule_png(self, schedule: Any, total_steps: int) -> None:
