@@ -236,6 +236,9 @@ def run_study(
     range_device = (
         slots[0].device if slots[0].visible_gpu is None else f"cuda:{slots[0].visible_gpu}"
     )
+    import torch
+
+    torch.set_num_threads(int(os.environ.get("LRSEARCH_THREADS", slots[0].threads)))
     handle = open_study(
         config, storage_url, tracking_uri=uri, device=range_device, on_range_test=echo
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from typing import Any
 
@@ -35,12 +36,29 @@ class LrsearchGroup(click.Group):
 
 @click.group(cls=LrsearchGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--debug", is_flag=True, help="Show full tracebacks instead of one-line errors.")
+@click.option(
+    "--threads",
+    type=click.IntRange(min=1),
+    envvar="LRSEARCH_THREADS",
+    default=None,
+    help="CPU threads per training process ($LRSEARCH_THREADS). Default: 1 for train and "
+    "range-test (small models train fastest on one thread); study workers split the cores.",
+)
 @click.version_option(package_name="lrsearch")
 @click.pass_context
-def cli(ctx: click.Context, debug: bool) -> None:
+def cli(ctx: click.Context, debug: bool, threads: int | None) -> None:
     """lrsearch: find learning-rate policies that train fast and well."""
     ctx.ensure_object(dict)
     ctx.obj["debug"] = debug
+    if threads is not None:
+        os.environ["LRSEARCH_THREADS"] = str(threads)  # inherited by worker processes
+
+
+def set_threads(default: int = 1) -> None:
+    """Pin torch's CPU threads: ``--threads``/``$LRSEARCH_THREADS``, else ``default``."""
+    import torch
+
+    torch.set_num_threads(int(os.environ.get("LRSEARCH_THREADS", default)))
 
 
 def positive(name: str) -> Any:

@@ -13,6 +13,7 @@ from lrsearch.cli._common import (
     device_option,
     positive,
     progress,
+    set_threads,
     workload_option,
 )
 from lrsearch.errors import ConfigError
@@ -136,6 +137,7 @@ def train(**opts: Any) -> None:
     """Train one schedule on a workload and print the final validation metric."""
     from lrsearch.training import train as run_training
 
+    set_threads()
     device = check_device(opts["device"])
     if opts["from_study"]:
         workload, schedule, epochs, batch_size, weight_decay = _from_study(opts)
@@ -266,6 +268,8 @@ def range_test(**opts: Any) -> None:
 
     from lrsearch import plots
     from lrsearch.range_test import range_test_workload
+
+    set_threads()
     from lrsearch.workloads import get_workload
 
     if opts["start_lr"] >= opts["end_lr"]:
