@@ -401,3 +401,62 @@ def test_a_storage_password_never_leaks(tmp_path, pg_url) -> None:
         with _admin() as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
             conn.execute(f"DROP ROLE IF EXISTS {role}")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_orchestrator_killed_and_restarted(tmp_path, pg_url) -> None:
+    """SIGKILL `lrsearch run` mid-study: its workers finish their trials, a restart resumes."""
+    f = _study_file(tmp_path, "orch", n_trials=6, epochs=6, n=2048)
+    env = _env(tmp_path)
+    run = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "lrsearch.cli",
+            "run",
+            str(f),
+            "--storage",
+            pg_url,
+            "--devices",
+            "cpu",
+            "--trials-per-device",
+            "2",
+        ],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        time.sleep(0.3)
+        try:
+            study = _load("orch", pg_url)
+        except KeyError:
+            continue
+        if any(t.state == TrialState.RUNNING and t.last_step for t in study.trials):
+            break
+    os.kill(run.pid, signal.SIGKILL)
+    run.wait()
+    out = _lrsearch("run", str(f), "--storage", pg_url, "--devices", "cpu", env=env)
+    assert out.returncode == 0, out.stderr[-3000:]
+    study = _load("orch", pg_url)
+    orphans = {
+        int(t.user_attrs["worker"].rpartition(":")[2])
+        for t in study.trials
+        if "worker" in t.user_attrs
+    }
+    deadline = time.monotonic() + 120
+    while any(_alive(p) for p in orphans) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    study = _load("orch", pg_url)
+    assert sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in study.trials) == 6
+    assert not [t for t in study.trials if t.state == TrialState.RUNNING]
+    assert "range test" not in out.stdout  # resumed: the range test did not run again

@@ -222,3 +222,27 @@ def test_a_diverging_trial_is_pruned_and_tagged(home) -> None:
     _client, trial_runs, _ = _runs(home, "boom")
     tagged = [r for r in trial_runs if r.data.tags.get("lrsearch.diverged") == "true"]
     assert len(tagged) == len(diverged) and all(r.info.status == "KILLED" for r in tagged)
+
+
+def test_out_of_memory_fails_the_trial_with_the_reason(home) -> None:
+    """A GPU is mocked here (none on CI): torch's OutOfMemoryError raised by the model."""
+    config = parse_study_config(
+        {
+            **TINY,
+            "study": {
+                **TINY["study"],
+                "name": "oom",
+                "n_trials": 2,
+                "workload": "tests.tiny_workloads:oom",
+            },
+            "pruner": {"name": "none"},
+        }
+    )
+    storage = f"sqlite:///{home / 'optuna.db'}"
+    run_study(config, storage_url=storage, tracking=False, show_progress=False, echo=lambda s: None)
+    study = optuna.load_study(study_name="oom", storage=storage)
+    failed = [t for t in study.trials if t.state == TrialState.FAIL]
+    assert failed and all(
+        t.user_attrs["fail_reason"].startswith("CUDA out of memory") for t in failed
+    )
+    assert sum(t.state == TrialState.COMPLETE for t in study.trials) == 2

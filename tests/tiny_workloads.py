@@ -57,3 +57,24 @@ def flaky(**kwargs: int) -> Workload:
     base = blobs(**kwargs)
     dim = base.train_data[0].shape[1]
     return Workload(**{**base.__dict__, "name": "flaky", "build_model": lambda: _Flaky(dim)})
+
+
+class _OutOfMemory(nn.Module):
+    """Raises torch's CUDA out-of-memory error (constructible without a GPU) on odd seeds."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.net = nn.Linear(dim, 4)
+        self.fail = torch.initial_seed() % 2 == 1
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.fail and self.training:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+        return self.net(x)
+
+
+def oom(**kwargs: int) -> Workload:
+    """``blobs`` whose model runs out of (simulated) GPU memory on odd trials."""
+    base = blobs(**kwargs)
+    dim = base.train_data[0].shape[1]
+    return Workload(**{**base.__dict__, "name": "oom", "build_model": lambda: _OutOfMemory(dim)})
