@@ -43,7 +43,9 @@ def range_test_png(result: RangeTestResult, path: str | Path) -> Path:
         colour = f"C{r}"
         ax.plot(lrs, curve.losses, color=colour, alpha=0.25, lw=0.8)
         ax.plot(lrs, curve.smoothed, color=colour, lw=1.6, label=f"repeat {r + 1}")
-        finite_sm += [v for v in curve.smoothed if math.isfinite(v)]
+        # the y range comes from the curve before it diverged: the blow-up would flatten the rest
+        stop = curve.suggestions.diverge_index or len(curve.smoothed)
+        finite_sm += [v for v in curve.smoothed[:stop] if math.isfinite(v)]
         sug = curve.suggestions
         for name, marker in MARKERS.items():
             lr = getattr(sug, name)
@@ -59,7 +61,7 @@ def range_test_png(result: RangeTestResult, path: str | Path) -> Path:
     if finite_sm:
         low, high = min(finite_sm), max(finite_sm)
         pad = 0.1 * (high - low or 1.0)
-        ax.set_ylim(low - pad, high + pad)
+        ax.set_ylim(low - pad, high + 3 * pad)
     for name, marker in MARKERS.items():
         median = result.summary[name].median
         ax.axvline(median, color="grey", ls=":", lw=0.8)
