@@ -36,7 +36,11 @@ def parse_devices(
 ) -> list[Slot]:
     """Slots for ``--devices auto|cpu|cuda:0,cuda:1`` and ``--trials-per-device N``.
 
-    ``auto`` is every visible GPU, else the CPU. CPU workers split the cores between them.
+    ``auto`` is every visible GPU, else the CPU. CPU workers get one torch thread each: the
+    small models lrsearch searches over train fastest that way (measured 3x faster than two
+    threads on a busy 2-core machine, where OpenMP threads spin against each other). Use
+    ``--trials-per-device`` to use more cores, or ``--threads`` for a large model. GPU workers
+    split the host's cores for their data loading and host-side work.
 
     Raises:
         ConfigError: a malformed spec, or a GPU that is not there.
@@ -50,7 +54,7 @@ def parse_devices(
         spec = ",".join(f"cuda:{i}" for i in range(n_gpus)) or "cpu"
     if spec == "cpu":
         n = trials_per_device
-        return [Slot(f"cpu#{k}", "cpu", None, max(1, cores // n)) for k in range(n)]
+        return [Slot(f"cpu#{k}", "cpu", None, 1) for k in range(n)]
     slots = []
     for item in spec.split(","):
         match = re.fullmatch(r"cuda(?::(\d+))?", item.strip())

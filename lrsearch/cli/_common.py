@@ -42,7 +42,7 @@ class LrsearchGroup(click.Group):
     envvar="LRSEARCH_THREADS",
     default=None,
     help="CPU threads per training process ($LRSEARCH_THREADS). Default: 1 for train and "
-    "range-test (small models train fastest on one thread); study workers split the cores.",
+    "range-test and for CPU study workers (small models train fastest on one thread).",
 )
 @click.version_option(package_name="lrsearch")
 @click.pass_context
