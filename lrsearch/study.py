@@ -455,6 +455,7 @@ class _TrialRecorder:
         trial.set_user_attr("derived", derived)
         trial.set_user_attr("device", device)
         self.run: Any = None
+        self._artifacts: Any = None
         if tracker is not None and handle.parent_run_id:
             try:
                 self._start_run(tracker, handle, params, derived, schedule, total_steps, device)
@@ -490,23 +491,24 @@ class _TrialRecorder:
         )
         self.run = run
         self.trial.set_user_attr("mlflow_run_id", run.run_id)
-        run.log_text("schedule.json", json.dumps(schedule.to_dict(), indent=2))
-        self._log_schedule_png(schedule, total_steps)
+        # Drawing and uploading the schedule takes ~0.5 s: the sender thread does it while
+        # the trial trains (_end waits for it).
+        self._artifacts = tracker._sender().submit(
+            self._log_schedule, run, schedule, total_steps, self.trial.number
+        )
 
-    def _log_schedule_png(self, schedule: Any, total_steps: int) -> None:
+    @staticmethod
+    def _log_schedule(run: Any, schedule: Any, total_steps: int, number: int) -> None:
         import tempfile
 
         from lrsearch.plots import schedule_png
 
+        run.log_text("schedule.json", json.dumps(schedule.to_dict(), indent=2))
         with tempfile.TemporaryDirectory() as tmp:
             path = schedule_png(
-                schedule,
-                Path(tmp) / "schedule.png",
-                n_steps=total_steps,
-                title=f"trial {self.trial.number}",
+                schedule, Path(tmp) / "schedule.png", n_steps=total_steps, title=f"trial {number}"
             )
-            assert self.run is not None
-            self.run.log_file(path)
+            run.log_file(path)
 
     def step(self, info: Any) -> None:
         if self.run is None:
@@ -532,6 +534,11 @@ class _TrialRecorder:
         self.trial.set_user_attr("seconds", time.perf_counter() - self.started)
         if self.run is None:
             return
+        if self._artifacts is not None:
+            try:
+                self._artifacts.result()  # raises what the sender thread raised
+            except Exception as exc:  # the record is incomplete, the trial's result stands
+                self.trial.set_user_attr("tracking_error", f"schedule artifacts not logged: {exc}")
         try:
             self.run.log_params({"duration_s": round(time.perf_counter() - self.started, 3)})
             self.run.end(status, tags={"lrsearch.state": state, **tags})
