@@ -9,6 +9,7 @@ closed as FAILED, and a replacement worker starts.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -21,6 +22,7 @@ from typing import Any
 import optuna
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
+from sqlalchemy.exc import SQLAlchemyError
 
 from lrsearch.devices import Slot
 from lrsearch.study import StudyHandle
@@ -60,6 +62,7 @@ class Supervisor:
         self.tracker = tracker
         self.echo = echo
         self.workers: list[_Worker] = []
+        self._last_message = ""
         self.host = os.uname().nodename
 
     def _spawn(self, index: int, slot: Slot) -> subprocess.Popen[bytes]:
@@ -94,12 +97,15 @@ class Supervisor:
         """Run until every worker has exited; KeyboardInterrupt stops them gracefully."""
         self.workers = [_Worker(i, s, self._spawn(i, s)) for i, s in enumerate(self.slots)]
         try:
-            while any(w.process.poll() is None for w in self.workers):
+            while any(
+                w.process.poll() is None or (not w.handled and w.process.returncode)
+                for w in self.workers
+            ):
                 self._check()
                 if progress is not None:
-                    progress.refresh(sum(w.process.poll() is None for w in self.workers))
+                    with contextlib.suppress(SQLAlchemyError):  # progress can wait for the storage
+                        progress.refresh(sum(w.process.poll() is None for w in self.workers))
                 time.sleep(POLL_S)
-            self._check()
         except KeyboardInterrupt:
             self._stop_all()
             raise
@@ -109,16 +115,27 @@ class Supervisor:
             code = w.process.poll()
             if code is None or code == 0 or w.handled:
                 continue
+            try:
+                recovered = self._recover(w.process.pid)
+                finished = self.handle.n_finished()
+            except SQLAlchemyError as exc:
+                # The storage is down (a database restart, say): try again at the next poll.
+                self._say_once(f"storage unreachable ({type(exc).__name__}); retrying")
+                return
             w.handled = True
-            recovered = self._recover(w.process.pid)
             self.echo(
                 f"worker {w.slot.label} (pid {w.process.pid}) exited with {code}; "
                 f"{len(recovered)} trial(s) re-queued: {recovered}"
             )
-            if w.restarts < MAX_RESTARTS and self.handle.n_finished() < self.n_trials:
+            if w.restarts < MAX_RESTARTS and finished < self.n_trials:
                 self.workers.append(
                     _Worker(w.index, w.slot, self._spawn(w.index, w.slot), w.restarts + 1)
                 )
+
+    def _say_once(self, message: str) -> None:
+        if message != self._last_message:
+            self.echo(message)
+            self._last_message = message
 
     def _recover(self, pid: int) -> list[int]:
         """Fail and re-queue the trials a dead worker left RUNNING; close their MLflow runs."""

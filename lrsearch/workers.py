@@ -19,10 +19,11 @@ from typing import Any
 import optuna
 from optuna.study import MaxTrialsCallback
 from optuna.trial import FrozenTrial, TrialState
+from sqlalchemy.exc import SQLAlchemyError
 
 from lrsearch.config import StudyConfig
 from lrsearch.devices import Slot, parse_devices
-from lrsearch.errors import LrsearchError
+from lrsearch.errors import LrsearchError, StorageError
 from lrsearch.study import (
     FINISHED,
     StudyHandle,
@@ -331,6 +332,12 @@ def _execute(
                 ).run(progress)
         except KeyboardInterrupt:
             return True
+        except SQLAlchemyError as exc:
+            reason = redact(str(exc).splitlines()[0]) if str(exc) else type(exc).__name__
+            raise StorageError(
+                f"the storage became unreachable during the study ({reason}); finished trials "
+                "are kept; when it is back, run the same command to resume"
+            ) from None
     return False
 
 

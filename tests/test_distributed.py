@@ -58,7 +58,7 @@ _STORAGES: dict[str, optuna.storages.RDBStorage] = {}
 def _load(name: str, url: str) -> optuna.Study:
     """Load a study through one storage per database (its engine is disposed at teardown)."""
     if url not in _STORAGES:
-        _STORAGES[url] = optuna.storages.RDBStorage(url)
+        _STORAGES[url] = optuna.storages.RDBStorage(url, engine_kwargs={"pool_pre_ping": True})
     return optuna.load_study(study_name=name, storage=_STORAGES[url])
 
 
@@ -66,20 +66,25 @@ def _load(name: str, url: str) -> optuna.Study:
 def pg_url():
     """A throwaway database, dropped afterwards."""
     try:
-        conn = _admin()
+        with _admin() as conn:
+            name = f"lrsearch_test_{uuid.uuid4().hex[:10]}"
+            conn.execute(f'CREATE DATABASE "{name}"')
     except Exception as exc:  # pragma: no cover - depends on the machine
         pytest.skip(f"PostgreSQL not reachable at {PG}: {exc}")
-    name = f"lrsearch_test_{uuid.uuid4().hex[:10]}"
-    conn.execute(f'CREATE DATABASE "{name}"')
     url = f"{PG}/{name}"
     try:
         yield url
     finally:
-        storage = _STORAGES.pop(url, None)
-        if storage is not None:
-            storage.engine.dispose()
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        conn.close()
+        forget(url)
+        with _admin() as conn:  # a fresh connection: the server may have restarted meanwhile
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def forget(url: str) -> None:
+    """Dispose of the test's own engine for ``url`` (its connections may be dead)."""
+    storage = _STORAGES.pop(url, None)
+    if storage is not None:
+        storage.engine.dispose()
 
 
 def _env(home: Path, **extra: str) -> dict[str, str]:

@@ -16,7 +16,7 @@ from mlflow import MlflowClient
 from optuna.trial import TrialState
 
 from lrsearch.tracking import local_tracking_uri
-from tests.test_distributed import _env, _load, _lrsearch, _study_file, pg_url  # noqa: F401
+from tests.test_distributed import _env, _load, _lrsearch, _study_file, forget, pg_url  # noqa: F401
 
 pytestmark = [pytest.mark.load, pytest.mark.postgres]
 
@@ -60,3 +60,48 @@ def test_eight_workers_many_trials_lose_nothing(tmp_path, pg_url) -> None:  # no
         f"\nload: {n_trials} trials by 8 workers in {seconds:.0f}s "
         f"({n_trials / seconds:.2f} trials/s), {expected} step points checked, 0 lost"
     )
+
+
+def test_database_restarted_mid_study(tmp_path, pg_url) -> None:  # noqa: F811
+    """Restart PostgreSQL while 2 workers run: the study carries on or stops with one clear
+    line; afterwards a resume finishes it with exactly the requested trials and nothing RUNNING.
+
+    Opt-in (it restarts the machine's PostgreSQL service): `make test-load`.
+    """
+    import shutil
+    import subprocess
+    import sys
+
+    if shutil.which("pg_ctlcluster") is None:
+        pytest.skip("pg_ctlcluster not available to restart PostgreSQL")
+    f = _study_file(tmp_path, "restart", n_trials=8, epochs=6, n=2048)
+    env = _env(tmp_path)
+    args = ["run", str(f), "--storage", pg_url, "--devices", "cpu", "--trials-per-device", "2"]
+    run = subprocess.Popen(
+        [sys.executable, "-m", "lrsearch.cli", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        try:
+            if any(t.state == TrialState.COMPLETE for t in _load("restart", pg_url).trials):
+                break
+        except Exception:
+            continue
+    version = os.listdir("/etc/postgresql")[0]
+    subprocess.run(
+        ["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", "restart"], check=True
+    )
+    _, stderr = run.communicate(timeout=600)
+    if run.returncode != 0:  # stopped: with one clear line, never a traceback
+        assert "Traceback" not in stderr and "error: " in stderr, stderr[-2000:]
+    out = _lrsearch(*args, env=env, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    study = _load("restart", pg_url)
+    assert sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in study.trials) == 8
+    assert not [t for t in study.trials if t.state == TrialState.RUNNING]
+    assert len({t.number for t in study.trials}) == len(study.trials)

@@ -42,7 +42,8 @@ class BenchConfig:
         overhead_epochs: epochs of its trial (long enough for a trial of >= 3 s).
         overhead_repeats: timed trials per variant (after one untimed warm-up trial).
         storage_workers: worker-process counts of the storage section.
-        storage_trials: trials each storage study grows to.
+        storage_trials: trials the study of the most workers grows to.
+        storage_trials_fewer: trials the studies of fewer workers grow to (None: the same).
         postgres: PostgreSQL server URL (a throwaway database is created there).
     """
 
@@ -55,10 +56,11 @@ class BenchConfig:
     range_test: dict[str, Any] = field(default_factory=lambda: {"repeats": 3})
     target_tolerance: float = 0.3
     overhead_workload: str = "mnist1d-cnn"
-    overhead_epochs: int = 20
-    overhead_repeats: int = 5
+    overhead_epochs: int = 25
+    overhead_repeats: int = 10
     storage_workers: tuple[int, ...] = (1, 2, 4, 8)
     storage_trials: int = 5000
+    storage_trials_fewer: int | None = None
     postgres: str = "postgresql://postgres@127.0.0.1:5432"
 
     def __post_init__(self) -> None:
@@ -79,6 +81,8 @@ class BenchConfig:
         unknown = sorted(set(self.sections) - set(SECTIONS))
         if unknown:
             raise ValueError(f"unknown sections {unknown}; use some of {', '.join(SECTIONS)}")
+        if self.storage_trials_fewer is not None and self.storage_trials_fewer < 1:
+            raise ValueError(f"storage_trials_fewer must be >= 1, got {self.storage_trials_fewer}")
         if not self.storage_workers or min(self.storage_workers) < 1:
             raise ValueError(f"storage_workers must be counts >= 1, got {self.storage_workers}")
 
@@ -86,6 +90,12 @@ class BenchConfig:
     def budget(self) -> int:
         """Trial-epochs each search arm may spend per seed."""
         return self.trials * self.epochs
+
+    def storage_trials_for(self, workers: int) -> int:
+        """Trials the storage study of ``workers`` processes grows to."""
+        if workers == max(self.storage_workers) or self.storage_trials_fewer is None:
+            return self.storage_trials
+        return self.storage_trials_fewer
 
     def replace(self, **changes: Any) -> BenchConfig:
         """A copy with ``changes``; None values are ignored (unset CLI options)."""

@@ -39,18 +39,29 @@ def _upcoming(handle: Any) -> FrozenTrial:
     return min(waiting, key=lambda t: t.number)
 
 
-def _one_trial(handle: Any, tracker: Any, number: int) -> tuple[float, FrozenTrial]:
-    """Run one lrsearch trial, the way ``lrsearch run`` does; its wall time and record."""
+class _Clock:
+    """Wall and process CPU seconds of a block (CPU time shrugs off other processes' load)."""
+
+    def __enter__(self) -> _Clock:
+        self._wall, self._cpu = time.perf_counter(), time.process_time()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.wall = time.perf_counter() - self._wall
+        self.cpu = time.process_time() - self._cpu
+
+
+def _one_trial(handle: Any, tracker: Any, number: int) -> tuple[_Clock, FrozenTrial]:
+    """Run one lrsearch trial, the way ``lrsearch run`` does; its times and record."""
     from lrsearch.workers import run_trials
 
-    started = time.perf_counter()
-    run_trials(handle, n_trials=handle.n_finished() + 1, tracker=tracker, echo=_quiet)
-    seconds = time.perf_counter() - started
-    return seconds, handle.study.get_trials(deepcopy=False)[number]
+    with _Clock() as clock:
+        run_trials(handle, n_trials=handle.n_finished() + 1, tracker=tracker, echo=_quiet)
+    return clock, handle.study.get_trials(deepcopy=False)[number]
 
 
-def _bare(handle: Any, trial: FrozenTrial, epochs: int) -> tuple[float, float]:
-    """The same run through ``train`` alone (no callbacks): its wall time and final metric."""
+def _bare(handle: Any, trial: FrozenTrial, epochs: int) -> tuple[_Clock, float]:
+    """The same run through ``train`` alone (no callbacks): its times and final metric."""
     from lrsearch.space import default_params
     from lrsearch.study import trial_plan, trial_schedule
     from lrsearch.training import train
@@ -58,10 +69,16 @@ def _bare(handle: Any, trial: FrozenTrial, epochs: int) -> tuple[float, float]:
     workload, _, _ = trial_plan(handle)
     params = {**default_params(handle.config.space, handle.prior), **trial.params}
     schedule = trial_schedule(handle, trial)
-    started = time.perf_counter()
-    result = train(workload, schedule, epochs=epochs, batch_size=handle.config.study.batch_size,
-                   weight_decay=params["weight_decay"], seed=handle.config.study.seed + trial.number)
-    return time.perf_counter() - started, float(result.val_metric)
+    with _Clock() as clock:
+        result = train(
+            workload,
+            schedule,
+            epochs=epochs,
+            batch_size=handle.config.study.batch_size,
+            weight_decay=params["weight_decay"],
+            seed=handle.config.study.seed + trial.number,
+        )
+    return clock, float(result.val_metric)
 
 
 def _pair(handle: Any, tracker: Any, *, bare_first: bool) -> dict[str, Any]:
@@ -71,15 +88,24 @@ def _pair(handle: Any, tracker: Any, *, bare_first: bool) -> dict[str, Any]:
     upcoming = _upcoming(handle)
     _, epochs, _ = trial_plan(handle)
     if bare_first:
-        bare_s, metric = _bare(handle, upcoming, epochs)
-        seconds, trial = _one_trial(handle, tracker, upcoming.number)
+        bare, metric = _bare(handle, upcoming, epochs)
+        ours, trial = _one_trial(handle, tracker, upcoming.number)
     else:
-        seconds, trial = _one_trial(handle, tracker, upcoming.number)
-        bare_s, metric = _bare(handle, trial, len(trial.intermediate_values) or epochs)
+        ours, trial = _one_trial(handle, tracker, upcoming.number)
+        bare, metric = _bare(handle, trial, len(trial.intermediate_values) or epochs)
     # A trial the pruner stopped early did not train the same run as a full bare one.
     same = trial.state == TrialState.COMPLETE and metric == trial.value
-    return {"trial": trial.number, "state": trial.state.name, "seconds": seconds,
-            "bare_seconds": bare_s, "ratio": seconds / bare_s, "same_result": same}
+    return {
+        "trial": trial.number,
+        "state": trial.state.name,
+        "seconds": ours.wall,
+        "bare_seconds": bare.wall,
+        "ratio": ours.wall / bare.wall,
+        "cpu_seconds": ours.cpu,
+        "bare_cpu_seconds": bare.cpu,
+        "cpu_ratio": ours.cpu / bare.cpu,
+        "same_result": same,
+    }
 
 
 def run_overhead(config: BenchConfig, workdir: Path, advance: Callable[[], None]) -> dict[str, Any]:
@@ -88,33 +114,69 @@ def run_overhead(config: BenchConfig, workdir: Path, advance: Callable[[], None]
     from lrsearch.study import open_study, set_parent_run, trial_plan
     from lrsearch.tracking import MlflowTracker
 
-    cfg = parse_study_config({
-        "study": {"name": "bench-overhead", "workload": config.overhead_workload,
-                  "epochs": config.overhead_epochs, "n_trials": 10_000},
-        "range_test": {"repeats": 1},
-    })
+    cfg = parse_study_config(
+        {
+            "study": {
+                "name": "bench-overhead",
+                "workload": config.overhead_workload,
+                "epochs": config.overhead_epochs,
+                "n_trials": 10_000,
+            },
+            "range_test": {"repeats": 1},
+        }
+    )
     handle = open_study(cfg, f"sqlite:///{workdir / 'optuna.db'}", tracking_uri=str(workdir))
     tracker = MlflowTracker(str(workdir))
     set_parent_run(handle, tracker.start_study(handle.name, params={}, tags={}))
     rows: dict[str, list[dict[str, Any]]] = {v: [] for v in VARIANTS}
     for repeat in range(config.overhead_repeats + 1):
         for variant in VARIANTS:
-            row = _pair(handle, tracker if variant == "optuna+mlflow" else None,
-                        bare_first=bool(repeat % 2))
+            row = _pair(
+                handle, tracker if variant == "optuna+mlflow" else None, bare_first=bool(repeat % 2)
+            )
             rows[variant].append({"repeat": repeat, "warm_up": repeat == 0, **row})
             advance()
     _, epochs, steps_per_epoch = trial_plan(handle)
-    out: dict[str, Any] = {"workload": config.overhead_workload, "epochs": epochs,
-                           "steps": epochs * steps_per_epoch, "repeats": config.overhead_repeats,
-                           "variants": {}}
-    for variant, all_rows in rows.items():
-        timed = [r for r in all_rows if not r["warm_up"]]
-        out["variants"][variant] = {
-            "median_ratio": float(np.median([r["ratio"] for r in timed])),
-            "median_seconds": float(np.median([r["seconds"] for r in timed])),
-            "median_bare_seconds": float(np.median([r["bare_seconds"] for r in timed])),
-            "warm_up_ratio": all_rows[0]["ratio"],
-            "same_result": all(r["same_result"] for r in all_rows),
-            "rows": all_rows,
-        }
+    out: dict[str, Any] = {
+        "workload": config.overhead_workload,
+        "epochs": epochs,
+        "steps": epochs * steps_per_epoch,
+        "repeats": config.overhead_repeats,
+        "schedule_png_s": _schedule_png_seconds(handle, workdir),
+        "variants": {name: _summary(all_rows) for name, all_rows in rows.items()},
+    }
     return out
+
+
+def _summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    # A pair whose trial the pruner stopped did not train the same run as its twin: left out.
+    timed = [r for r in rows if not r["warm_up"] and r["same_result"]] or rows[1:]
+    return {
+        "median_ratio": float(np.median([r["ratio"] for r in timed])),
+        "q25_ratio": float(np.percentile([r["ratio"] for r in timed], 25)),
+        "q75_ratio": float(np.percentile([r["ratio"] for r in timed], 75)),
+        "median_cpu_ratio": float(np.median([r["cpu_ratio"] for r in timed])),
+        "median_extra_s": float(np.median([r["seconds"] - r["bare_seconds"] for r in timed])),
+        "median_seconds": float(np.median([r["seconds"] for r in timed])),
+        "median_bare_seconds": float(np.median([r["bare_seconds"] for r in timed])),
+        "warm_up_ratio": rows[0]["ratio"],
+        "pairs": len(timed),
+        "left_out": sum(not r["warm_up"] for r in rows) - len(timed),
+        "same_result": all(r["same_result"] for r in timed),
+        "rows": rows,
+    }
+
+
+def _schedule_png_seconds(handle: Any, workdir: Path) -> float:
+    """What rendering one trial's schedule PNG costs (the MLflow variant does it per trial)."""
+    from lrsearch.plots import schedule_png
+    from lrsearch.study import trial_plan, trial_schedule
+
+    _, epochs, steps_per_epoch = trial_plan(handle)
+    schedule = trial_schedule(handle, handle.study.get_trials(deepcopy=False)[0])
+    times = []
+    for _ in range(3):
+        started = time.perf_counter()
+        schedule_png(schedule, workdir / "schedule.png", n_steps=epochs * steps_per_epoch)
+        times.append(time.perf_counter() - started)
+    return float(np.median(times))

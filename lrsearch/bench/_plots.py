@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -38,12 +39,15 @@ def _save(fig: Figure, path: Path) -> Path:
 def _band(ax: Axes, runs: list[list[Any]], axis: int, end: float, arm: str) -> None:
     """Median best-so-far over seeds, and the band between the 25th and 75th percentile."""
     xs = np.linspace(0.0, end, GRID)
-    values = np.array([[np.nan if (b := best_at(c, x, axis)) is None else b for x in xs]
-                       for c in runs], dtype=np.float64)
+    values = np.array(
+        [[np.nan if (b := best_at(c, x, axis)) is None else b for x in xs] for c in runs],
+        dtype=np.float64,
+    )
     present = np.isfinite(values).sum(axis=0) * 2 > len(runs)  # a majority of seeds has a value
     if not present.any():
         return
-    with np.errstate(all="ignore"):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # columns before any trial completed
         q25, q50, q75 = (np.nanpercentile(values, q, axis=0) for q in (25, 50, 75))
     ax.plot(xs[present], q50[present], color=COLOURS[arm], lw=1.8, label=arm)
     ax.fill_between(xs[present], q25[present], q75[present], color=COLOURS[arm], alpha=0.2)
@@ -51,13 +55,21 @@ def _band(ax: Axes, runs: list[list[Any]], axis: int, end: float, arm: str) -> N
 
 def _point(ax: Axes, runs: list[dict[str, Any]], axis: int, arm: str) -> None:
     """A one-trial recipe: median compute and metric, whiskers over seeds."""
-    pts = np.array([[r["curve"][-1][axis], r["best"]] for r in runs if r["best"] is not None],
-                   dtype=np.float64)
+    pts = np.array(
+        [[r["curve"][-1][axis], r["best"]] for r in runs if r["best"] is not None], dtype=np.float64
+    )
     if not len(pts):
         return
     x, y = np.median(pts, axis=0)
-    ax.errorbar([x], [y], yerr=[[y - pts[:, 1].min()], [pts[:, 1].max() - y]], fmt="o",
-                color=COLOURS[arm], capsize=3, label=arm)
+    ax.errorbar(
+        [x],
+        [y],
+        yerr=[[y - pts[:, 1].min()], [pts[:, 1].max() - y]],
+        fmt="o",
+        color=COLOURS[arm],
+        capsize=3,
+        label=arm,
+    )
 
 
 def search_png(name: str, section: dict[str, Any], summary: dict[str, Any], path: Path) -> Path:
@@ -66,8 +78,9 @@ def search_png(name: str, section: dict[str, Any], summary: dict[str, Any], path
     budget = float(section["budget"])
     curves = {arm: [within(r["curve"], budget) for r in section["runs"][arm]] for arm in ARMS}
     wall_end = max(c[-1][WALL] or 0.0 for arm in SEARCH_ARMS for c in curves[arm])
-    for i, (axis, end, label) in enumerate([(TE, budget, "trial-epochs (range test included)"),
-                                            (WALL, wall_end, "wall time (s)")]):
+    for i, (axis, end, label) in enumerate(
+        [(TE, budget, "trial-epochs (range test included)"), (WALL, wall_end, "wall time (s)")]
+    ):
         ax = fig.add_subplot(1, 2, i + 1)
         for arm in ARMS:
             if arm in SEARCH_ARMS:
@@ -75,8 +88,10 @@ def search_png(name: str, section: dict[str, Any], summary: dict[str, Any], path
             else:
                 _point(ax, section["runs"][arm], axis, arm)
         _finish_search_axes(ax, summary, label)
-    fig.suptitle(f"{name}: best validation {section['metric']} so far (median over "
-                 f"{len(section['runs']['lrsearch'])} seeds, band: 25-75%)")
+    fig.suptitle(
+        f"{name}: best validation {section['metric']} so far (median over "
+        f"{len(section['runs']['lrsearch'])} seeds, band: 25-75%)"
+    )
     return _save(fig, path)
 
 
@@ -115,11 +130,22 @@ def storage_png(section: dict[str, Any], path: Path) -> Path:
     fig = _figure(figsize=(7, 4.5))
     ax = fig.add_subplot()
     for i, run in enumerate(section["runs"]):
+        who = f"{run['workers']} worker" + ("s" if run["workers"] > 1 else "")
         xs = [b["trials_done"] for b in run["buckets"]]
-        ax.plot(xs, [b["p95_ms"] for b in run["buckets"]], color=f"C{i}", marker="o",
-                label=f"{run['workers']} workers p95")
-        ax.plot(xs, [b["p50_ms"] for b in run["buckets"]], color=f"C{i}", ls=":",
-                label=f"{run['workers']} workers p50")
+        ax.plot(
+            xs,
+            [b["p95_ms"] for b in run["buckets"]],
+            color=f"C{i}",
+            marker="o",
+            label=f"{who} p95",
+        )
+        ax.plot(
+            xs,
+            [b["p50_ms"] for b in run["buckets"]],
+            color=f"C{i}",
+            ls=":",
+            label=f"{who} p50",
+        )
     ax.axhline(50, color="grey", ls="--", lw=1, label="50 ms")
     ax.set_xlabel("trials in the study")
     ax.set_ylabel("ask + suggest + tell latency (ms)")

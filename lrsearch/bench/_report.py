@@ -39,18 +39,29 @@ def _search_targets(name: str, section: dict[str, Any]) -> list[dict[str, str]]:
     a, b = ours["median_trial_epochs_to_target"], tpe["median_trial_epochs_to_target"]
     ok = a is not None and (b is None or a <= b / 3)
     ratio = f" = {a / b:.2f}x" if a is not None and b is not None else ""
-    rows = [{"target": f"{name}: lrsearch reaches the target in <= 1/3 of TPE-wide's trial-epochs",
-             "status": _status(ok),
-             "measured": f"{_fmt(a, '.1f', 'never')} vs {_fmt(b, '.1f', 'never')} trial-epochs{ratio}"
-                         " (median over seeds)"}]
+    rows = [
+        {
+            "target": f"{name}: lrsearch reaches the target in <= 1/3 of TPE-wide's trial-epochs",
+            "status": _status(ok),
+            "measured": f"{_fmt(a, '.1f', 'never')} vs {_fmt(b, '.1f', 'never')} trial-epochs{ratio}"
+            " (median over seeds)",
+        }
+    ]
     best = _rank(ours["median_best"], maximize)
-    others = {arm: _rank(arms[arm]["median_best"], maximize) for arm in ("fastai-valley", "torch-steep")}
+    others = {
+        arm: _rank(arms[arm]["median_best"], maximize) for arm in ("fastai-valley", "torch-steep")
+    }
     beats = all(best > v if maximize else best < v for v in others.values())
-    rows.append({"target": f"{name}: lrsearch beats the fastai and torch recipes on best metric",
-                 "status": _status(beats),
-                 "measured": f"{_fmt(ours['median_best'])} vs "
-                             + ", ".join(f"{arm} {_fmt(arms[arm]['median_best'], none='diverged')}"
-                                         for arm in others)})
+    rows.append(
+        {
+            "target": f"{name}: lrsearch beats the fastai and torch recipes on best metric",
+            "status": _status(beats),
+            "measured": f"{_fmt(ours['median_best'])} vs "
+            + ", ".join(
+                f"{arm} {_fmt(arms[arm]['median_best'], none='diverged')}" for arm in others
+            ),
+        }
+    )
     return rows
 
 
@@ -62,17 +73,25 @@ def evaluate_targets(report: dict[str, Any]) -> list[dict[str, str]]:
     for name, section in report.get("pruning", {}).items():
         p = section["summary"]["plateau"]
         ok = p["median_saved_fraction"] >= 0.5 and p["median_points_lost"] <= 0.2
-        rows.append({"target": f"{name}: PlateauPruner saves >= 50% trial-epochs, loses <= 0.2 points",
-                     "status": _status(ok),
-                     "measured": f"saves {p['median_saved_fraction']:.0%}, loses "
-                                 f"{p['median_points_lost']:.2f} points (median over seeds)"})
+        rows.append(
+            {
+                "target": f"{name}: PlateauPruner saves >= 50% trial-epochs, loses <= 0.2 points",
+                "status": _status(ok),
+                "measured": f"saves {p['median_saved_fraction']:.0%}, loses "
+                f"{p['median_points_lost']:.2f} points (median over seeds)",
+            }
+        )
     if "overhead" in report:
         v = report["overhead"]["variants"]["optuna+mlflow"]
         bare = v["median_bare_seconds"]
         status = _status(v["median_ratio"] <= 1.03) if bare >= 3.0 else "not measured"
-        rows.append({"target": "overhead ratio <= 1.03 for a trial of >= 3 s",
-                     "status": status,
-                     "measured": f"{v['median_ratio']:.3f} on a {bare:.1f} s trial"})
+        rows.append(
+            {
+                "target": "overhead ratio <= 1.03 for a trial of >= 3 s",
+                "status": status,
+                "measured": f"{v['median_ratio']:.3f} on a {bare:.1f} s trial",
+            }
+        )
     storage = report.get("storage")
     if storage is not None:
         runs = [r for r in storage.get("runs", []) if r["workers"] == 8 and r["trials"] >= 5000]
@@ -81,103 +100,209 @@ def evaluate_targets(report: dict[str, Any]) -> list[dict[str, str]]:
             p95 = runs[0]["p95_ms_last_tenth"]
             row |= {"status": _status(p95 < 50.0), "measured": f"{p95:.1f} ms (last tenth)"}
         else:
-            row |= {"status": "not measured", "measured": storage.get(
-                "skipped", "this run had no 8-worker study of >= 5,000 trials")}
+            row |= {
+                "status": "not measured",
+                "measured": storage.get(
+                    "skipped", "this run had no 8-worker study of >= 5,000 trials"
+                ),
+            }
         rows.append(row)
     return rows
 
 
 def _search_md(report: dict[str, Any], prefix: str) -> list[str]:
     s = report["settings"]
-    lines = [HEADERS[0], "",
-             f"Same workload, {s['epochs']} epochs per trial, a budget of {s['trials']} trials x "
-             f"{s['epochs']} epochs = {s['trials'] * s['epochs']} trial-epochs per arm and seed "
-             f"({s['seeds']} seeds). Range-test steps count as trial-epochs (steps / steps per "
-             "epoch); a trial crossing the budget does not count. Best = the best final "
-             f"validation metric of a completed trial. Target = {s['target_tolerance']:g} points "
-             "short of the best arm's median best.", ""]
+    lines = [
+        HEADERS[0],
+        "",
+        f"Same workload, {s['epochs']} epochs per trial, a budget of {s['trials']} trials x "
+        f"{s['epochs']} epochs = {s['trials'] * s['epochs']} trial-epochs per arm and seed "
+        f"({s['seeds']} seeds). Range-test steps count as trial-epochs (steps / steps per "
+        "epoch); a trial crossing the budget does not count. Best = the best final "
+        f"validation metric of a completed trial. Target = {s['target_tolerance']:g} points "
+        "short of the best arm's median best. Trials, trial-epochs and wall s: what was "
+        "spent within the budget.",
+        "",
+    ]
     lines += [f"- **{arm}**: {desc}" for arm, desc in ARMS.items()]
     for name, section in report.get("search", {}).items():
         summary = section["summary"]
-        head = ["arm", "best (median)", "best 25-75%", "trial-epochs to target", "wall s to target",
-                "seeds reaching it", "trials", "trial-epochs spent", "wall s"]
-        rows = [[arm, _fmt(a["median_best"], none="diverged"),
-                 f"{_fmt(a['q25_best'])} - {_fmt(a['q75_best'])}",
-                 _fmt(a["median_trial_epochs_to_target"], ".1f", "not reached"),
-                 _fmt(a["median_wall_s_to_target"], ".1f", "not reached"),
-                 f"{a['reached_target']}/{a['seeds']}", _fmt(a["median_trials"], ".0f"),
-                 _fmt(a["median_trial_epochs"], ".1f"), _fmt(a["median_wall_s"], ".1f")]
-                for arm, a in summary["arms"].items()]
-        lines += ["", f"### {name}", "",
-                  f"Validation {section['metric']}, {section['steps_per_epoch']} steps per epoch; "
-                  f"target {_fmt(summary['target'])}. Medians over seeds; the range test of "
-                  f"lrsearch cost {summary['arms']['lrsearch']['median_range_test_trial_epochs']:.1f}"
-                  " trial-epochs, that of the recipes "
-                  f"{summary['arms']['fastai-valley']['median_range_test_trial_epochs']:.1f}.", "",
-                  *_table(head, rows), "", f"![{name}]({prefix}search_{name}.png)"]
+        head = [
+            "arm",
+            "best",
+            "best 25-75%",
+            "best at 1/4 budget",
+            "best at 1/2 budget",
+            "trial-epochs to target",
+            "wall s to target",
+            "seeds reaching it",
+            "trials",
+            "trial-epochs",
+            "wall s",
+        ]
+        rows = [
+            [
+                arm,
+                _fmt(a["median_best"], none="diverged"),
+                f"{_fmt(a['q25_best'], none='diverged')} - {_fmt(a['q75_best'], none='diverged')}",
+                _fmt(a["median_best_at_quarter"], none="-"),
+                _fmt(a["median_best_at_half"], none="-"),
+                _fmt(a["median_trial_epochs_to_target"], ".1f", "not reached"),
+                _fmt(a["median_wall_s_to_target"], ".1f", "not reached"),
+                f"{a['reached_target']}/{a['seeds']}",
+                _fmt(a["median_trials"], ".0f"),
+                _fmt(a["median_trial_epochs"], ".1f"),
+                _fmt(a["median_wall_s"], ".1f"),
+            ]
+            for arm, a in summary["arms"].items()
+        ]
+        lines += [
+            "",
+            f"### {name}",
+            "",
+            f"Validation {section['metric']}, {section['steps_per_epoch']} steps per epoch; "
+            f"target {_fmt(summary['target'])}. Medians over seeds; the range test of "
+            f"lrsearch cost {summary['arms']['lrsearch']['median_range_test_trial_epochs']:.1f}"
+            " trial-epochs, that of the recipes "
+            f"{summary['arms']['fastai-valley']['median_range_test_trial_epochs']:.1f}.",
+            "",
+            *_table(head, rows),
+            "",
+            f"![{name}]({prefix}search_{name}.png)",
+        ]
     return lines
 
 
 def _pruning_md(report: dict[str, Any], prefix: str) -> list[str]:
-    lines = [HEADERS[1], "",
-             "PriorGuidedSampler with the lrsearch range-test prior, the same seeds, "
-             f"{report['settings']['trials']} trials per study; pruners as `lrsearch run` builds "
-             "them (plateau: patience 3, warm-up 2 epochs, 3 startup trials; median: warm-up 2, "
-             "3 startup trials; hyperband: Optuna defaults). Saved and lost are paired with "
-             "`none` seed by seed.", ""]
-    head = ["workload", "pruner", "trial-epochs", "saved vs none", "best", "lost vs none",
-            "pruned trials", "wall s"]
+    lines = [
+        HEADERS[1],
+        "",
+        "PriorGuidedSampler with the lrsearch range-test prior, the same seeds, "
+        f"{report['settings']['trials']} trials per study; pruners as `lrsearch run` builds "
+        "them (plateau: patience 3, warm-up 2 epochs, 3 startup trials; median: warm-up 2, "
+        "3 startup trials; hyperband: Optuna defaults). Saved and lost are paired with "
+        "`none` seed by seed.",
+        "",
+    ]
+    head = [
+        "workload",
+        "pruner",
+        "trial-epochs",
+        "saved vs none",
+        "best",
+        "lost vs none",
+        "pruned trials",
+        "wall s",
+    ]
     rows = []
     for name, section in report.get("pruning", {}).items():
         for pruner in PRUNER_ARMS:
             p = section["summary"][pruner]
-            rows.append([name, pruner, _fmt(p["median_trial_epochs"], ".1f"),
-                         f"{p['median_saved_fraction']:.0%}", _fmt(p["median_best"], none="-"),
-                         _fmt(p["median_points_lost"]), _fmt(p["median_pruned"], ".0f"),
-                         _fmt(p["median_wall_s"], ".1f")])
+            rows.append(
+                [
+                    name,
+                    pruner,
+                    _fmt(p["median_trial_epochs"], ".1f"),
+                    f"{p['median_saved_fraction']:.0%}",
+                    _fmt(p["median_best"], none="-"),
+                    _fmt(p["median_points_lost"]),
+                    _fmt(p["median_pruned"], ".0f"),
+                    _fmt(p["median_wall_s"], ".1f"),
+                ]
+            )
     return [*lines, *_table(head, rows), "", f"![pruning]({prefix}pruning.png)"]
 
 
 def _overhead_md(report: dict[str, Any]) -> list[str]:
     o = report["overhead"]
-    lines = [HEADERS[2], "",
-             f"One trial of {o['workload']} ({o['epochs']} epochs, {o['steps']} steps) through "
-             "`run_trials` on a SQLite study (PriorGuidedSampler, PlateauPruner), against the "
-             "bare `lrsearch.training.train` call with the same schedule and seed, in "
-             f"alternating order; median of {o['repeats']} pairs after one untimed warm-up pair.",
-             ""]
-    head = ["variant", "trial wall s", "bare train s", "ratio (median)", "warm-up ratio",
-            "same final metric"]
-    rows = [[name, _fmt(v["median_seconds"], ".3f"), _fmt(v["median_bare_seconds"], ".3f"),
-             _fmt(v["median_ratio"], ".3f"), _fmt(v["warm_up_ratio"], ".3f"),
-             "yes" if v["same_result"] else "no"] for name, v in o["variants"].items()]
-    return [*lines, *_table(head, rows)]
+    lines = [
+        HEADERS[2],
+        "",
+        f"One trial of {o['workload']} ({o['epochs']} epochs, {o['steps']} steps) through "
+        "`run_trials` on a SQLite study (PriorGuidedSampler, PlateauPruner), against the "
+        "bare `lrsearch.training.train` call with the same schedule and seed, in "
+        f"alternating order; median of {o['repeats']} pairs after one untimed warm-up pair.",
+        "",
+    ]
+    head = [
+        "variant",
+        "trial wall s",
+        "bare train s",
+        "extra s",
+        "ratio",
+        "ratio 25-75%",
+        "CPU-time ratio",
+        "warm-up ratio",
+        "pairs (left out)",
+        "same final metric",
+    ]
+    rows = [
+        [
+            name,
+            _fmt(v["median_seconds"], ".3f"),
+            _fmt(v["median_bare_seconds"], ".3f"),
+            _fmt(v["median_extra_s"], ".3f"),
+            _fmt(v["median_ratio"], ".3f"),
+            f"{v['q25_ratio']:.3f} - {v['q75_ratio']:.3f}",
+            _fmt(v["median_cpu_ratio"], ".3f"),
+            _fmt(v["warm_up_ratio"], ".3f"),
+            f"{v['pairs']} ({v['left_out']})",
+            "yes" if v["same_result"] else "no",
+        ]
+        for name, v in o["variants"].items()
+    ]
+    note = (
+        "Medians over pairs; a pair whose trial the pruner stopped is left out. CPU time is "
+        "this process's (not other processes' load, nor time spent waiting on disk). Rendering the "
+        f"schedule PNG that each MLflow trial run gets costs {o['schedule_png_s']:.3f} s."
+    )
+    return [*lines, *_table(head, rows), "", note]
 
 
 def _storage_md(report: dict[str, Any], prefix: str) -> list[str]:
     st = report["storage"]
     if "skipped" in st:
         return [HEADERS[3], "", f"Skipped: {st['skipped']}."]
-    lines = [HEADERS[3], "",
-             f"PostgreSQL at {st['server']} (a throwaway database, dropped afterwards); a fresh "
-             f"study per worker count grown to {st['trials_per_study']} trials; each round trip "
-             "is ask + suggest of the lrsearch space (7 parameters) + tell, with "
-             f"{st['sampler']} so the latency is the storage's.", ""]
+    lines = [
+        HEADERS[3],
+        "",
+        f"PostgreSQL at {st['server']} (a throwaway database, dropped afterwards); a fresh "
+        "study per worker count, grown to the trials shown; each round trip "
+        "is ask + suggest of the lrsearch space (7 parameters) + tell, with "
+        f"{st['sampler']} so the latency is the storage's.",
+        "",
+    ]
     head = ["workers", "trials", "trials/s", "p50 ms", "p95 ms", "p95 ms, last tenth"]
-    rows = [[str(r["workers"]), str(r["trials"]), _fmt(r["trials_per_s"], ".0f"),
-             _fmt(r["p50_ms"], ".1f"), _fmt(r["p95_ms"], ".1f"), _fmt(r["p95_ms_last_tenth"], ".1f")]
-            for r in st["runs"]]
+    rows = [
+        [
+            str(r["workers"]),
+            str(r["trials"]),
+            _fmt(r["trials_per_s"], ".0f"),
+            _fmt(r["p50_ms"], ".1f"),
+            _fmt(r["p95_ms"], ".1f"),
+            _fmt(r["p95_ms_last_tenth"], ".1f"),
+        ]
+        for r in st["runs"]
+    ]
     return [*lines, *_table(head, rows), "", f"![storage]({prefix}storage.png)"]
 
 
 def render_markdown(report: dict[str, Any], *, command: str, prefix: str = "") -> str:
     """The report as markdown; images are linked as ``prefix + file name``."""
     m = report["machine"]
-    lines = ["# lrsearch benchmark", "", "Produced by:", "", f"    {command}", "",
-             f"Machine: {m['cpu']} ({m['cpu_count']} cores, no GPU used), {m['platform']}, "
-             f"Python {m['python']}, torch {m['torch']} on 1 thread, optuna {m['optuna']}. "
-             f"Load average {m['load_start']:.1f} at the start, {m['load_end']:.1f} at the end "
-             f"(other work shared the machine); {report['seconds']:.0f} s in all.", ""]
+    lines = [
+        "# lrsearch benchmark",
+        "",
+        "Produced by:",
+        "",
+        f"    {command}",
+        "",
+        f"Machine: {m['cpu']} ({m['cpu_count']} cores, no GPU used), {m['platform']}, "
+        f"Python {m['python']}, torch {m['torch']} on 1 thread, optuna {m['optuna']}. "
+        f"Load average {m['load_start']:.1f} at the start, {m['load_end']:.1f} at the end; "
+        f"{report['seconds']:.0f} s in all.",
+        "",
+    ]
     if "search" in report:
         lines += [*_search_md(report, prefix), ""]
     if "pruning" in report:
@@ -198,7 +323,9 @@ def write_report(report: dict[str, Any], out: Path, *, command: str) -> list[Pat
     out.mkdir(parents=True, exist_ok=True)
     paths = []
     for name, section in report.get("search", {}).items():
-        paths.append(_plots.search_png(name, section, section["summary"], out / f"search_{name}.png"))
+        paths.append(
+            _plots.search_png(name, section, section["summary"], out / f"search_{name}.png")
+        )
     if report.get("pruning"):
         paths.append(_plots.pruning_png(report["pruning"], out / "pruning.png"))
     if report.get("storage", {}).get("runs"):

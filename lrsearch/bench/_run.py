@@ -32,10 +32,16 @@ def machine() -> dict[str, Any]:
 
     info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
     cpu = [ln.split(":", 1)[1].strip() for ln in info.splitlines() if ln.startswith("model name")]
-    return {"platform": platform.platform(), "cpu": (cpu or [platform.machine()])[0],
-            "cpu_count": os.cpu_count(), "python": platform.python_version(),
-            "torch": torch.__version__, "optuna": optuna.__version__,
-            "cuda_used": False, "load_start": os.getloadavg()[0]}
+    return {
+        "platform": platform.platform(),
+        "cpu": (cpu or [platform.machine()])[0],
+        "cpu_count": os.cpu_count(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "optuna": optuna.__version__,
+        "cuda_used": False,
+        "load_start": os.getloadavg()[0],
+    }
 
 
 def _stepper(progress: Any, description: str, total: int) -> Callable[[], None]:
@@ -43,8 +49,9 @@ def _stepper(progress: Any, description: str, total: int) -> Callable[[], None]:
     return lambda: progress.advance(task)
 
 
-def run_bench(config: BenchConfig, *, progress: Any = None,
-              log: Callable[[str], None] | None = None) -> dict[str, Any]:
+def run_bench(
+    config: BenchConfig, *, progress: Any = None, log: Callable[[str], None] | None = None
+) -> dict[str, Any]:
     """Run every section of ``config.sections``; the report that :func:`write_report` writes.
 
     Args:
@@ -52,12 +59,14 @@ def run_bench(config: BenchConfig, *, progress: Any = None,
         progress: a ``rich.progress.Progress`` (one task per section), or None.
         log: gets one line as each section ends.
     """
+    import optuna
     import torch
 
     from lrsearch.bench._search import RangeTests, Task, run_pruning, run_search
     from lrsearch.bench._stats import summarize_pruning, summarize_search
 
     torch.set_num_threads(1)  # tiny models train fastest on one thread; the timings assume it
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
     progress = progress or _Silent()
     say = log or (lambda _: None)
     started = time.perf_counter()
@@ -69,15 +78,17 @@ def run_bench(config: BenchConfig, *, progress: Any = None,
     n_runs = len(tasks) * config.seeds
     if "search" in config.sections:
         t0 = time.perf_counter()
-        report["search"] = run_search(config, tasks, ranges,
-                                      _stepper(progress, "search", n_runs * len(ARMS)))
+        report["search"] = run_search(
+            config, tasks, ranges, _stepper(progress, "search", n_runs * len(ARMS))
+        )
         for section in report["search"].values():
             section["summary"] = summarize_search(section, tolerance=config.target_tolerance)
         say(f"search efficiency: {time.perf_counter() - t0:.0f} s")
     if "pruning" in config.sections:
         t0 = time.perf_counter()
-        report["pruning"] = run_pruning(config, tasks, ranges,
-                                        _stepper(progress, "pruning", n_runs * len(PRUNER_ARMS)))
+        report["pruning"] = run_pruning(
+            config, tasks, ranges, _stepper(progress, "pruning", n_runs * len(PRUNER_ARMS))
+        )
         for section in report["pruning"].values():
             section["summary"] = summarize_pruning(section)
         say(f"pruning: {time.perf_counter() - t0:.0f} s")

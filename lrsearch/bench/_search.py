@@ -167,22 +167,23 @@ def _search(
     }
 
 
+def _study(task: Task, name: str, sampler: Any, pruner: Any) -> optuna.Study:
+    """An in-memory study. Named, because HyperbandPruner hashes the name into its brackets."""
+    return optuna.create_study(
+        study_name=f"{task.name}-{name}",
+        direction=task.workload.metric.direction,
+        sampler=sampler,
+        pruner=pruner,
+    )
+
+
 def _lrsearch_arm(
-    task: Task,
-    seed: int,
-    ranges: RangeTests,
-    budget: float,
-    max_trials: int,
-    pruner: str = "plateau",
+    task: Task, seed: int, ranges: RangeTests, budget: float, max_trials: int
 ) -> dict[str, Any]:
-    config = study_config(task, seed * 1000, pruner)
+    config = study_config(task, seed * 1000)
     test = ranges.get(task, seed)
     prior = test.prior
-    study = optuna.create_study(
-        direction=task.workload.metric.direction,
-        sampler=_sampler(config, prior, seed),
-        pruner=_pruner(config),
-    )
+    study = _study(task, f"lrsearch-{seed}", _sampler(config, prior, seed), _pruner(config))
     study.enqueue_trial(default_params(config.space, prior))  # as open_study does
     run = _search(
         task,
@@ -211,9 +212,7 @@ def _wide_arm(task: Task, seed: int, arm: str, budget: float, max_trials: int) -
         )
     else:
         sampler = RandomSampler(seed=seed)
-    study = optuna.create_study(
-        direction=task.workload.metric.direction, sampler=sampler, pruner=_pruner(config)
-    )
+    study = _study(task, f"{arm}-{seed}", sampler, _pruner(config))
     return _search(task, config, study, WIDE, budget=budget, max_trials=max_trials)
 
 
@@ -304,11 +303,7 @@ def run_pruning(
             prior = ranges.get(task, seed).prior
             for pruner in PRUNER_ARMS:
                 cfg = study_config(task, seed * 1000, pruner)
-                study = optuna.create_study(
-                    direction=task.workload.metric.direction,
-                    sampler=_sampler(cfg, prior, seed),
-                    pruner=_pruner(cfg),
-                )
+                study = _study(task, f"{pruner}-{seed}", _sampler(cfg, prior, seed), _pruner(cfg))
                 study.enqueue_trial(default_params(cfg.space, prior))
                 run = _search(task, cfg, study, prior, budget=math.inf, max_trials=config.trials)
                 runs[pruner].append({"seed": seed, **run})

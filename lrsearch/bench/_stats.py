@@ -39,7 +39,7 @@ def quantile(values: Sequence[float | None], q: float, *, worst: float) -> float
 
 def within(curve: Curve, budget: float) -> list[Sequence[float | None]]:
     """The points spent within ``budget`` trial-epochs (a trial crossing it does not count)."""
-    return [p for p in curve if p[TE] is not None and float(p[TE]) <= budget + 1e-9]
+    return [p for p in curve if float(p[TE] or 0.0) <= budget + 1e-9]
 
 
 def best_at(curve: Curve, x: float, axis: int = TE) -> float | None:
@@ -75,8 +75,9 @@ def summarize_search(section: dict[str, Any], *, tolerance: float) -> dict[str, 
     maximize = section["direction"] == "maximize"
     worst, never = _signs(maximize)
     budget = float(section["budget"])
-    curves = {arm: [within(r["curve"], budget) for r in runs]
-              for arm, runs in section["runs"].items()}
+    curves = {
+        arm: [within(r["curve"], budget) for r in runs] for arm, runs in section["runs"].items()
+    }
     finals = {arm: [best_at(c, budget) for c in cs] for arm, cs in curves.items()}
     medians = {arm: median_or_none(v, worst=worst) for arm, v in finals.items()}
     real = [m for m in medians.values() if m is not None]
@@ -85,24 +86,36 @@ def summarize_search(section: dict[str, Any], *, tolerance: float) -> dict[str, 
         target = max(real) - tolerance if maximize else min(real) + tolerance
     arms: dict[str, Any] = {}
     for arm, runs in section["runs"].items():
-        to_te = [first_reach(c, target, maximize=maximize) if target is not None else None
-                 for c in curves[arm]]
-        to_wall = [first_reach(c, target, maximize=maximize, axis=WALL)
-                   if target is not None else None for c in curves[arm]]
+        to_te = [
+            first_reach(c, target, maximize=maximize) if target is not None else None
+            for c in curves[arm]
+        ]
+        to_wall = [
+            first_reach(c, target, maximize=maximize, axis=WALL) if target is not None else None
+            for c in curves[arm]
+        ]
         arms[arm] = {
             "seeds": len(runs),
             "median_best": medians[arm],
             "q25_best": quantile(finals[arm], 0.25, worst=worst),
             "q75_best": quantile(finals[arm], 0.75, worst=worst),
+            # anytime view: how good the search is a quarter and half way into its budget
+            "median_best_at_quarter": median_or_none(
+                [best_at(c, budget / 4) for c in curves[arm]], worst=worst
+            ),
+            "median_best_at_half": median_or_none(
+                [best_at(c, budget / 2) for c in curves[arm]], worst=worst
+            ),
             "median_trial_epochs_to_target": median_or_none(to_te, worst=never),
             "median_wall_s_to_target": median_or_none(to_wall, worst=never),
             "reached_target": sum(v is not None for v in to_te),
-            "median_trials": float(np.median([r["trials"] for r in runs])),
-            "median_pruned": float(np.median([r["pruned"] for r in runs])),
-            "median_trial_epochs": float(np.median([r["trial_epochs"] for r in runs])),
-            "median_wall_s": float(np.median([r["wall_s"] for r in runs])),
-            "median_range_test_trial_epochs": float(np.median(
-                [r["range_test_trial_epochs"] for r in runs])),
+            # what was spent within the budget: the trial crossing it is left out
+            "median_trials": float(np.median([len(c) - 1 for c in curves[arm]])),
+            "median_trial_epochs": float(np.median([c[-1][TE] or 0.0 for c in curves[arm]])),
+            "median_wall_s": float(np.median([c[-1][WALL] or 0.0 for c in curves[arm]])),
+            "median_range_test_trial_epochs": float(
+                np.median([r["range_test_trial_epochs"] for r in runs])
+            ),
         }
     return {"target": target, "arms": arms}
 

@@ -1,7 +1,7 @@
 """Storage: worker processes against PostgreSQL with a near-instant objective.
 
 A throwaway database ``lrsearch_bench_<hex>`` is created on the server and dropped afterwards.
-For each worker count a fresh study grows to ``storage_trials`` trials; each worker asks,
+For each worker count a fresh study grows to its number of trials; each worker asks,
 samples the full lrsearch space (``suggest_params``: every parameter is a storage write),
 and tells a value computed from the parameters. The storage is opened the way lrsearch
 opens it (``lrsearch.study._storage``: heartbeats, pre-ping). The sampler is Optuna's
@@ -36,14 +36,18 @@ def _urls(server: str, database: str) -> tuple[str, str]:
     parts = urllib.parse.urlsplit(server)
     admin_db = parts.path.strip("/") or "postgres"
     admin = urllib.parse.urlunsplit(("postgresql", parts.netloc, f"/{admin_db}", parts.query, ""))
-    bench = urllib.parse.urlunsplit(("postgresql+psycopg", parts.netloc, f"/{database}",
-                                     parts.query, ""))
+    bench = urllib.parse.urlunsplit(
+        ("postgresql+psycopg", parts.netloc, f"/{database}", parts.query, "")
+    )
     return admin, bench
 
 
-def _worker(url: str, study_name: str, n_trials: int, index: int, barrier: Any,
-            results: Any) -> None:
+def _worker(
+    url: str, study_name: str, n_trials: int, index: int, barrier: Any, results: Any
+) -> None:
     """One worker process: ask, suggest the lrsearch space, tell; time each round trip."""
+    import warnings
+
     import optuna
 
     from lrsearch.config import SpaceSection
@@ -52,8 +56,14 @@ def _worker(url: str, study_name: str, n_trials: int, index: int, barrier: Any,
     from lrsearch.study import _storage
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.load_study(study_name=study_name, storage=_storage(url),
-                              sampler=optuna.samplers.RandomSampler(seed=index))
+    # lrsearch's storage has heartbeats on, for Study.optimize; ask/tell warns about that on
+    # every trial. Heartbeats cost nothing here: only optimize's heartbeat thread writes them.
+    warnings.filterwarnings("ignore", "Heartbeat of storage", UserWarning)
+    study = optuna.load_study(
+        study_name=study_name,
+        storage=_storage(url),
+        sampler=optuna.samplers.RandomSampler(seed=index),
+    )
     space, prior = SpaceSection(), LRPrior(center=1e-2, sigma_decades=1.0, low=1e-5, high=10.0)
     rows: list[tuple[int, float, float]] = []
     barrier.wait()
@@ -72,8 +82,10 @@ def _grow(url: str, name: str, workers: int, n_trials: int) -> dict[str, Any]:
     ctx = mp.get_context("spawn")
     barrier, results = ctx.Barrier(workers), ctx.Queue()
     shares = [n_trials // workers + (i < n_trials % workers) for i in range(workers)]
-    procs = [ctx.Process(target=_worker, args=(url, name, shares[i], i, barrier, results),
-                         daemon=True) for i in range(workers)]
+    procs = [
+        ctx.Process(target=_worker, args=(url, name, shares[i], i, barrier, results), daemon=True)
+        for i in range(workers)
+    ]
     for p in procs:
         p.start()
     try:
@@ -98,15 +110,24 @@ def _summarize(rows: list[tuple[int, float, float]], start: float, workers: int)
     for i in range(0, len(rows), size):
         chunk = slice(i, min(i + size, len(rows)))
         span = max(float(ends[chunk][-1] - previous_end), 1e-9)
-        buckets.append({"trials_done": int(chunk.stop), "p50_ms": float(np.percentile(latency_ms[chunk], 50)),
-                        "p95_ms": float(np.percentile(latency_ms[chunk], 95)),
-                        "trials_per_s": float((chunk.stop - chunk.start) / span)})
+        buckets.append(
+            {
+                "trials_done": int(chunk.stop),
+                "p50_ms": float(np.percentile(latency_ms[chunk], 50)),
+                "p95_ms": float(np.percentile(latency_ms[chunk], 95)),
+                "trials_per_s": float((chunk.stop - chunk.start) / span),
+            }
+        )
         previous_end = float(ends[chunk][-1])
-    return {"workers": workers, "trials": len(rows),
-            "trials_per_s": len(rows) / max(float(ends[-1] - start), 1e-9),
-            "p50_ms": float(np.percentile(latency_ms, 50)),
-            "p95_ms": float(np.percentile(latency_ms, 95)),
-            "p95_ms_last_tenth": buckets[-1]["p95_ms"], "buckets": buckets}
+    return {
+        "workers": workers,
+        "trials": len(rows),
+        "trials_per_s": len(rows) / max(float(ends[-1] - start), 1e-9),
+        "p50_ms": float(np.percentile(latency_ms, 50)),
+        "p95_ms": float(np.percentile(latency_ms, 95)),
+        "p95_ms_last_tenth": buckets[-1]["p95_ms"],
+        "buckets": buckets,
+    }
 
 
 def run_storage(config: BenchConfig, advance: Callable[[], None]) -> dict[str, Any]:
@@ -124,6 +145,7 @@ def run_storage(config: BenchConfig, advance: Callable[[], None]) -> dict[str, A
     except psycopg.Error as exc:
         reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         return {"skipped": f"PostgreSQL at {redact(config.postgres)} is unreachable ({reason})"}
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
     runs = []
     try:
         admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database)))
@@ -131,12 +153,12 @@ def run_storage(config: BenchConfig, advance: Callable[[], None]) -> dict[str, A
         for workers in config.storage_workers:
             name = f"workers-{workers}"
             optuna.create_study(study_name=name, storage=storage, direction="maximize")
-            runs.append(_grow(url, name, workers, config.storage_trials))
+            runs.append(_grow(url, name, workers, config.storage_trials_for(workers)))
             advance()
         storage.engine.dispose()  # type: ignore[attr-defined]
     finally:
-        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-            sql.Identifier(database)))
+        admin.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(database))
+        )
         admin.close()
-    return {"server": redact(config.postgres), "sampler": "RandomSampler",
-            "trials_per_study": config.storage_trials, "runs": runs}
+    return {"server": redact(config.postgres), "sampler": "RandomSampler", "runs": runs}
