@@ -3,8 +3,9 @@
 The lrsearch side is the real path of ``lrsearch run``: a study on SQLite (``open_study``),
 ``run_trials`` with its objective, PriorGuidedSampler and PlateauPruner, once without MLflow
 and once recording to a local MLflow store through :class:`~lrsearch.tracking.MlflowTracker`.
-Every trial trains the prior-centre schedule (enqueued), so the bare ``train`` call that
-follows it trains exactly the same run; their final metrics are compared to prove it.
+Every trial trains the prior-centre schedule (enqueued), so a bare ``train`` call with the
+same schedule and seed, timed right before or after it, trains exactly the same run; their
+final metrics are compared to prove it.
 """
 
 from __future__ import annotations
