@@ -387,16 +387,14 @@ def test_a_storage_password_never_leaks(tmp_path, pg_url) -> None:
             )
         ]
         assert outputs[0].returncode == 0, outputs[0].stderr[-2000:]
-        outputs.append(_lrsearch("status", "--study", "secret", "--storage", url, env=env))
         outputs.append(
             _lrsearch("status", "--study", "secret", "--storage", url, "--json", env=env)
         )
-        outputs.append(_lrsearch("best", "--study", "secret", "--storage", url, env=env))
         outputs.append(_lrsearch("run", str(f), "--storage", url.replace("5432", "1"), env=env))
         assert outputs[-1].returncode != 0 and "***" in outputs[-1].stderr
         for out in outputs:
             assert secret not in out.stdout + out.stderr
-        assert "***" in outputs[1].stdout + outputs[2].stdout
+        assert "***" in outputs[1].stdout
         written = [p for p in tmp_path.rglob("*") if p.is_file()]
         assert any(p.name == "mlflow.db" for p in written)
         for path in written:
