@@ -107,6 +107,33 @@ def _lrsearch(
     )
 
 
+def start_run(
+    f: Path, url: str, env: dict[str, str], *, capture: bool = False
+) -> subprocess.Popen[str]:
+    """`lrsearch run FILE` with two supervised CPU workers, in the background."""
+    out = subprocess.PIPE if capture else subprocess.DEVNULL
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "lrsearch.cli",
+            "run",
+            str(f),
+            "--storage",
+            url,
+            "--devices",
+            "cpu",
+            "--trials-per-device",
+            "2",
+        ],
+        env=env,
+        cwd=ROOT,
+        stdout=out,
+        stderr=out,
+        text=True,
+    )
+
+
 def _study_file(tmp_path: Path, name: str, n_trials: int, epochs: int = 2, n: int = 256) -> Path:
     f = tmp_path / f"{name}.toml"
     f.write_text(STUDY.format(name=name, n_trials=n_trials, epochs=epochs, n=n))
@@ -241,26 +268,7 @@ def test_sigkilled_worker_trial_is_failed_requeued_and_its_run_failed(tmp_path, 
 def test_supervisor_notices_a_dead_worker_at_once(tmp_path, pg_url) -> None:
     f = _study_file(tmp_path, "super", n_trials=5, epochs=8, n=2048)
     env = _env(tmp_path, LRSEARCH_GRACE_S="600")  # only the supervisor can recover it in time
-    run = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "lrsearch.cli",
-            "run",
-            str(f),
-            "--storage",
-            pg_url,
-            "--devices",
-            "cpu",
-            "--trials-per-device",
-            "2",
-        ],
-        env=env,
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    run = start_run(f, pg_url, env, capture=True)
     # find a worker process that is training a trial, and kill it
     deadline = time.monotonic() + 120
     victim = None
@@ -419,25 +427,7 @@ def test_orchestrator_killed_and_restarted(tmp_path, pg_url) -> None:
     """SIGKILL `lrsearch run` mid-study: its workers finish their trials, a restart resumes."""
     f = _study_file(tmp_path, "orch", n_trials=6, epochs=6, n=2048)
     env = _env(tmp_path)
-    run = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "lrsearch.cli",
-            "run",
-            str(f),
-            "--storage",
-            pg_url,
-            "--devices",
-            "cpu",
-            "--trials-per-device",
-            "2",
-        ],
-        env=env,
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    run = start_run(f, pg_url, env)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         time.sleep(0.3)

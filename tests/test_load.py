@@ -16,7 +16,15 @@ from mlflow import MlflowClient
 from optuna.trial import TrialState
 
 from lrsearch.tracking import local_tracking_uri
-from tests.test_distributed import _env, _load, _lrsearch, _study_file, forget, pg_url  # noqa: F401
+from tests.test_distributed import (  # noqa: F401
+    _env,
+    _load,
+    _lrsearch,
+    _study_file,
+    forget,
+    pg_url,
+    start_run,
+)
 
 pytestmark = [pytest.mark.load, pytest.mark.postgres]
 
@@ -70,20 +78,13 @@ def test_database_restarted_mid_study(tmp_path, pg_url) -> None:  # noqa: F811
     """
     import shutil
     import subprocess
-    import sys
 
     if shutil.which("pg_ctlcluster") is None:
         pytest.skip("pg_ctlcluster not available to restart PostgreSQL")
     f = _study_file(tmp_path, "restart", n_trials=8, epochs=6, n=2048)
     env = _env(tmp_path)
     args = ["run", str(f), "--storage", pg_url, "--devices", "cpu", "--trials-per-device", "2"]
-    run = subprocess.Popen(
-        [sys.executable, "-m", "lrsearch.cli", *args],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    run = start_run(f, pg_url, env, capture=True)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         time.sleep(0.5)
