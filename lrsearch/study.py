@@ -177,8 +177,11 @@ def open_study(
     tracking_uri: str | None,
     device: str = "cpu",
     on_range_test: Callable[[str], None] | None = None,
+    workload: Any = None,
 ) -> StudyHandle:
     """Create the study, or resume it; run the range test the first time only.
+
+    ``workload`` is the study's workload when the caller has already built it.
 
     Raises:
         ConfigError: the study exists with a different search config.
@@ -189,7 +192,8 @@ def open_study(
     name = config.study.name
     from lrsearch.workloads import get_workload
 
-    workload = get_workload(config.study.workload, **config.study.workload_options)
+    if workload is None:
+        workload = get_workload(config.study.workload, **config.study.workload_options)
     existing = {s.study_name: s for s in storage.get_all_studies()}
     if name in existing:
         stored = existing[name].user_attrs.get(KEY_FINGERPRINT)

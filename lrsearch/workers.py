@@ -204,15 +204,18 @@ def run_worker(
 
 def _prepare(
     config: StudyConfig, *, tracking_uri: str | None, tracking: bool
-) -> tuple[str | None, Any]:
-    """Check what can be checked before anything is written: workload, then tracking server."""
+) -> tuple[Any, str | None, Any]:
+    """Check what can be checked before anything is written: workload, then tracking server.
+
+    Returns the built workload, the tracking URI and the tracker (None without tracking).
+    """
     from lrsearch.workloads import get_workload
 
-    get_workload(config.study.workload, **config.study.workload_options)
+    workload = get_workload(config.study.workload, **config.study.workload_options)
     uri = None
     if tracking and config.tracking.enabled:
         uri = tracking_uri or config.tracking.uri or str(default_home())
-    return uri, _tracker(uri)  # fails fast on an unreachable server, before the storage
+    return workload, uri, _tracker(uri)  # fails fast on an unreachable server, before the storage
 
 
 def run_study(
@@ -232,7 +235,7 @@ def run_study(
         The closing report (counts, best schedule, where to look).
     """
     slots = parse_devices(devices, trials_per_device)
-    uri, tracker = _prepare(config, tracking_uri=tracking_uri, tracking=tracking)
+    workload, uri, tracker = _prepare(config, tracking_uri=tracking_uri, tracking=tracking)
     started = time.perf_counter()
     range_device = (
         slots[0].device if slots[0].visible_gpu is None else f"cuda:{slots[0].visible_gpu}"
@@ -241,7 +244,12 @@ def run_study(
 
     torch.set_num_threads(int(os.environ.get("LRSEARCH_THREADS", slots[0].threads)))
     handle = open_study(
-        config, storage_url, tracking_uri=uri, device=range_device, on_range_test=echo
+        config,
+        storage_url,
+        tracking_uri=uri,
+        device=range_device,
+        on_range_test=echo,
+        workload=workload,
     )
     if tracker is not None:
         _start_parent(handle, tracker, first_time=handle.parent_run_id is None)
