@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from lrsearch.policies import SMITH_DEFAULTS
 from lrsearch.prior import ANCHORS, DEFAULT_LOW_DECADES
 from lrsearch.range_test import range_test_workload
 from lrsearch.schedules import OneCycle
@@ -29,10 +30,8 @@ __all__ = ["SweepSettings", "calibrate", "choose_defaults", "render_markdown", "
 
 # Smith's one-cycle defaults (SGD, no weight decay); only max_lr varies in the sweep.
 ONE_CYCLE: dict[str, Any] = {
-    "div_factor": 10.0,
-    "cycle_frac": 0.9,
-    "annihilation": 100.0,
-    "momentum": [0.95, 0.85],
+    **{name: SMITH_DEFAULTS[name] for name in ("div_factor", "cycle_frac", "annihilation")},
+    "momentum": [SMITH_DEFAULTS["momentum_high"], SMITH_DEFAULTS["momentum_low"]],
 }
 # choose_defaults keys, each the DEFAULT_<KEY.upper()> constant of lrsearch.prior it chooses.
 DEFAULTS = ("anchor", "offset_decades", "sigma_floor", "low_decades", "high_factor")

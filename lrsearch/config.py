@@ -15,10 +15,11 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from lrsearch.errors import ConfigError
+from lrsearch.policies import DEFAULT_POLICY, study_policies
 
 __all__ = ["POLICIES", "StudyConfig", "load_study_config", "parse_study_config"]
 
-POLICIES = ("one-cycle", "triangular2", "plateau")
+POLICIES = study_policies()  # the policies a study may search over
 PRUNER_NAMES = ("plateau", "median", "hyperband", "none")
 
 PositiveFloat = Annotated[float, Field(gt=0)]
@@ -101,10 +102,7 @@ class PriorSection(_Model):
 class SpaceSection(_Model):
     """``[space]``: ranges of the sampled parameters (Smith's defaults)."""
 
-    policies: list[Literal["one-cycle", "triangular2", "plateau"]] = Field(
-        default_factory=lambda: ["one-cycle"],  # type: ignore[arg-type]
-        min_length=1,
-    )
+    policies: list[str] = Field(default_factory=lambda: [DEFAULT_POLICY], min_length=1)
     div_factor: Range = Range.of(4.0, 25.0, log=True)
     cycle_frac: Range = Range.of(0.75, 0.95)
     annihilation: Range = Range.of(10.0, 1000.0, log=True)
@@ -121,6 +119,14 @@ class SpaceSection(_Model):
         "weight_decay",
         mode="before",
     )(_range)
+
+    @field_validator("policies")
+    @classmethod
+    def _known_policies(cls, names: list[str]) -> list[str]:
+        unknown = [name for name in names if name not in POLICIES]
+        if unknown:
+            raise ValueError(f"unknown study policies {unknown}; valid: {list(POLICIES)}")
+        return names
 
     @model_validator(mode="after")
     def _bounds(self) -> SpaceSection:

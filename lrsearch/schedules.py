@@ -28,6 +28,8 @@ from typing import Any, ClassVar, Self
 import numpy as np
 from numpy.typing import NDArray
 
+from lrsearch.policies import SMITH_DEFAULTS
+
 __all__ = [
     "SCHEDULES",
     "Constant",
@@ -304,10 +306,13 @@ class OneCycle(Schedule):
         max_lr: float,
         total_steps: int,
         *,
-        div_factor: float = 10.0,
-        cycle_frac: float = 0.9,
-        annihilation: float = 100.0,
-        momentum: Sequence[float] | None = (0.95, 0.85),
+        div_factor: float = SMITH_DEFAULTS["div_factor"],
+        cycle_frac: float = SMITH_DEFAULTS["cycle_frac"],
+        annihilation: float = SMITH_DEFAULTS["annihilation"],
+        momentum: Sequence[float] | None = (
+            SMITH_DEFAULTS["momentum_high"],
+            SMITH_DEFAULTS["momentum_low"],
+        ),
         shape: str = "linear",
     ) -> None:
         self.max_lr = _number("max_lr", max_lr, low=0, low_open=True)

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
+
+from lrsearch import policies
+from lrsearch.policies import DEFAULT_POLICY, SMITH_DEFAULTS
 
 if TYPE_CHECKING:
     import optuna
@@ -13,16 +17,6 @@ if TYPE_CHECKING:
     from lrsearch.schedules import Schedule
 
 __all__ = ["build_schedule", "default_params", "derived_params", "suggest_params"]
-
-# Smith's defaults, used for the first (prior-centre) trial where the space allows them.
-SMITH_DEFAULTS = {
-    "div_factor": 10.0,
-    "cycle_frac": 0.9,
-    "annihilation": 100.0,
-    "momentum_high": 0.95,
-    "momentum_low": 0.85,
-    "weight_decay": 1e-4,
-}
 
 
 def _suggest(trial: optuna.Trial, name: str, r: Range) -> float:
@@ -40,9 +34,10 @@ def suggest_params(trial: optuna.Trial, space: SpaceSection, prior: LRPrior) -> 
         "max_lr": trial.suggest_float("max_lr", prior.low, prior.high, log=True),
     }
     params["div_factor"] = _suggest(trial, "div_factor", space.div_factor)
-    if params["policy"] == "one-cycle":
-        params["cycle_frac"] = _suggest(trial, "cycle_frac", space.cycle_frac)
-        params["annihilation"] = _suggest(trial, "annihilation", space.annihilation)
+    reads = policies.get_policy(params["policy"]).defaults
+    for name in ("cycle_frac", "annihilation"):
+        if name in reads:
+            params[name] = _suggest(trial, name, getattr(space, name))
     params["momentum_high"] = _suggest(trial, "momentum_high", space.momentum_high)
     params["momentum_low"] = min(
         _suggest(trial, "momentum_low", space.momentum_low), params["momentum_high"]
@@ -59,7 +54,7 @@ def default_params(space: SpaceSection, prior: LRPrior) -> dict[str, Any]:
     """The first trial: the prior's centre, Smith's defaults clipped into the space."""
     params: dict[str, Any] = {"max_lr": prior.center}
     if len(space.policies) > 1:
-        params["policy"] = "one-cycle" if "one-cycle" in space.policies else space.policies[0]
+        params["policy"] = DEFAULT_POLICY if DEFAULT_POLICY in space.policies else space.policies[0]
     for name, value in SMITH_DEFAULTS.items():
         r = getattr(space, name)
         if r.low != r.high:
@@ -67,34 +62,16 @@ def default_params(space: SpaceSection, prior: LRPrior) -> dict[str, Any]:
     return params
 
 
-def build_schedule(params: dict[str, Any], *, total_steps: int, steps_per_epoch: int) -> Schedule:
-    """The schedule a trial's parameters describe."""
-    from lrsearch.schedules import Cyclic, OneCycle, PlateauDecay
-
-    policy = params.get("policy", "one-cycle")
-    momentum = (params["momentum_high"], params["momentum_low"])
-    if policy == "one-cycle":
-        return OneCycle(
-            params["max_lr"],
-            total_steps,
-            div_factor=params["div_factor"],
-            cycle_frac=params["cycle_frac"],
-            annihilation=params["annihilation"],
-            momentum=momentum,
-        )
-    if policy == "triangular2":
-        # Four half-cycles of one epoch's steps or more, as Smith suggests (2-10 epochs each).
-        step_size = max(steps_per_epoch, total_steps // 8)
-        return Cyclic(
-            params["max_lr"] / params["div_factor"],
-            params["max_lr"],
-            step_size,
-            mode="triangular2",
-            momentum=momentum,
-        )
-    if policy == "plateau":
-        return PlateauDecay(params["max_lr"], factor=0.2, patience=2)
-    raise ValueError(f"unknown policy {policy!r}")
+def build_schedule(
+    params: Mapping[str, Any], *, total_steps: int, steps_per_epoch: int
+) -> Schedule:
+    """The schedule a trial's parameters describe (``policy`` defaults to one-cycle)."""
+    return policies.build_schedule(
+        params.get("policy", DEFAULT_POLICY),
+        params,
+        total_steps=total_steps,
+        steps_per_epoch=steps_per_epoch,
+    )
 
 
 def derived_params(schedule: Schedule, total_steps: int) -> dict[str, Any]:

@@ -19,8 +19,9 @@ from optuna.trial import TrialState
 
 from lrsearch.bench._config import PRUNER_ARMS, BenchConfig
 from lrsearch.config import StudyConfig, parse_study_config
+from lrsearch.policies import SMITH_DEFAULTS
 from lrsearch.prior import LRPrior
-from lrsearch.space import SMITH_DEFAULTS, build_schedule, default_params, suggest_params
+from lrsearch.space import build_schedule, default_params, suggest_params
 from lrsearch.study import _pruner, _sampler  # the very objects `lrsearch run` builds
 
 if TYPE_CHECKING:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -17,52 +17,30 @@ from lrsearch.cli._common import (
     workload_option,
 )
 from lrsearch.errors import ConfigError
+from lrsearch.policies import DEFAULT_POLICY, POLICIES, SMITH_DEFAULTS, build_schedule
 
-SCHEDULE_CHOICES = ("one-cycle", "cyclic", "triangular2", "exp-range", "constant", "plateau")
+if TYPE_CHECKING:
+    from lrsearch.schedules import Schedule
 
 
-def build_schedule(name: str, *, total_steps: int, steps_per_epoch: int, **options: Any) -> Any:
-    """Build a schedule from CLI-style options; bad values raise ConfigError naming the option."""
-    from lrsearch import schedules as s
-
-    max_lr = options["max_lr"]
+def schedule_from_options(
+    opts: dict[str, Any], *, total_steps: int, steps_per_epoch: int
+) -> Schedule:
+    """The schedule ``--schedule`` and its options describe, as a study trial with them builds
+    it; a bad value raises ConfigError naming the option."""
+    name = opts["schedule"]
     try:
-        if name == "one-cycle":
-            return s.OneCycle(
-                max_lr,
-                total_steps,
-                div_factor=options["div_factor"],
-                cycle_frac=options["cycle_frac"],
-                annihilation=options["annihilation"],
-                momentum=(options["momentum_high"], options["momentum_low"]),
-                shape=options.get("shape", "linear"),
-            )
-        if name in ("cyclic", "triangular2", "exp-range"):
-            mode = {"cyclic": "triangular", "triangular2": "triangular2", "exp-range": "exp_range"}[
-                name
-            ]
-            return s.Cyclic(
-                max_lr / options["div_factor"],
-                max_lr,
-                max(1, 2 * steps_per_epoch),
-                mode=mode,
-                gamma=options.get("gamma", 0.99994),
-            )
-        if name == "constant":
-            return s.Constant(max_lr, total_steps=total_steps)
-        if name == "plateau":
-            return s.PlateauDecay(max_lr, factor=0.1, patience=3)
+        return build_schedule(name, opts, total_steps=total_steps, steps_per_epoch=steps_per_epoch)
     except ValueError as exc:
         raise ConfigError(f"schedule {name}: {exc}".replace("_", "-")) from exc
-    raise ConfigError(f"unknown schedule {name!r}; use one of {', '.join(SCHEDULE_CHOICES)}")
 
 
 @cli.command()
 @workload_option
 @click.option(
     "--schedule",
-    type=click.Choice(SCHEDULE_CHOICES),
-    default="one-cycle",
+    type=click.Choice(list(POLICIES)),
+    default=DEFAULT_POLICY,
     show_default=True,
     help="LR policy.",
 )
@@ -91,33 +69,37 @@ def build_schedule(name: str, *, total_steps: int, steps_per_epoch: int, **optio
 @click.option(
     "--div-factor",
     type=float,
-    default=10.0,
+    default=SMITH_DEFAULTS["div_factor"],
     show_default=True,
     help="Lower LR = max-lr / div-factor.",
 )
 @click.option(
     "--cycle-frac",
     type=float,
-    default=0.9,
+    default=SMITH_DEFAULTS["cycle_frac"],
     show_default=True,
     help="Fraction of steps in the cycle; the rest is annihilation.",
 )
 @click.option(
     "--annihilation",
     type=float,
-    default=100.0,
+    default=SMITH_DEFAULTS["annihilation"],
     show_default=True,
     help="Final LR = lower LR / annihilation.",
 )
 @click.option(
     "--momentum-high",
     type=float,
-    default=0.95,
+    default=SMITH_DEFAULTS["momentum_high"],
     show_default=True,
     help="Momentum at the ends of the cycle.",
 )
 @click.option(
-    "--momentum-low", type=float, default=0.85, show_default=True, help="Momentum at the LR peak."
+    "--momentum-low",
+    type=float,
+    default=SMITH_DEFAULTS["momentum_low"],
+    show_default=True,
+    help="Momentum at the LR peak.",
 )
 @click.option(
     "--weight-decay", type=float, default=0.0, show_default=True, help="Optimizer weight decay."
@@ -155,11 +137,8 @@ def train(**opts: Any) -> None:
             opts["weight_decay"],
         )
         steps_per_epoch = workload.steps_per_epoch(batch_size)
-        schedule = build_schedule(
-            opts["schedule"],
-            total_steps=epochs * steps_per_epoch,
-            steps_per_epoch=steps_per_epoch,
-            **opts,
+        schedule = schedule_from_options(
+            opts, total_steps=epochs * steps_per_epoch, steps_per_epoch=steps_per_epoch
         )
     result = run_training(
         workload,
