@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from lrsearch.study import StudyHandle, best_trial, trial_plan, trial_schedule
+from lrsearch.reporting import best_trial, trial_schedule
+from lrsearch.study import StudyHandle
 
 __all__ = ["best_as_json", "best_as_python", "best_record"]
 
@@ -13,7 +14,8 @@ __all__ = ["best_as_json", "best_as_python", "best_record"]
 def best_record(handle: StudyHandle) -> dict[str, Any]:
     """The best trial: value, params, schedule dict and training settings."""
     trial = best_trial(handle)
-    workload, epochs, steps_per_epoch = trial_plan(handle)
+    plan = handle.plan
+    workload, epochs, steps_per_epoch = plan.workload, plan.epochs, plan.steps_per_epoch
     schedule = trial_schedule(handle, trial)
     return {
         "study": handle.name,

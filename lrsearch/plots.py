@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -11,10 +13,23 @@ import numpy as np
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
+    from lrsearch.prior import LRPrior
     from lrsearch.range_test import RangeTestResult
     from lrsearch.schedules import Schedule
 
-MARKERS = {"steep": "v", "min10": "s", "valley": "o", "diverge": "X"}
+@dataclass(frozen=True)
+class StudyHistory:
+    """What a study's plots show: its complete trials, in order, and the prior."""
+
+    numbers: Sequence[int]
+    values: Sequence[float]
+    max_lrs: Sequence[float]
+    maximize: bool
+    prior: LRPrior
+    importances: Mapping[str, float]
+
+
+_PRIOR_COLOUR = "dimgrey"  # not a repeat colour (C0, C1, ...)
 
 
 def _figure(**kwargs: Any) -> Figure:
@@ -34,53 +49,98 @@ def _save(fig: Figure, path: str | Path) -> Path:
 
 
 def range_test_png(result: RangeTestResult, path: str | Path) -> Path:
-    """Raw and smoothed loss of every repeat vs LR (log axis), suggestions, prior density."""
-    fig = _figure(figsize=(8, 5))
-    ax = fig.add_subplot()
+    """Loss of every repeat vs LR with the max_lr prior; below, the suggestions per repeat.
+
+    The top panel has each repeat's raw (faint) and smoothed loss on a log-LR axis, and the
+    prior's density per decade on its own right-hand axis. The strip below has one row per
+    suggestion: a tick per repeat in that repeat's colour, and a black marker at the median
+    the prior is built from. Faded ticks are fallbacks, left out of the median: a repeat that
+    never diverged has its ``diverge`` tick at the ramp's end.
+    """
+    fig = _figure(figsize=(8, 6.5))
+    ax, strip = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [4, 1.4]})
+    _loss_curves(ax, result)
+    prior_ax = _prior_density(ax, result)
+    _suggestion_strip(strip, result)
+    ax.set_xscale("log")
+    ax.set_ylabel("training loss (smoothed: solid, raw: faint)")
+    ax.set_title(
+        f"LR range test ({len(result.curves)} repeats); prior centre {result.prior.center:.3g}"
+    )
+    entries = [a.get_legend_handles_labels() for a in (ax, prior_ax, strip)]
+    ax.legend(
+        [h for hs, _ in entries for h in hs],
+        [label for _, ls in entries for label in ls],
+        fontsize=8,
+        loc="upper left",
+    )
+    strip.set_xlabel("learning rate")
+    fig.subplots_adjust(hspace=0.08)
+    return _save(fig, path)
+
+
+def _loss_curves(ax: Any, result: RangeTestResult) -> None:
+    """Raw and smoothed loss per repeat; the y range is set by the curves before divergence."""
     finite_sm: list[float] = []
     for r, curve in enumerate(result.curves):
-        lrs = np.asarray(curve.lrs)
-        colour = f"C{r}"
-        ax.plot(lrs, curve.losses, color=colour, alpha=0.25, lw=0.8)
-        ax.plot(lrs, curve.smoothed, color=colour, lw=1.6, label=f"repeat {r + 1}")
-        # the y range comes from the curve before it diverged: the blow-up would flatten the rest
+        ax.plot(curve.lrs, curve.losses, color=f"C{r}", alpha=0.25, lw=0.8)
+        ax.plot(curve.lrs, curve.smoothed, color=f"C{r}", lw=1.6, label=f"repeat {r + 1}")
+        # the blow-up after divergence would flatten the rest of the curve
         stop = curve.suggestions.diverge_index or len(curve.smoothed)
         finite_sm += [v for v in curve.smoothed[:stop] if math.isfinite(v)]
-        sug = curve.suggestions
-        for name, marker in MARKERS.items():
-            lr = getattr(sug, name)
-            ax.plot(
-                [lr],
-                [np.interp(np.log10(lr), np.log10(lrs), curve.smoothed)],
-                marker=marker,
-                color=colour,
-                ms=7,
-                ls="none",
-            )
-    ax.set_xscale("log")
     if finite_sm:
         low, high = min(finite_sm), max(finite_sm)
         pad = 0.1 * (high - low or 1.0)
         ax.set_ylim(low - pad, high + 3 * pad)
-    for name, marker in MARKERS.items():
-        median = result.summary[name].median
-        ax.axvline(median, color="grey", ls=":", lw=0.8)
-        ax.plot([], [], marker=marker, color="k", ls="none", label=f"{name} {median:.2g}")
+    for summary in result.summary.values():
+        ax.axvline(summary.median, color="grey", ls=":", lw=0.8)
+
+
+def _prior_density(ax: Any, result: RangeTestResult) -> Any:
+    """The prior's density per decade of max_lr, on a right-hand axis of its own."""
     prior_ax = ax.twinx()
     grid = np.logspace(np.log10(result.prior.low), np.log10(result.prior.high), 200)
     density = np.exp(np.asarray(result.prior.logpdf(grid)))
-    prior_ax.fill_between(grid, density, color="tab:green", alpha=0.15, label="max_lr prior")
-    prior_ax.set_yticks([])
+    prior_ax.fill_between(grid, density, color=_PRIOR_COLOUR, alpha=0.2, label="max_lr prior")
+    prior_ax.plot(grid, density, color=_PRIOR_COLOUR, lw=1.0)
     prior_ax.set_ylim(0, density.max() * 3 if density.size else 1)
-    ax.set_xlabel("learning rate")
-    ax.set_ylabel("training loss (smoothed: solid)")
-    ax.set_title(
-        f"LR range test ({len(result.curves)} repeats); prior centre {result.prior.center:.3g}"
-    )
-    handles, labels = ax.get_legend_handles_labels()
-    ph, pl = prior_ax.get_legend_handles_labels()
-    ax.legend(handles + ph, labels + pl, fontsize=8, loc="upper left")
-    return _save(fig, path)
+    prior_ax.set_ylabel("prior density over max_lr (per decade)", color=_PRIOR_COLOUR)
+    prior_ax.tick_params(axis="y", colors=_PRIOR_COLOUR)
+    return prior_ax
+
+
+def _suggestion_strip(strip: Any, result: RangeTestResult) -> None:
+    """One row per suggestion: a tick per repeat, a marker at the median; legend entries."""
+    names = list(result.summary)
+    for row, (name, summary) in enumerate(result.summary.items()):
+        for r, curve in enumerate(result.curves):
+            strip.plot(
+                [getattr(curve.suggestions, name)],
+                [row],
+                marker="|",
+                ms=14,
+                mew=2,
+                ls="none",
+                color=f"C{r}",
+                alpha=0.35 if curve.suggestions.is_fallback(name) else 1.0,
+            )
+        strip.plot([summary.median], [row], marker="D", color="k", ms=7, ls="none")
+        strip.annotate(
+            f"{summary.median:.2g}",
+            (summary.median, row),
+            xytext=(0, 8),
+            textcoords="offset points",
+            ha="center",
+            va="bottom",
+            fontsize=7,
+        )
+    strip.set_yticks(range(len(names)), names)
+    strip.set_ylim(len(names) - 0.5, -0.7)
+    strip.grid(axis="y", color="0.9", lw=0.8)
+    tick = {"marker": "|", "ms": 10, "mew": 2, "ls": "none", "color": "grey"}
+    strip.plot([], [], **tick, label="suggestion per repeat (below)")
+    strip.plot([], [], **tick, alpha=0.35, label="fallback or never diverged: not in median")
+    strip.plot([], [], marker="D", ms=6, ls="none", color="k", label="median over repeats")
 
 
 def schedule_png(
@@ -102,28 +162,26 @@ def schedule_png(
     return _save(fig, path)
 
 
-def study_pngs(handle: Any, out_dir: Path) -> list[Path]:
+def study_pngs(history: StudyHistory, out_dir: Path) -> list[Path]:
     """Optimisation history, parameter importances, and ``max_lr`` vs metric with the prior."""
-    from optuna.trial import TrialState
-
-    trials = [t for t in handle.study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
-    if not trials:
+    if not history.numbers:
         return []
-    maximize = handle.study.direction.name == "MAXIMIZE"
-    paths = [_history_png(trials, maximize, out_dir / "optimization_history.png")]
-    if len(trials) >= 3:
-        importances = _importances(handle.study)
-        if importances:
-            paths.append(_importance_png(importances, out_dir / "param_importances.png"))
-    paths.append(_max_lr_png(handle, trials, out_dir / "max_lr_vs_metric.png"))
+    paths = [
+        _history_png(
+            history.numbers, history.values, history.maximize, out_dir / "optimization_history.png"
+        )
+    ]
+    if history.importances:
+        paths.append(_importance_png(dict(history.importances), out_dir / "param_importances.png"))
+    paths.append(_max_lr_png(history, out_dir / "max_lr_vs_metric.png"))
     return paths
 
 
-def _history_png(trials: list[Any], maximize: bool, path: Path) -> Path:
+def _history_png(
+    numbers: Sequence[int], values: Sequence[float], maximize: bool, path: Path
+) -> Path:
     fig = _figure(figsize=(7, 4))
     ax = fig.add_subplot()
-    numbers = [t.number for t in trials]
-    values = [t.value for t in trials]
     best = np.maximum.accumulate(values) if maximize else np.minimum.accumulate(values)
     ax.plot(numbers, values, "o", alpha=0.6, label="trial")
     ax.step(numbers, best, where="post", color="tab:red", label="best so far")
@@ -132,15 +190,6 @@ def _history_png(trials: list[Any], maximize: bool, path: Path) -> Path:
     ax.legend()
     ax.set_title("optimisation history (complete trials)")
     return _save(fig, path)
-
-
-def _importances(study: Any) -> dict[str, float]:
-    import optuna
-
-    try:
-        return dict(optuna.importance.get_param_importances(study))
-    except (RuntimeError, ValueError, ZeroDivisionError):
-        return {}  # too few distinct trials for an estimate
 
 
 def _importance_png(importances: dict[str, float], path: Path) -> Path:
@@ -153,15 +202,14 @@ def _importance_png(importances: dict[str, float], path: Path) -> Path:
     return _save(fig, path)
 
 
-def _max_lr_png(handle: Any, trials: list[Any], path: Path) -> Path:
+def _max_lr_png(history: StudyHistory, path: Path) -> Path:
     fig = _figure(figsize=(7, 4))
     ax = fig.add_subplot()
-    xs = [t.params.get("max_lr", math.nan) for t in trials]
-    ax.plot(xs, [t.value for t in trials], "o", label="complete trials")
+    ax.plot(history.max_lrs, history.values, "o", label="complete trials")
     ax.set_xscale("log")
     ax.set_xlabel("max_lr")
     ax.set_ylabel("validation metric")
-    prior = handle.prior
+    prior = history.prior
     dens_ax = ax.twinx()
     grid = np.logspace(np.log10(prior.low), np.log10(prior.high), 200)
     density = np.exp(np.asarray(prior.logpdf(grid)))

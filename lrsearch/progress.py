@@ -33,7 +33,7 @@ class StudyProgress:
         console = Console(stderr=True)
         self.enabled = console.is_terminal if enabled is None else enabled
         self.handle = handle
-        self.maximize = handle.study.direction.name == "MAXIMIZE"
+        self.maximize = handle.maximize
         self.best = math.nan
         self._progress = Progress(
             TextColumn("{task.description}"),

@@ -26,7 +26,9 @@ if TYPE_CHECKING:
     from optuna.study import Study
     from optuna.trial import FrozenTrial
 
-__all__ = ["PRUNERS", "PlateauPruner", "is_stalled", "make_pruner"]
+    from lrsearch.config import PrunerSection
+
+__all__ = ["PRUNERS", "PlateauPruner", "is_stalled", "make_pruner", "pruner_from_config"]
 
 # Trials a running trial is ranked against; see the PlateauPruner docstring for why not RUNNING.
 _PEER_STATES = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -250,3 +252,23 @@ def _check_options(name: str, factory: Callable[..., Any], options: Mapping[str,
     if missing:
         need = ", ".join(repr(k) for k in missing)
         raise TypeError(f"pruner {name!r} needs option {need}; valid options: {valid}")
+
+
+def pruner_from_config(section: PrunerSection) -> BasePruner:
+    """The pruner a study file's ``[pruner]`` section asks for."""
+    if section.name == "plateau":
+        return make_pruner(
+            "plateau",
+            patience=section.patience,
+            min_delta=section.min_delta,
+            percentile=section.percentile,
+            n_warmup_steps=section.n_warmup_steps,
+            n_startup_trials=section.n_startup_trials,
+        )
+    if section.name == "median":
+        return make_pruner(
+            "median",
+            n_warmup_steps=section.n_warmup_steps,
+            n_startup_trials=section.n_startup_trials,
+        )
+    return make_pruner(section.name)

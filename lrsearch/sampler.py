@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import optuna
@@ -26,7 +26,10 @@ from optuna.trial import FrozenTrial, TrialState
 
 from lrsearch.prior import LRPrior
 
-__all__ = ["PriorGuidedSampler"]
+if TYPE_CHECKING:
+    from lrsearch.config import StudyConfig
+
+__all__ = ["PriorGuidedSampler", "sampler_from_config"]
 
 PARAM = "max_lr"
 _FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -119,3 +122,18 @@ class PriorGuidedSampler(BaseSampler):
         values: Sequence[float] | None,
     ) -> None:
         self._tpe.after_trial(study, trial, state, values)
+
+
+def sampler_from_config(
+    config: StudyConfig, prior: LRPrior, *, seed: int | None
+) -> PriorGuidedSampler:
+    """The sampler a study file asks for, around the study's prior."""
+    return PriorGuidedSampler(
+        prior,
+        n_startup_trials=config.prior.n_startup_trials,
+        prior_decay_trials=config.prior.weight_decay_trials,
+        multivariate=config.sampler.multivariate,
+        constant_liar=config.sampler.constant_liar,
+        group=len(config.space.policies) > 1,
+        seed=seed,
+    )

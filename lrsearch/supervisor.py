@@ -1,7 +1,7 @@
 """Supervised worker processes: one per device slot, restarted when they die.
 
-Each worker is ``python -m lrsearch.cli worker`` with the storage URL in its environment
-(never on the command line, where ``ps`` would show a password). A worker that dies is
+Each worker is ``python -m lrsearch.workers`` with the storage URL and its orders in its
+environment (never on the command line, where ``ps`` would show a password). A worker that dies is
 noticed at once: its running trial is failed and re-queued with the same parameters (the
 same path Optuna's heartbeat takes for workers lost on other hosts), its MLflow run is
 closed as FAILED, and a replacement worker starts.
@@ -10,6 +10,7 @@ closed as FAILED, and a replacement worker starts.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -17,19 +18,22 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
-import optuna
-from optuna.storages import RetryHeartbeatStaleTrialCallback
-from optuna.trial import TrialState
 from sqlalchemy.exc import SQLAlchemyError
 
 from lrsearch.devices import Slot
+from lrsearch.recording import recover_worker
 from lrsearch.study import StudyHandle
+
+if TYPE_CHECKING:
+    from lrsearch.progress import StudyProgress
+    from lrsearch.tracking.recorder import StudyRecorder
 
 __all__ = ["Supervisor"]
 
 MAX_RESTARTS = 3
+WORKER_ENV = "LRSEARCH_WORKER"  # a supervised worker's orders, as JSON
 POLL_S = 0.5
 
 
@@ -52,14 +56,14 @@ class Supervisor:
         *,
         n_trials: int,
         timeout: float | None,
-        tracker: Any,
+        recorder: StudyRecorder | None,
         echo: Callable[[str], None],
     ) -> None:
         self.handle = handle
         self.slots = slots
         self.n_trials = n_trials
         self.timeout = timeout
-        self.tracker = tracker
+        self.recorder = recorder
         self.echo = echo
         self.workers: list[_Worker] = []
         self._last_message = ""
@@ -71,29 +75,20 @@ class Supervisor:
             "LRSEARCH_STORAGE": self.handle.storage_url,
             "LRSEARCH_QUIET": "1",
             "LRSEARCH_THREADS": str(slot.threads),
+            WORKER_ENV: self._orders(slot),
         }
         if slot.visible_gpu is not None:
             env["CUDA_VISIBLE_DEVICES"] = slot.visible_gpu
-        command = [
-            sys.executable,
-            "-m",
-            "lrsearch.cli",
-            "worker",
-            "--study",
-            self.handle.name,
-            "--devices",
-            slot.device,
-            "--n-trials",
-            str(self.n_trials),
-            # the operator's own study file named this workload: trust it
-            "--allow-workload",
-            self.handle.config.study.workload,
-        ]
-        if self.timeout:
-            command += ["--timeout", str(self.timeout)]
+        command = [sys.executable, "-m", "lrsearch.workers"]
         return subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL)
 
-    def run(self, progress: Any = None) -> None:
+    def _orders(self, slot: Slot) -> str:
+        """What a worker is to do (JSON); ``python -m lrsearch.workers`` reads it."""
+        orders = {"study": self.handle.name, "device": slot.device, "n_trials": self.n_trials}
+        orders |= {"timeout": self.timeout, "workload": self.handle.config.study.workload}
+        return json.dumps(orders)
+
+    def run(self, progress: StudyProgress | None = None) -> None:
         """Run until every worker has exited; KeyboardInterrupt stops them gracefully."""
         self.workers = [_Worker(i, s, self._spawn(i, s)) for i, s in enumerate(self.slots)]
         try:
@@ -139,28 +134,7 @@ class Supervisor:
 
     def _recover(self, pid: int) -> list[int]:
         """Fail and re-queue the trials a dead worker left RUNNING; close their MLflow runs."""
-        study = self.handle.study
-        owner = f"{self.host}:{pid}"
-        storage = study._storage
-        retry = RetryHeartbeatStaleTrialCallback(max_retry=2)
-        recovered = []
-        for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            if trial.user_attrs.get("worker") != owner:
-                continue
-            try:
-                storage.set_trial_user_attr(trial._trial_id, "fail_reason", "worker process died")
-                storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL)
-            except optuna.exceptions.UpdateFinishedTrialError:
-                continue  # the heartbeat check of another worker got there first
-            retry(study, storage.get_trial(trial._trial_id))
-            run_id = trial.user_attrs.get("mlflow_run_id")
-            if self.tracker is not None and run_id:
-                self.tracker.set_tags(
-                    run_id, {"lrsearch.state": "FAIL", "lrsearch.reason": "worker process died"}
-                )
-                self.tracker.end_run(run_id, "FAILED")
-            recovered.append(trial.number)
-        return recovered
+        return recover_worker(self.handle, f"{self.host}:{pid}", self.recorder)
 
     def _stop_all(self) -> None:
         """Ctrl-C reached every worker too (same process group); give them time to close."""

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
+import sys
 import time
 import warnings
 from collections.abc import Callable
-from pathlib import Path
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import optuna
 from optuna.study import MaxTrialsCallback
@@ -24,78 +24,38 @@ from sqlalchemy.exc import SQLAlchemyError
 from lrsearch.config import StudyConfig
 from lrsearch.devices import Slot, parse_devices
 from lrsearch.errors import LrsearchError, StorageError
-from lrsearch.study import (
-    FINISHED,
-    StudyHandle,
-    default_home,
-    make_objective,
-    open_study,
-    redact,
-    set_parent_run,
-    summary,
-)
+from lrsearch.objective import Objective
+from lrsearch.recording import close_study, observe_trials, open_recorder
+from lrsearch.storage import default_home, redact
+from lrsearch.study import FINISHED, StudyHandle, build_workload, load_study, open_study
 
-__all__ = ["join_study", "run_study", "run_trials", "run_worker"]
+if TYPE_CHECKING:
+    from lrsearch.progress import StudyProgress
+    from lrsearch.tracking import Tracker
+    from lrsearch.tracking.recorder import StudyRecorder
+    from lrsearch.workloads import Workload
+
+__all__ = ["RunOutcome", "join_study", "run_study", "run_trials", "run_worker"]
 
 MAX_CONSECUTIVE_FAILURES = 3
 
 
-def _tracker(uri: str | None) -> Any:
+@dataclass(frozen=True)
+class RunOutcome:
+    """What ``lrsearch run`` / ``worker`` did: the study, how long, whether interrupted."""
+
+    handle: StudyHandle
+    seconds: float
+    tracking_uri: str | None
+    interrupted: bool
+
+
+def _tracker(uri: str | None) -> Tracker | None:
     if uri is None:
         return None
     from lrsearch.tracking import MlflowTracker
 
     return MlflowTracker(uri)
-
-
-def _flat(prefix: str, data: Any) -> dict[str, Any]:
-    if not isinstance(data, dict):
-        return {prefix: data}
-    out: dict[str, Any] = {}
-    for key, value in data.items():
-        out.update(_flat(f"{prefix}.{key}" if prefix else key, value))
-    return out
-
-
-def _start_parent(handle: StudyHandle, tracker: Any, *, first_time: bool) -> None:
-    """Create (or reopen) the study's MLflow parent run; log config and range test once."""
-    cfg = json.loads(handle.config.to_json())
-    params = {**_flat("", cfg), "storage": redact(handle.storage_url)}
-    params.update({f"prior.{k}": v for k, v in handle.prior.to_dict().items()})
-    for name, s in handle.range_test.get("suggestions", {}).items():
-        params[f"range_test.{name}"] = s["median"]
-    run_id = tracker.start_study(
-        handle.name,
-        params=params,
-        tags={"optuna.study": handle.name, "lrsearch.storage": redact(handle.storage_url)},
-    )
-    if handle.parent_run_id != run_id:
-        set_parent_run(handle, run_id)
-    if first_time:
-        _log_range_test(handle, tracker, run_id)
-
-
-def _log_range_test(handle: StudyHandle, tracker: Any, run_id: str) -> None:
-    from lrsearch import plots
-    from lrsearch.range_test import RangeTestResult
-
-    result = RangeTestResult.from_dict(handle.range_test)
-    tracker.log_artifact_text(run_id, "range_test.json", result.to_json())
-    tracker.log_artifact_text(run_id, "range_test.csv", result.to_csv())
-    tracker.log_artifact_text(run_id, "prior.json", handle.prior.to_json())
-    tracker.log_artifact_text(run_id, "config.json", handle.config.to_json())
-    with tempfile.TemporaryDirectory() as tmp:
-        tracker.log_artifact_file(
-            run_id, plots.range_test_png(result, Path(tmp) / "range_test.png")
-        )
-
-
-def _log_study_plots(handle: StudyHandle, tracker: Any) -> None:
-    from lrsearch import plots
-
-    with tempfile.TemporaryDirectory() as tmp:
-        for path in plots.study_pngs(handle, Path(tmp)):
-            tracker.log_artifact_file(handle.parent_run_id, path)
 
 
 class _FailureGuard:
@@ -126,7 +86,7 @@ def run_trials(
     n_trials: int,
     timeout: float | None = None,
     device: str = "cpu",
-    tracker: Any = None,
+    recorder: StudyRecorder | None = None,
     on_trial: Callable[[FrozenTrial], None] | None = None,
     on_epoch: Callable[[int, int, int], None] | None = None,
     echo: Callable[[str], None] = print,
@@ -148,18 +108,19 @@ def run_trials(
         callbacks.append(lambda study, trial: on_trial(trial))
     if handle.n_finished() >= n_trials:
         return
+    objective = Objective(
+        handle,
+        device=device,
+        n_trials=n_trials,
+        observe=observe_trials(recorder, handle) if recorder is not None else None,
+        on_epoch=on_epoch,
+    )
     with warnings.catch_warnings():
         # Optuna logs every caught trial failure as a warning; the trial's state and
         # fail_reason attribute already record it.
         warnings.simplefilter("ignore", UserWarning)
         handle.study.optimize(
-            make_objective(
-                handle, device=device, tracker=tracker, n_trials=n_trials, on_epoch=on_epoch
-            ),
-            timeout=timeout,
-            callbacks=callbacks,
-            catch=(Exception,),
-            gc_after_trial=False,
+            objective, timeout=timeout, callbacks=callbacks, catch=(Exception,), gc_after_trial=False
         )
     if guard.streak >= guard.limit:
         raise LrsearchError(
@@ -182,8 +143,8 @@ def run_worker(
     *,
     n_trials: int,
     timeout: float | None = None,
-    tracker: Any = None,
-    progress: Any = None,
+    recorder: StudyRecorder | None = None,
+    progress: StudyProgress | None = None,
     echo: Callable[[str], None] = print,
 ) -> None:
     """One worker in this process: pin threads, then run trials on the slot's device."""
@@ -195,7 +156,7 @@ def run_worker(
         n_trials=n_trials,
         timeout=timeout,
         device=slot.device,
-        tracker=tracker,
+        recorder=recorder,
         on_trial=progress.trial_done if progress else None,
         on_epoch=progress.epoch_done if progress else None,
         echo=echo,
@@ -204,14 +165,12 @@ def run_worker(
 
 def _prepare(
     config: StudyConfig, *, tracking_uri: str | None, tracking: bool
-) -> tuple[Any, str | None, Any]:
+) -> tuple[Workload, str | None, Tracker | None]:
     """Check what can be checked before anything is written: workload, then tracking server.
 
     Returns the built workload, the tracking URI and the tracker (None without tracking).
     """
-    from lrsearch.workloads import get_workload
-
-    workload = get_workload(config.study.workload, **config.study.workload_options)
+    workload = build_workload(config)
     uri = None
     if tracking and config.tracking.enabled:
         uri = tracking_uri or config.tracking.uri or str(default_home())
@@ -228,11 +187,10 @@ def run_study(
     trials_per_device: int = 1,
     echo: Callable[[str], None] = print,
     show_progress: bool | None = None,
-) -> str:
+) -> RunOutcome:
     """Create or resume a study, run its trials on every device slot, record them.
 
-    Returns:
-        The closing report (counts, best schedule, where to look).
+    Every MLflow run of the study is closed before this returns, also when interrupted.
     """
     slots = parse_devices(devices, trials_per_device)
     workload, uri, tracker = _prepare(config, tracking_uri=tracking_uri, tracking=tracking)
@@ -251,18 +209,19 @@ def run_study(
         on_range_test=echo,
         workload=workload,
     )
-    if tracker is not None:
-        _start_parent(handle, tracker, first_time=handle.parent_run_id is None)
+    recorder = open_recorder(handle, tracker, log_parent=True) if tracker else None
     interrupted = _execute(
         handle,
         slots,
         n_trials=config.study.n_trials,
         timeout=config.study.timeout,
-        tracker=tracker,
+        recorder=recorder,
         show_progress=show_progress,
         echo=echo,
     )
-    return _finish(handle, tracker, uri, time.perf_counter() - started, interrupted)
+    if recorder is not None:
+        close_study(handle, recorder, interrupted=interrupted)
+    return RunOutcome(handle, time.perf_counter() - started, uri, interrupted)
 
 
 def join_study(
@@ -276,33 +235,32 @@ def join_study(
     allow_workloads: tuple[str, ...] = (),
     echo: Callable[[str], None] = print,
     show_progress: bool | None = None,
-) -> str:
+) -> RunOutcome:
     """``lrsearch worker``: join an existing study; everything else comes from its storage.
 
     Only trusted workloads are imported (see :func:`lrsearch.workloads.check_allowed`).
     """
-    from lrsearch.study import load_study
-    from lrsearch.workloads import check_allowed, get_workload
+    from lrsearch.workloads import check_allowed
 
     slots = parse_devices(devices, trials_per_device)
     # Unseeded: workers on other hosts (or in other containers) must not repeat each other's
     # random startup draws; the study's own seed drives the orchestrating `lrsearch run`.
     handle = load_study(study_name, storage_url, seed=None)
     check_allowed(handle.config.study.workload, allow_workloads)
-    get_workload(handle.config.study.workload, **handle.config.study.workload_options)
+    handle.plan  # builds the workload: a broken one fails here, before any trial  # noqa: B018
     tracker = _tracker(handle.tracking_uri)
-    target = n_trials or handle.n_trials_target
+    recorder = open_recorder(handle, tracker, log_parent=False) if tracker else None
     started = time.perf_counter()
     interrupted = _execute(
         handle,
         slots,
-        n_trials=target,
+        n_trials=n_trials or handle.n_trials_target,
         timeout=timeout,
-        tracker=tracker,
+        recorder=recorder,
         show_progress=show_progress,
         echo=echo,
     )
-    return closing_report(handle, time.perf_counter() - started, handle.tracking_uri, interrupted)
+    return RunOutcome(handle, time.perf_counter() - started, handle.tracking_uri, interrupted)
 
 
 def _execute(
@@ -311,7 +269,7 @@ def _execute(
     *,
     n_trials: int,
     timeout: float | None,
-    tracker: Any,
+    recorder: StudyRecorder | None,
     show_progress: bool | None,
     echo: Callable[[str], None],
 ) -> bool:
@@ -330,13 +288,18 @@ def _execute(
                     slots[0],
                     n_trials=n_trials,
                     timeout=timeout,
-                    tracker=tracker,
+                    recorder=recorder,
                     progress=progress,
                     echo=echo,
                 )
             else:
                 Supervisor(
-                    handle, slots, n_trials=n_trials, timeout=timeout, tracker=tracker, echo=echo
+                    handle,
+                    slots,
+                    n_trials=n_trials,
+                    timeout=timeout,
+                    recorder=recorder,
+                    echo=echo,
                 ).run(progress)
         except KeyboardInterrupt:
             return True
@@ -349,46 +312,34 @@ def _execute(
     return False
 
 
-def _finish(
-    handle: StudyHandle, tracker: Any, uri: str | None, seconds: float, interrupted: bool
-) -> str:
-    if tracker is not None and handle.parent_run_id:
-        _log_study_plots(handle, tracker)
-        tracker.end_run(handle.parent_run_id, "KILLED" if interrupted else "FINISHED")
-    return closing_report(handle, seconds, uri, interrupted)
+def worker_main() -> int:
+    """Entry point of a supervised worker (``python -m lrsearch.workers``); its exit code.
 
-
-def closing_report(
-    handle: StudyHandle, seconds: float, tracking_uri: str | None, interrupted: bool = False
-) -> str:
-    """What ``lrsearch run`` prints at the end: counts, best schedule, where to look.
-
-    Raises:
-        LrsearchError: when interrupted (after everything was closed), with the report's
-            first line and how to resume.
+    The storage URL comes in ``$LRSEARCH_STORAGE`` (never on the command line, where ``ps``
+    shows it), the orders in ``$LRSEARCH_WORKER``. The operator's own study file named the
+    workload, so it is trusted.
     """
-    s = summary(handle)
-    counts = s["trials"]
-    lines = [
-        f"study {handle.name!r}: {counts['COMPLETE']} complete, {counts['PRUNED']} pruned "
-        f"({s['diverged']} diverged), {counts['FAIL']} failed in {seconds:.0f}s",
-    ]
-    best = s["best"]
-    if best:
-        metric = handle.study.user_attrs.get("lrsearch.workload", {}).get("metric", "metric")
-        params = ", ".join(
-            f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-            for k, v in best["params"].items()
+    from lrsearch.supervisor import WORKER_ENV
+
+    orders = json.loads(os.environ[WORKER_ENV])
+    try:
+        outcome = join_study(
+            orders["study"],
+            storage_url=os.environ["LRSEARCH_STORAGE"],
+            devices=orders["device"],
+            n_trials=orders["n_trials"],
+            timeout=orders["timeout"],
+            allow_workloads=(orders["workload"],),
+            echo=lambda line: print(line, file=sys.stderr),
+            show_progress=False,
         )
-        lines.append(f"best: trial {best['number']} val_{metric}={best['value']:.2f} ({params})")
-        lines.append(f"  schedule as code: lrsearch best --study {handle.name} --format python")
-    if tracking_uri:
-        lines.append(
-            f"  MLflow UI: lrsearch ui --study {handle.name}  (store: {redact(tracking_uri)})"
-        )
-    if interrupted:
-        raise LrsearchError(
-            "interrupted; running trials were ended and recorded. Resume with the same command. "
-            + lines[0]
-        )
-    return "\n".join(lines)
+    except LrsearchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return 130 if outcome.interrupted else 0
+
+
+if __name__ == "__main__":
+    sys.exit(worker_main())

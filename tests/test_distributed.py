@@ -265,6 +265,58 @@ def test_sigkilled_worker_trial_is_failed_requeued_and_its_run_failed(tmp_path, 
     assert run.data.tags["lrsearch.retried_as"] == str(retries[0].number)
 
 
+def test_a_lost_host_leaves_nothing_running(tmp_path, pg_url) -> None:
+    """A host with two workers is lost near the end; `run` fills the budget without them.
+
+    Both of the host's trials become FAIL; one is retried and fills the budget, so the other
+    retry never runs. Its MLflow run must still be closed (FAILED, with a reason).
+    """
+    f = _study_file(tmp_path, "lost", n_trials=3, epochs=8, n=2048)
+    env = _env(tmp_path, LRSEARCH_HEARTBEAT_S="1", LRSEARCH_GRACE_S="3")
+    created = _lrsearch(
+        "run", str(f), "--storage", pg_url, "--devices", "cpu", "--n-trials", "1", env=env
+    )
+    assert created.returncode == 0, created.stderr[-3000:]
+    host = subprocess.Popen(
+        [sys.executable, "-m", "lrsearch.cli", "worker", "--study", "lost", "--devices", "cpu"]
+        + ["--trials-per-device", "2", "--n-trials", "3", "--allow-workload", "tests.*"],
+        env={**env, "LRSEARCH_STORAGE": pg_url},
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,  # its own process group: the "host"
+    )
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        running = _load("lost", pg_url).get_trials(states=(TrialState.RUNNING,))
+        if len(running) == 2 and all(t.last_step for t in running):
+            break
+        time.sleep(0.2)
+    else:
+        raise AssertionError("the host's two workers never both trained")
+    os.killpg(host.pid, signal.SIGKILL)
+    host.wait()
+
+    out = _lrsearch(
+        "run", str(f), "--storage", pg_url, "--devices", "cpu", "--n-trials", "2", env=env
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    study = _load("lost", pg_url)
+    assert sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in study.trials) == 2
+    assert not study.get_trials(states=(TrialState.RUNNING,))
+    failed = study.get_trials(states=(TrialState.FAIL,))
+    assert len(failed) == 2
+    client = MlflowClient(local_tracking_uri(tmp_path)[0])
+    runs = _trial_runs(client, "lost")
+    assert runs and not [r for r in runs if r.info.status == "RUNNING"]
+    for t in failed:
+        run = client.get_run(t.user_attrs["mlflow_run_id"])
+        assert run.info.status == "FAILED"
+        assert run.data.tags["lrsearch.reason"]
+    exp = client.get_experiment_by_name("lost")
+    assert not client.search_runs([exp.experiment_id], "attributes.status = 'RUNNING'")
+
+
 def test_supervisor_notices_a_dead_worker_at_once(tmp_path, pg_url) -> None:
     f = _study_file(tmp_path, "super", n_trials=5, epochs=8, n=2048)
     env = _env(tmp_path, LRSEARCH_GRACE_S="600")  # only the supervisor can recover it in time

@@ -253,7 +253,7 @@ def test_storage_urls_match_the_postgres_service(compose: dict[str, Any]) -> Non
 def test_lrsearch_reads_the_storage_url_from_its_environment(
     compose: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from lrsearch.study import default_storage
+    from lrsearch.storage import default_storage
 
     url = compose["services"]["create"]["environment"]["LRSEARCH_STORAGE"]
     monkeypatch.setenv("LRSEARCH_STORAGE", url)

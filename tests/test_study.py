@@ -17,8 +17,9 @@ import lrsearch.training
 from lrsearch.config import parse_study_config
 from lrsearch.errors import ConfigError, LrsearchError
 from lrsearch.schedules import schedule_from_dict
-from lrsearch.study import KEY_RANGE_TEST, load_study, open_study, trial_plan
+from lrsearch.study import KEY_RANGE_TEST, load_study, open_study
 from lrsearch.tracking import local_tracking_uri
+from lrsearch.cli._study import closing_report
 from lrsearch.workers import run_study
 
 TINY = {
@@ -55,7 +56,9 @@ def test_study_end_to_end(home) -> None:
     handle = open_study(config, storage, tracking_uri=str(home))
     # a hopeless second trial (lowest LR the prior allows) for the median pruner to stop
     handle.study.enqueue_trial({"max_lr": handle.prior.low})
-    report = run_study(config, storage_url=storage, show_progress=False, echo=lambda s: None)
+    report = closing_report(
+        run_study(config, storage_url=storage, show_progress=False, echo=lambda s: None)
+    )
     assert "best: trial" in report and "lrsearch ui --study tiny" in report
 
     study = load_study("tiny", storage).study
@@ -78,8 +81,7 @@ def test_study_end_to_end(home) -> None:
         "max_lr_vs_metric.png",
     } <= parent_files
 
-    _, epochs, steps_per_epoch = trial_plan(load_study("tiny", storage))
-    total = epochs * steps_per_epoch
+    total = load_study("tiny", storage).plan.total_steps
     by_number = {int(r.data.tags["lrsearch.trial"]): r for r in trial_runs}
     for t in trials:
         run = by_number[t.number]
@@ -125,8 +127,10 @@ def test_interrupt_then_resume_reuses_the_range_test(home, monkeypatch) -> None:
 
     monkeypatch.setattr(lrsearch.training, "train", interrupting)
     config = _config(n_trials=3, name="resume")
+    outcome = run_study(config, storage_url=storage, show_progress=False, echo=lambda s: None)
+    assert outcome.interrupted
     with pytest.raises(LrsearchError, match="interrupted"):
-        run_study(config, storage_url=storage, show_progress=False, echo=lambda s: None)
+        closing_report(outcome)
     study = optuna.load_study(study_name="resume", storage=storage)
     stored = study.user_attrs[KEY_RANGE_TEST]
     assert [t.state for t in study.trials] == [TrialState.COMPLETE, TrialState.FAIL]

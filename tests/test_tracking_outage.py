@@ -8,7 +8,8 @@ from optuna.trial import TrialState
 
 from lrsearch.config import parse_study_config
 from lrsearch.errors import TrackingError
-from lrsearch.study import open_study, set_parent_run, trial_plan
+from lrsearch.study import open_study
+from lrsearch.tracking.recorder import StudyRecorder
 from lrsearch.tracking import MemoryTracker
 from lrsearch.workers import run_trials
 
@@ -48,7 +49,8 @@ def handle(tmp_path):
 
 
 def _run(handle, tracker, *, down_at_epoch: int, up_at_epoch: int | None):
-    set_parent_run(handle, tracker.start_study("outage", params={}, tags={}))
+    recorder = StudyRecorder(tracker, handle.name, None)
+    handle.set_parent_run(recorder.open_parent({}, {}))
 
     def on_epoch(number: int, epoch: int, epochs: int) -> None:
         if number == 1 and epoch == down_at_epoch:
@@ -56,7 +58,7 @@ def _run(handle, tracker, *, down_at_epoch: int, up_at_epoch: int | None):
         if number == 1 and epoch == up_at_epoch:
             tracker.down = False
 
-    run_trials(handle, n_trials=3, tracker=tracker, on_epoch=on_epoch, echo=lambda s: None)
+    run_trials(handle, n_trials=3, recorder=recorder, on_epoch=on_epoch, echo=lambda s: None)
     return handle.study.trials
 
 
@@ -64,7 +66,7 @@ def test_a_short_outage_loses_no_point(handle) -> None:
     tracker = FlakyTracker(flush_every=5)
     trials = _run(handle, tracker, down_at_epoch=1, up_at_epoch=3)
     assert [t.state for t in trials] == [TrialState.COMPLETE] * 3
-    _, epochs, steps_per_epoch = trial_plan(handle)
+    epochs, steps_per_epoch = handle.plan.epochs, handle.plan.steps_per_epoch
     for t in trials:
         run = tracker.runs[t.user_attrs["mlflow_run_id"]]
         assert len(run.metrics["lr"]) == epochs * steps_per_epoch  # buffered, then sent

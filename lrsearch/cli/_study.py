@@ -7,12 +7,15 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from lrsearch.cli._common import cli, positive
 from lrsearch.errors import LrsearchError, StorageError
+
+if TYPE_CHECKING:
+    from lrsearch.workers import RunOutcome
 
 STORAGE_HELP = "Optuna storage URL (default: $LRSEARCH_STORAGE, else SQLite under $LRSEARCH_HOME)."
 
@@ -49,9 +52,46 @@ def study_option(required: bool) -> Any:
 
 
 def _storage(url: str | None) -> str:
-    from lrsearch.study import default_storage
+    from lrsearch.storage import default_storage
 
     return url or default_storage()
+
+
+def closing_report(outcome: RunOutcome) -> str:
+    """What ``run`` and ``worker`` print at the end: counts, best schedule, where to look.
+
+    Raises:
+        LrsearchError: when interrupted (after everything was closed), with the report's
+            first line and how to resume.
+    """
+    from lrsearch.reporting import summary
+    from lrsearch.storage import redact
+
+    handle = outcome.handle
+    s = summary(handle)
+    counts = s["trials"]
+    lines = [
+        f"study {handle.name!r}: {counts['COMPLETE']} complete, {counts['PRUNED']} pruned "
+        f"({s['diverged']} diverged), {counts['FAIL']} failed in {outcome.seconds:.0f}s",
+    ]
+    best = s["best"]
+    if best:
+        params = ", ".join(
+            f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+            for k, v in best["params"].items()
+        )
+        lines.append(f"best: trial {best['number']} {s['metric']}={best['value']:.2f} ({params})")
+        lines.append(f"  schedule as code: lrsearch best --study {handle.name} --format python")
+    if outcome.tracking_uri:
+        lines.append(
+            f"  MLflow UI: lrsearch ui --study {handle.name}  (store: {redact(outcome.tracking_uri)})"
+        )
+    if outcome.interrupted:
+        raise LrsearchError(
+            "interrupted; running trials were ended and recorded. Resume with the same command. "
+            + lines[0]
+        )
+    return "\n".join(lines)
 
 
 @cli.command()
@@ -107,7 +147,7 @@ def run(file: str, **opts: Any) -> None:
         timeout=opts["timeout"],
         seed=opts["seed"],
     )
-    report = run_study(
+    outcome = run_study(
         config,
         storage_url=_storage(opts["storage"]),
         tracking_uri=opts["tracking_uri"],
@@ -116,7 +156,7 @@ def run(file: str, **opts: Any) -> None:
         trials_per_device=opts["trials_per_device"],
         echo=click.echo,
     )
-    click.echo(report)
+    click.echo(closing_report(outcome))
 
 
 @cli.command()
@@ -149,7 +189,7 @@ def worker(study_name: str, storage: str | None, **opts: Any) -> None:
     """Join an existing study from any host; config, prior and tracking come from its storage."""
     from lrsearch.workers import join_study
 
-    report = join_study(
+    outcome = join_study(
         study_name,
         storage_url=_storage(storage),
         devices=opts["devices"],
@@ -159,7 +199,7 @@ def worker(study_name: str, storage: str | None, **opts: Any) -> None:
         allow_workloads=tuple(opts["allow_workloads"]),
         echo=click.echo,
     )
-    click.echo(report)
+    click.echo(closing_report(outcome))
 
 
 @cli.command()
@@ -168,7 +208,9 @@ def worker(study_name: str, storage: str | None, **opts: Any) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def status(study_name: str | None, storage: str | None, as_json: bool) -> None:
     """Trials by state, the best value and params, and running trials."""
-    from lrsearch.study import list_studies, load_study, summary
+    from lrsearch.reporting import summary
+    from lrsearch.storage import list_studies
+    from lrsearch.study import load_study
 
     url = _storage(storage)
     names = [study_name] if study_name else list_studies(url)
@@ -219,7 +261,8 @@ def ui(
     dry_run: bool,
 ) -> None:
     """Open the MLflow UI on a study's tracking store (the embedded one by default)."""
-    from lrsearch.study import default_home, load_study
+    from lrsearch.storage import default_home
+    from lrsearch.study import load_study
 
     uri = tracking_uri
     if uri is None and study_name:

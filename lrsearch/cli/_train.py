@@ -164,15 +164,17 @@ def train(**opts: Any) -> None:
 
 
 def _from_study(opts: dict[str, Any]) -> tuple[Any, Any, int, int | None, float]:
-    from lrsearch.study import best_trial, default_storage, load_study, trial_plan, trial_schedule
+    from lrsearch.reporting import best_trial, trial_schedule
+    from lrsearch.storage import default_storage
+    from lrsearch.study import load_study
 
     handle = load_study(opts["from_study"], opts["storage"] or default_storage())
     trial = best_trial(handle)
-    workload, epochs, _ = trial_plan(handle)
+    plan = handle.plan
     return (
-        workload,
+        plan.workload,
         trial_schedule(handle, trial),
-        epochs,
+        plan.epochs,
         handle.config.study.batch_size,
         float(trial.params.get("weight_decay", 0.0)),
     )

@@ -1,0 +1,287 @@
+"""The trial objective: sample → schedule → train → outcome. No MLflow here.
+
+:class:`Objective` is what Optuna calls per trial. Whoever wants to watch a trial (the MLflow
+recorder, a progress bar, a test) passes ``observe``: a factory that gets the trial's
+:class:`TrialSpec` before training and returns a :class:`TrialObserver` (or None). The
+observer sees every step and epoch and the final :class:`Outcome`.
+
+Example:
+    >>> objective = Objective(handle, device="cpu")   # doctest: +SKIP
+    >>> handle.study.optimize(objective, n_trials=4)     # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+import warnings
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal, Protocol
+
+import optuna
+from optuna.trial import TrialState
+
+from lrsearch.space import build_schedule, derived_params, suggest_params
+from lrsearch.storage import system_attrs
+from lrsearch.study import FINISHED, StudyHandle
+
+if TYPE_CHECKING:
+    from lrsearch.schedules import Schedule
+    from lrsearch.training import EpochInfo, StepInfo, TrainResult
+
+__all__ = [
+    "Objective",
+    "Outcome",
+    "SurplusTrial",
+    "TrialObserver",
+    "TrialSpec",
+    "claim",
+    "worker_id",
+]
+
+State = Literal["COMPLETE", "PRUNED", "FAIL"]
+
+
+class SurplusTrial(Exception):
+    """The study already has (or will have) its trials; this one backs off without training."""
+
+
+@dataclass(frozen=True)
+class TrialSpec:
+    """One trial, sampled and ready to train.
+
+    Attributes:
+        retry_of: the number of the trial this one repeats (its worker was lost), if any.
+        retry_of_attrs: that trial's user attributes (``mlflow_run_id`` among them).
+    """
+
+    number: int
+    params: Mapping[str, Any]
+    derived: Mapping[str, Any]
+    schedule: Schedule
+    total_steps: int
+    device: str
+    seed: int
+    retry_of: int | None = None
+    retry_of_attrs: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How a trial ended; ``value`` for COMPLETE ones, ``reason`` for the others."""
+
+    state: State
+    value: float | None = None
+    reason: str = ""
+    diverged: bool = False
+    interrupted: bool = False
+    epochs: int = 0
+    steps: int = 0
+
+
+class TrialObserver(Protocol):
+    """Watches one trial. ``attrs`` are kept on the Optuna trial as soon as it starts."""
+
+    attrs: Mapping[str, Any]
+
+    def step(self, info: StepInfo) -> None: ...
+
+    def epoch(self, info: EpochInfo) -> None: ...
+
+    def end(self, outcome: Outcome) -> Mapping[str, Any]:
+        """Called once; returns attributes to keep on the trial (e.g. record problems)."""
+        ...
+
+
+Observe = Callable[[TrialSpec], "TrialObserver | None"]
+
+
+def worker_id() -> str:
+    """Who runs a trial: ``host:pid`` (stored on the trial, for crash recovery)."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def claim(study: optuna.Study, trial: optuna.Trial, n_trials: int, *, poll_s: float = 1.0) -> bool:
+    """Whether ``trial`` may train without the study exceeding ``n_trials`` finished trials.
+
+    Several workers ask for trials at once, so Optuna's MaxTrialsCallback alone overshoots.
+    A trial goes ahead while finished trials plus running trials numbered before it stay
+    under the target. Otherwise it waits for those to end; it gives up (False) once they
+    have, or as soon as a crashed worker's trial comes back as a WAITING retry, which the
+    next ``ask()`` will hand out.
+    """
+    from optuna.storages import fail_stale_trials
+
+    while True:
+        trials = study.get_trials(deepcopy=False)
+        finished = sum(t.state in FINISHED for t in trials)
+        before = sum(t.state == TrialState.RUNNING and t.number < trial.number for t in trials)
+        if finished + before < n_trials:
+            return True
+        if before == 0 or any(t.state == TrialState.WAITING for t in trials):
+            return False
+        time.sleep(poll_s)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            fail_stale_trials(study)  # a dead worker's trial becomes FAIL + a WAITING retry
+
+
+class Objective:
+    """The function Optuna calls per trial: sample, build the schedule, train, tell.
+
+    Args:
+        handle: the opened study.
+        device: where trials train.
+        n_trials: the study's target of finished trials (surplus trials back off).
+        observe: makes a :class:`TrialObserver` per trial (the MLflow recorder, say).
+        on_epoch: progress callback ``(trial_number, epoch, epochs)``.
+    """
+
+    def __init__(
+        self,
+        handle: StudyHandle,
+        *,
+        device: str = "cpu",
+        n_trials: int | None = None,
+        observe: Observe | None = None,
+        on_epoch: Callable[[int, int, int], None] | None = None,
+    ) -> None:
+        self.handle = handle
+        self.device = device
+        self.n_trials = n_trials or handle.config.study.n_trials
+        self.observe = observe
+        self.on_epoch = on_epoch
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        trial.set_user_attr("worker", worker_id())
+        if not claim(self.handle.study, trial, self.n_trials):
+            trial.set_user_attr("surplus", True)
+            raise SurplusTrial(f"study already has {self.n_trials} finished or running trials")
+        spec = self.sample(trial)
+        observer = self.observe(spec) if self.observe else None
+        _keep(trial, {"derived": dict(spec.derived), "device": self.device})
+        if spec.retry_of is not None:
+            trial.set_user_attr("retry_of", spec.retry_of)
+        if observer is not None:
+            _keep(trial, observer.attrs)
+        started = time.perf_counter()
+        try:
+            result = self._train(trial, spec, observer)
+        except BaseException as exc:
+            outcome = _failure(exc)
+            if outcome is not None:
+                self._end(trial, observer, outcome, started)
+            raise
+        outcome = _outcome(result)
+        self._end(trial, observer, outcome, started)
+        if outcome.state == "PRUNED":
+            raise optuna.TrialPruned(
+                f"diverged: {outcome.reason}" if outcome.diverged else outcome.reason
+            )
+        return float(result.val_metric)
+
+    def sample(self, trial: optuna.Trial) -> TrialSpec:
+        """The trial's parameters and schedule (and which trial it repeats, for a retry)."""
+        plan = self.handle.plan
+        params = suggest_params(trial, self.handle.config.space, self.handle.prior)
+        schedule = build_schedule(
+            params, total_steps=plan.total_steps, steps_per_epoch=plan.steps_per_epoch
+        )
+        retry_of = system_attrs(trial).get("failed_trial")
+        dead: Mapping[str, Any] = {}
+        if retry_of is not None:
+            trials = self.handle.study.get_trials(deepcopy=False)
+            dead = next((t.user_attrs for t in trials if t.number == retry_of), {})
+        return TrialSpec(
+            number=trial.number,
+            params=params,
+            derived=derived_params(schedule, plan.total_steps),
+            schedule=schedule,
+            total_steps=plan.total_steps,
+            device=self.device,
+            seed=self.handle.config.study.seed + trial.number,
+            retry_of=retry_of,
+            retry_of_attrs=dead,
+        )
+
+    def _train(
+        self, trial: optuna.Trial, spec: TrialSpec, observer: TrialObserver | None
+    ) -> TrainResult:
+        from lrsearch.training import train
+
+        plan = self.handle.plan
+
+        def epoch_done(info: EpochInfo) -> bool:
+            if observer is not None:
+                observer.epoch(info)
+            if self.on_epoch:
+                self.on_epoch(trial.number, info.epoch, plan.epochs)
+            trial.report(info.val_metric, info.epoch)
+            # A trial that has trained its whole budget is complete: pruning it now saves
+            # nothing and throws a finished result away.
+            return info.epoch < plan.epochs and trial.should_prune()
+
+        return train(
+            plan.workload,
+            spec.schedule,
+            epochs=plan.epochs,
+            batch_size=self.handle.config.study.batch_size,
+            weight_decay=spec.params["weight_decay"],
+            device=self.device,
+            seed=spec.seed,
+            on_step=observer.step if observer is not None else None,
+            on_epoch=epoch_done,
+            update_ratio_every=self.handle.config.tracking.update_ratio_every,
+        )
+
+    def _end(
+        self,
+        trial: optuna.Trial,
+        observer: TrialObserver | None,
+        outcome: Outcome,
+        started: float,
+    ) -> None:
+        trial.set_user_attr("seconds", time.perf_counter() - started)
+        if outcome.diverged:
+            trial.set_user_attr("diverged", outcome.reason)
+        if outcome.state == "FAIL":
+            trial.set_user_attr("fail_reason", outcome.reason)
+        if observer is not None:
+            _keep(trial, observer.end(outcome))
+
+
+def _keep(trial: optuna.Trial, attrs: Mapping[str, Any]) -> None:
+    for key, value in attrs.items():
+        trial.set_user_attr(key, value)
+
+
+def _outcome(result: TrainResult) -> Outcome:
+    epochs, steps = result.epochs, result.steps
+    if result.diverged:
+        reason = result.diverge_reason or ""
+        return Outcome("PRUNED", reason=reason, diverged=True, epochs=epochs, steps=steps)
+    if result.stopped:
+        reason = f"pruned at epoch {epochs}"
+        return Outcome("PRUNED", reason=reason, epochs=epochs, steps=steps)
+    return Outcome("COMPLETE", value=float(result.val_metric), epochs=epochs, steps=steps)
+
+
+def _failure(exc: BaseException) -> Outcome | None:
+    """The outcome of a trial that raised, or None where Optuna's own handling says it all."""
+    if isinstance(exc, optuna.TrialPruned):
+        return None
+    reason = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
+    if "out of memory" in str(exc).lower():
+        reason = f"CUDA out of memory: {reason}"
+        _free_cuda_memory()
+    return Outcome("FAIL", reason=reason, interrupted=isinstance(exc, KeyboardInterrupt))
+
+
+def _free_cuda_memory() -> None:
+    """After an OOM the worker goes on: give the failed trial's cached blocks back."""
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()

@@ -1,0 +1,152 @@
+"""Wiring a study to its MLflow record: the parent run, each trial's run, and lost workers.
+
+The objective knows nothing of MLflow and the recorder nothing of Optuna; this module, in the
+execution layer, joins them. :func:`observe_trials` makes the objective's per-trial observer
+out of a :class:`~lrsearch.tracking.recorder.StudyRecorder`; :func:`recover_worker` fails
+(and re-queues) the trials of a worker that died and closes their runs; :func:`close_orphans`
+closes every run whose trial has ended but whose worker never could.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from optuna.trial import TrialState
+
+from lrsearch.objective import Observe, Outcome, TrialSpec
+from lrsearch.reporting import ended_trial_reasons, study_history
+from lrsearch.storage import fail_trial, redact
+from lrsearch.study import StudyHandle
+from lrsearch.tracking.recorder import LOST_REASON, StudyRecorder, TrialRecord
+
+if TYPE_CHECKING:
+    from lrsearch.tracking import Tracker
+    from lrsearch.training import EpochInfo, StepInfo
+
+__all__ = [
+    "close_orphans",
+    "close_study",
+    "observe_trials",
+    "open_recorder",
+    "recover_worker",
+]
+
+DIED_REASON = "worker process died"
+
+
+def _flat(prefix: str, data: Any) -> dict[str, Any]:
+    if not isinstance(data, dict):
+        return {prefix: data}
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        out.update(_flat(f"{prefix}.{key}" if prefix else key, value))
+    return out
+
+
+def open_recorder(handle: StudyHandle, tracker: Tracker, *, log_parent: bool) -> StudyRecorder:
+    """The study's recorder; with ``log_parent``, its parent run opened (created or resumed).
+
+    The range test is logged to the parent run the first time only.
+    """
+    recorder = StudyRecorder(tracker, handle.name, handle.parent_run_id)
+    if not log_parent:
+        return recorder
+    first_time = handle.parent_run_id is None
+    params = {**_flat("", json.loads(handle.config.to_json())), "storage": redact(handle.storage_url)}
+    params.update({f"prior.{k}": v for k, v in handle.prior.to_dict().items()})
+    for name, s in handle.range_test.get("suggestions", {}).items():
+        params[f"range_test.{name}"] = s["median"]
+    tags = {"optuna.study": handle.name, "lrsearch.storage": redact(handle.storage_url)}
+    handle.set_parent_run(recorder.open_parent(params, tags))
+    if first_time and handle.range_test:
+        from lrsearch.range_test import RangeTestResult
+
+        result = RangeTestResult.from_dict(handle.range_test)
+        recorder.log_range_test(result, config_json=handle.config.to_json())
+    return recorder
+
+
+def close_study(handle: StudyHandle, recorder: StudyRecorder, *, interrupted: bool) -> None:
+    """At the end of ``lrsearch run``: close orphaned trial runs, draw the plots, end the parent."""
+    close_orphans(handle, recorder)
+    recorder.close_parent(interrupted=interrupted, history=study_history(handle))
+
+
+class _Recording:
+    """The objective's observer for one trial, writing to its MLflow run."""
+
+    def __init__(self, record: TrialRecord | None) -> None:
+        self.record = record
+        self.attrs: Mapping[str, Any] = {"mlflow_run_id": record.run_id} if record else {}
+
+    def step(self, info: StepInfo) -> None:
+        if self.record is not None:
+            self.record.step(info)
+
+    def epoch(self, info: EpochInfo) -> None:
+        if self.record is not None:
+            self.record.epoch(info)
+
+    def end(self, outcome: Outcome) -> Mapping[str, Any]:
+        if self.record is None:
+            return {}
+        tags = {"lrsearch.diverged": "true"} if outcome.diverged else {}
+        final = None
+        if outcome.state == "COMPLETE" and outcome.value is not None:
+            final = (outcome.steps, outcome.value)
+        return self.record.end(
+            outcome.state,
+            reason=outcome.reason,
+            final=final,
+            interrupted=outcome.interrupted,
+            extra_tags=tags,
+        )
+
+
+def observe_trials(recorder: StudyRecorder, handle: StudyHandle) -> Observe:
+    """The objective's ``observe``: one MLflow run per trial (and the dead run of a retry closed)."""
+
+    def observe(spec: TrialSpec) -> _Recording:
+        dead_run = spec.retry_of_attrs.get("mlflow_run_id")
+        if spec.retry_of is not None and dead_run:
+            recorder.close_lost(dead_run, reason=LOST_REASON, retried_as=spec.number)
+        record = recorder.start_trial(
+            spec.number,
+            params={**spec.params, **spec.derived, "device": spec.device},
+            tags={
+                "optuna.study": handle.name,
+                "optuna.trial_number": str(spec.number),
+                "lrsearch.device": spec.device,
+            },
+            schedule=spec.schedule,
+            total_steps=spec.total_steps,
+        )
+        return _Recording(record)
+
+    return observe
+
+
+def recover_worker(handle: StudyHandle, owner: str, recorder: StudyRecorder | None) -> list[int]:
+    """Fail and re-queue the trials a dead worker (``host:pid``) left RUNNING; close their runs."""
+    recovered = []
+    for trial in handle.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if trial.user_attrs.get("worker") != owner or not fail_trial(
+            handle.study, trial, DIED_REASON
+        ):
+            continue
+        run_id = trial.user_attrs.get("mlflow_run_id")
+        if recorder is not None and run_id:
+            recorder.close_lost(run_id, reason=DIED_REASON)
+        recovered.append(trial.number)
+    return recovered
+
+
+def close_orphans(handle: StudyHandle, recorder: StudyRecorder) -> list[int]:
+    """Close the runs still RUNNING of trials that have ended; their trial numbers.
+
+    A worker lost near the end of a study leaves a FAIL trial that no retry will run (the
+    budget is full): nothing else would ever close its run.
+    """
+    return recorder.close_orphans(ended_trial_reasons(handle))

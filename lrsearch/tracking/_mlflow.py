@@ -1,0 +1,235 @@
+"""The MLflow tracker: any tracking URI (server, database, or a local directory)."""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import ssl
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from lrsearch.errors import TrackingError
+from lrsearch.tracking._base import ROLE, Pairs, Tracker, _Point, _RunRecord
+from lrsearch.tracking._scrub import redact_url, scrub
+
+
+def local_tracking_uri(root_dir: Path) -> tuple[str, str]:
+    """The embedded store in ``root_dir``: ``(tracking URI, artifact location)``.
+
+    MLflow 3 refuses its old file store unless told otherwise, so runs go to SQLite
+    (``root_dir/mlflow.db``) and artifacts to ``root_dir/artifacts/<experiment>/``.
+    """
+    root = Path(root_dir).expanduser().resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{root / 'mlflow.db'}", (root / "artifacts").as_uri()
+
+
+def _resolve_uri(tracking_uri: str) -> tuple[str, str | None]:
+    """A plain directory means the embedded store there; a SQLite file gets artifacts beside it."""
+    if ":" not in tracking_uri and tracking_uri != "databricks":
+        return local_tracking_uri(Path(tracking_uri))
+    allow_files = os.environ.get("MLFLOW_ALLOW_FILE_STORE", "").lower() in ("true", "1")
+    if tracking_uri.startswith("file:") and not allow_files:
+        raise TrackingError(
+            f"{tracking_uri} names MLflow's retired file store; pass the directory itself "
+            "(lrsearch keeps an SQLite store there) or a sqlite:/// URI"
+        )
+    if tracking_uri.startswith("sqlite:///") and ":memory:" not in tracking_uri:
+        db = Path(tracking_uri.removeprefix("sqlite:///").partition("?")[0]).expanduser()
+        db.parent.mkdir(parents=True, exist_ok=True)
+        return tracking_uri, (db.resolve().parent / "artifacts").as_uri()
+    return tracking_uri, None
+
+
+_DB_PORTS = {"postgresql": 5432, "postgres": 5432, "mysql": 3306, "mssql": 1433}
+
+
+def _preflight(uri: str, timeout_s: float) -> None:
+    """Fail fast when nothing answers at ``uri``; MLflow itself retries for minutes."""
+    parts = urllib.parse.urlsplit(uri)
+    scheme = parts.scheme.partition("+")[0]
+    try:
+        if scheme in ("http", "https"):
+            _get_health(parts, timeout_s)
+        elif scheme in _DB_PORTS and parts.hostname:  # no host: a local Unix socket
+            address = (parts.hostname, parts.port or _DB_PORTS[scheme])
+            socket.create_connection(address, timeout=timeout_s).close()
+    except ValueError:  # a malformed port: MLflow's own error says more
+        return
+    except OSError as exc:
+        reason = getattr(exc, "reason", exc)
+        why = getattr(reason, "strerror", None) or str(reason) or type(reason).__name__
+        kind = "server" if scheme.startswith("http") else "database"
+        raise TrackingError(
+            f"MLflow tracking {kind} at {redact_url(uri)} is unreachable ({why}); "
+            "start it or pass --no-tracking"
+        ) from exc
+
+
+def _get_health(parts: urllib.parse.SplitResult, timeout_s: float) -> None:
+    host = parts.netloc.rpartition("@")[2]  # credentials are MLflow's business, not this check's
+    url = urllib.parse.urlunsplit((parts.scheme, host, parts.path.rstrip("/") + "/health", "", ""))
+    try:
+        with urllib.request.urlopen(url, timeout=timeout_s):
+            return
+    except urllib.error.HTTPError as exc:
+        exc.close()  # any HTTP answer means the server is there
+    except urllib.error.URLError as exc:
+        if not isinstance(exc.reason, ssl.SSLError | ssl.CertificateError):
+            raise  # TLS trouble is left to MLflow, which applies MLFLOW_TRACKING_INSECURE_TLS
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "experiment"
+
+
+class MlflowTracker(Tracker):
+    """A :class:`Tracker` writing through ``MlflowClient`` to any MLflow tracking URI.
+
+    Args:
+        tracking_uri: ``http(s)://`` server, database URI (``sqlite:///...``,
+            ``postgresql://...``), or a plain directory for the embedded store there
+            (see :func:`local_tracking_uri`).
+        artifact_root: where new experiments keep artifacts (``<root>/<experiment>``); by default
+            ``artifacts/`` beside a SQLite file, and the server's choice otherwise.
+        flush_every: points a :class:`TrialRun` buffers before it sends them.
+        timeout_s: how long the reachability check of a server or database may take.
+
+    Raises:
+        TrackingError: the store cannot be reached or opened.
+    """
+
+    def __init__(
+        self,
+        tracking_uri: str,
+        *,
+        artifact_root: str | None = None,
+        flush_every: int = 1000,
+        timeout_s: float = 3.0,
+    ) -> None:
+        super().__init__(flush_every=flush_every)
+        self.tracking_uri = tracking_uri
+        remote = tracking_uri.startswith(("http://", "https://"))
+        _preflight(tracking_uri, timeout_s)
+        if remote:
+            # Otherwise MLflow prints "View run ... at <URI>" to stdout for every ended run: the
+            # URI may hold a password, and stdout belongs to the CLI (``--json``).
+            os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+        from mlflow import MlflowClient
+
+        with self._errors("opening the store", broad=True):
+            self.tracking_uri, default_root = _resolve_uri(tracking_uri)
+            self.artifact_root = (artifact_root or default_root or "").rstrip("/") or None
+            self._client = MlflowClient(tracking_uri=self.tracking_uri)
+            if not remote:
+                self._client.search_experiments(max_results=1)  # creates or migrates the schema
+
+    def __repr__(self) -> str:
+        return f"MlflowTracker({redact_url(self.tracking_uri)!r})"
+
+    @contextmanager
+    def _errors(self, action: str, *, broad: bool = False) -> Iterator[None]:
+        """MLflow and network failures become a one-line :class:`TrackingError`."""
+        from mlflow.exceptions import MlflowException
+
+        # Opening a SQL store raises the driver's own errors, hence ``broad`` there.
+        caught: tuple[type[Exception], ...] = (Exception,) if broad else (MlflowException, OSError)
+        try:
+            yield
+        except TrackingError:
+            raise
+        except caught as exc:
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+            if isinstance(exc, ModuleNotFoundError):
+                first += " (a database driver: install it, or name one in the URI)"
+            where = redact_url(self.tracking_uri)
+            raise TrackingError(scrub(f"MLflow store {where}: {action} failed: {first}")) from exc
+
+    def _experiment(self, name: str, *, create: bool) -> str | None:
+        from mlflow.exceptions import MlflowException
+
+        with self._errors(f"getting experiment {name!r}"):
+            found = self._client.get_experiment_by_name(name)
+            if found is None and create:
+                location = f"{self.artifact_root}/{_slug(name)}" if self.artifact_root else None
+                try:
+                    return self._client.create_experiment(name, artifact_location=location)
+                except MlflowException as exc:
+                    if exc.error_code != "RESOURCE_ALREADY_EXISTS":  # lost a race: fine
+                        raise
+                    found = self._client.get_experiment_by_name(name)
+        if found is None:
+            return None
+        if found.lifecycle_stage == "deleted":
+            raise TrackingError(
+                f"MLflow experiment {name!r} is deleted; restore it with `mlflow experiments "
+                f"restore --experiment-id {found.experiment_id}` or use another name"
+            )
+        return str(found.experiment_id)
+
+    def _create_run(self, experiment_id: str, run_name: str, tags: Mapping[str, Any]) -> str:
+        with self._errors(f"creating run {run_name!r}"):
+            run = self._client.create_run(experiment_id, tags=dict(tags), run_name=run_name)
+        return str(run.info.run_id)
+
+    def _run_context(self, run_id: str) -> tuple[str, dict[str, str]]:
+        with self._errors(f"reading run {run_id}"):
+            run = self._client.get_run(run_id)
+        return str(run.info.experiment_id), dict(run.data.tags)
+
+    def _find_runs(self, experiment_id: str, role: str) -> list[_RunRecord]:
+        records: list[_RunRecord] = []
+        token: str | None = None
+        with self._errors("searching runs"):
+            while True:
+                page = self._client.search_runs(
+                    [experiment_id], f"tags.`{ROLE}` = '{role}'", max_results=1000, page_token=token
+                )
+                records += [
+                    _RunRecord(r.info.run_id, r.info.status, r.info.start_time, dict(r.data.tags))
+                    for r in page
+                ]
+                token = page.token
+                if not token:
+                    return records
+
+    def _params(self, run_id: str) -> dict[str, str]:
+        with self._errors(f"reading run {run_id}"):
+            return dict(self._client.get_run(run_id).data.params)
+
+    def _write(self, run_id: str, points: Sequence[_Point], params: Pairs, tags: Pairs) -> None:
+        from mlflow.entities import Metric, Param, RunTag
+
+        with self._errors(f"logging to run {run_id}"):
+            self._client.log_batch(
+                run_id,
+                metrics=[Metric(p.key, p.value, p.timestamp, p.step) for p in points],
+                params=[Param(k, v) for k, v in params],
+                tags=[RunTag(k, v) for k, v in tags],
+                synchronous=True,  # async logging would make points_logged a promise, not a count
+            )
+
+    def _set_status(self, run_id: str, status: str) -> None:
+        with self._errors(f"setting run {run_id} {status}"):
+            if status == "RUNNING":
+                self._client.update_run(run_id, status="RUNNING")
+            else:
+                self._client.set_terminated(run_id, status=status)
+
+    def _delete_run(self, run_id: str) -> None:
+        with self._errors(f"deleting run {run_id}"):
+            self._client.delete_run(run_id)
+
+    def _log_text(self, run_id: str, artifact_file: str, text: str) -> None:
+        with self._errors(f"storing {artifact_file} for run {run_id}"):
+            self._client.log_text(run_id, text, artifact_file)
+
+    def _log_file(self, run_id: str, path: Path, artifact_path: str | None) -> None:
+        with self._errors(f"storing {path.name} for run {run_id}"):
+            self._client.log_artifact(run_id, str(path), artifact_path)

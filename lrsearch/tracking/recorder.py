@@ -1,0 +1,238 @@
+"""The one owner of a study's MLflow runs: the parent run and every trial run, start to end.
+
+Every way a trial's run can end goes through :class:`StudyRecorder` or the
+:class:`TrialRecord` it hands out: finished, pruned (``KILLED`` + ``lrsearch.state=PRUNED``),
+failed or interrupted (``FAILED``/``KILLED`` + ``lrsearch.reason``), retried after its worker
+was lost (``FAILED`` + ``lrsearch.retried_as``), or lost with no retry ever run
+(:meth:`StudyRecorder.close_orphans`). The search layer hands plain values in; this module never
+sees Optuna.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+import time
+from collections.abc import Mapping
+from concurrent.futures import Future
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from lrsearch.errors import TrackingError
+from lrsearch.tracking._base import Tracker, TrialRun
+from lrsearch.tracking._range_test import record_range_test
+
+if TYPE_CHECKING:
+    from lrsearch.plots import StudyHistory
+    from lrsearch.range_test import RangeTestResult
+    from lrsearch.schedules import Schedule
+    from lrsearch.training import EpochInfo, StepInfo
+
+__all__ = ["LOST_REASON", "StudyRecorder", "TrialRecord"]
+
+LOST_REASON = "worker lost (heartbeat stale or process died)"
+_ENDS = {  # trial state -> MLflow run status
+    "COMPLETE": "FINISHED",
+    "PRUNED": "KILLED",
+    "FAIL": "FAILED",
+}
+
+
+def _warn(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr)
+
+
+class TrialRecord:
+    """One trial's MLflow run: step and epoch metrics in batches, artifacts, one truthful end.
+
+    Attributes:
+        run_id: the run's id.
+        problems: what went wrong with the record (not with the trial), for the trial's attrs.
+    """
+
+    def __init__(self, run: TrialRun, artifacts: Future[None]) -> None:
+        self.run_id = run.run_id
+        self.problems: dict[str, Any] = {}
+        self._run = run
+        self._artifacts = artifacts
+        self._started = time.perf_counter()
+
+    def step(self, info: StepInfo) -> None:
+        metrics = {"lr": info.lr, "train_loss": info.loss}
+        if info.momentum is not None:
+            metrics["momentum"] = info.momentum
+        if info.update_ratio is not None:
+            metrics["update_ratio"] = info.update_ratio
+        self._run.log_step(info.step, **metrics)
+
+    def epoch(self, info: EpochInfo) -> None:
+        self._run.log_epoch(
+            info.step,
+            val_loss=info.val_loss,
+            val_metric=info.val_metric,
+            train_loss_epoch=info.train_loss,
+            epoch=float(info.epoch),
+        )
+
+    def end(
+        self,
+        state: str,
+        *,
+        reason: str = "",
+        final: tuple[int, float] | None = None,
+        interrupted: bool = False,
+        extra_tags: Mapping[str, str] | None = None,
+    ) -> dict[str, Any]:
+        """Close the run for a trial that ended ``state`` (COMPLETE, PRUNED or FAIL).
+
+        Returns:
+            What went wrong with the record, if anything (``tracking_error``,
+            ``metrics_not_logged``), for the caller to keep with the trial.
+        """
+        try:
+            self._artifacts.result()  # raises what the sender thread raised
+        except Exception as exc:  # the record is incomplete, the trial's result stands
+            self.problems["tracking_error"] = f"schedule artifacts not logged: {exc}"
+        status = "KILLED" if interrupted else _ENDS[state]
+        tags = {"lrsearch.state": state, **(extra_tags or {})}
+        if reason:
+            tags["lrsearch.reason"] = reason
+        try:
+            if final is not None:
+                self._run.log_epoch(final[0], final_val_metric=final[1])
+            self._run.log_params({"duration_s": round(time.perf_counter() - self._started, 3)})
+            self._run.end(status, tags=tags)
+            if self._run.points_unsent:
+                self.problems["metrics_not_logged"] = self._run.points_unsent
+        except TrackingError as exc:
+            message = f"trial ended {state} but its MLflow run could not be closed: {exc}"
+            self.problems["tracking_error"] = message
+            _warn(message)
+        return self.problems
+
+
+class StudyRecorder:
+    """A study's runs in one tracker: the parent run, trial runs, and closing lost ones.
+
+    Args:
+        tracker: where to record.
+        study_name: the study (and MLflow experiment) name.
+        parent_run_id: the parent run, when the study already has one.
+    """
+
+    def __init__(self, tracker: Tracker, study_name: str, parent_run_id: str | None) -> None:
+        self.tracker = tracker
+        self.study_name = study_name
+        self.parent_run_id = parent_run_id
+
+    # The parent run.
+    def open_parent(self, params: Mapping[str, Any], tags: Mapping[str, Any]) -> str:
+        """Create (or reopen, on resume) the study's parent run; its id."""
+        self.parent_run_id = self.tracker.start_study(self.study_name, params=params, tags=tags)
+        return self.parent_run_id
+
+    def log_range_test(self, result: RangeTestResult, *, config_json: str) -> None:
+        """The range test's curves, suggestions and prior (metrics, JSON/CSV/PNG) on the parent."""
+        from lrsearch import plots
+
+        run = self._parent_run()
+        with tempfile.TemporaryDirectory() as tmp:
+            out = Path(tmp)
+            (out / "range_test.json").write_text(result.to_json())
+            (out / "range_test.csv").write_text(result.to_csv())
+            plots.range_test_png(result, out / "range_test.png")
+            record_range_test(run, result, out)
+        run.flush()
+        run.log_text("prior.json", result.prior.to_json())
+        run.log_text("config.json", config_json)
+
+    def close_parent(self, *, interrupted: bool, history: StudyHistory | None) -> None:
+        """Upload the study's plots and end the parent run (KILLED when interrupted)."""
+        if self.parent_run_id is None:
+            return
+        if history is not None and history.numbers:
+            from lrsearch import plots
+
+            with tempfile.TemporaryDirectory() as tmp:
+                for path in plots.study_pngs(history, Path(tmp)):
+                    self.tracker.log_artifact_file(self.parent_run_id, path)
+        self.tracker.end_run(self.parent_run_id, "KILLED" if interrupted else "FINISHED")
+
+    def _parent_run(self) -> TrialRun:
+        if self.parent_run_id is None:
+            raise RuntimeError("open_parent() first")
+        return TrialRun(self.tracker, self.parent_run_id)
+
+    # Trial runs.
+    def start_trial(
+        self,
+        number: int,
+        *,
+        params: Mapping[str, Any],
+        tags: Mapping[str, Any],
+        schedule: Schedule,
+        total_steps: int,
+    ) -> TrialRecord | None:
+        """A nested run for trial ``number``; None (with a warning) when the store refuses.
+
+        The schedule's JSON and PNG are drawn and uploaded on the sender thread while the
+        trial trains (drawing takes ~0.5 s); :meth:`TrialRecord.end` waits for them.
+        """
+        if self.parent_run_id is None:
+            return None
+        try:
+            run = self.tracker.start_trial(
+                self.parent_run_id,
+                number,
+                params=params,
+                tags={**tags, "lrsearch.state": "RUNNING"},
+            )
+        except TrackingError as exc:
+            # Training matters more than its record: the trial goes on without MLflow.
+            _warn(f"no MLflow run for trial {number}: {exc}")
+            return None
+        artifacts = self.tracker._sender().submit(
+            _log_schedule, run, schedule, total_steps, number
+        )
+        return TrialRecord(run, artifacts)
+
+    def close_lost(self, run_id: str, *, reason: str, retried_as: int | None = None) -> None:
+        """End the run of a trial whose worker is gone: FAILED, with the reason (and its retry)."""
+        tags = {"lrsearch.state": "FAIL", "lrsearch.reason": reason}
+        if retried_as is not None:
+            tags["lrsearch.retried_as"] = str(retried_as)
+        try:
+            self.tracker.set_tags(run_id, tags)
+            self.tracker.end_run(run_id, "FAILED")
+        except TrackingError as exc:
+            _warn(f"could not close MLflow run {run_id} of a lost trial: {exc}")
+
+    def close_orphans(self, ended: Mapping[int, str]) -> list[int]:
+        """Close RUNNING runs of trials that have ended (trial number -> reason); their numbers.
+
+        A run stays RUNNING when its worker died and no retry ever ran (the study reached its
+        budget first): nobody else would ever close it.
+        """
+        try:
+            runs = self.tracker.find_trial_runs(self.study_name)
+        except TrackingError as exc:
+            _warn(f"could not check for MLflow runs left RUNNING: {exc}")
+            return []
+        closed = []
+        for run in runs:
+            if run.status == "RUNNING" and run.trial_number in ended:
+                self.close_lost(run.run_id, reason=ended[run.trial_number])
+                closed.append(run.trial_number)
+        return closed
+
+
+def _log_schedule(run: TrialRun, schedule: Schedule, total_steps: int, number: int) -> None:
+    from lrsearch.plots import schedule_png
+
+    run.log_text("schedule.json", json.dumps(schedule.to_dict(), indent=2))
+    with tempfile.TemporaryDirectory() as tmp:
+        path = schedule_png(
+            schedule, Path(tmp) / "schedule.png", n_steps=total_steps, title=f"trial {number}"
+        )
+        run.log_file(path)
