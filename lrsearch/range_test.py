@@ -26,9 +26,9 @@ from lrsearch.prior import LRPrior
 from lrsearch.schedules import ExpRamp, LinearRamp
 from lrsearch.suggest import (
     CurveSuggestions,
+    DivergenceWatch,
+    LossSmoother,
     SuggestionSummary,
-    divergence_index,
-    smooth,
     suggest,
     summarize,
 )
@@ -157,12 +157,15 @@ def _one_repeat(
     beta: float,
     diverge_factor: float,
     skip_start: int,
-) -> tuple[list[float], list[float]]:
-    """Run the ramp once; stop at divergence. Returns the LRs and raw losses per step."""
+) -> tuple[list[float], list[float], list[float]]:
+    """Run the ramp once; stop at divergence. Returns the LRs, raw and smoothed losses."""
     x, y = data
+    smoother = LossSmoother(beta)
+    watch = DivergenceWatch(factor=diverge_factor, skip_start=skip_start)
     driver = ScheduleDriver(optimizer, ramp)
     lrs: list[float] = []
     losses: list[float] = []
+    smoothed: list[float] = []
     perm = torch.randperm(len(x), generator=order).to(x.device)
     cursor = 0
     model.train()
@@ -179,12 +182,12 @@ def _one_repeat(
             optimizer.step()
             lrs.append(lr)
             losses.append(loss.item())  # one sync per step: the stop decision needs the value
-            smoothed = smooth(losses, beta)
-            if divergence_index(smoothed, factor=diverge_factor, skip_start=skip_start) is not None:
+            smoothed.append(smoother.add(losses[-1]))
+            if watch.add(smoothed[-1]):
                 break
     finally:
         driver.detach()
-    return lrs, losses
+    return lrs, losses, smoothed
 
 
 def range_test(
@@ -246,7 +249,7 @@ def range_test(
     curves: list[RangeCurve] = []
     for r in range(repeats):
         with _restored(model, optimizer):
-            lrs, losses = _one_repeat(
+            lrs, losses, smoothed = _one_repeat(
                 model,
                 optimizer,
                 loss_fn,
@@ -266,7 +269,7 @@ def range_test(
             beta=beta,
             diverge_factor=diverge_factor,
         )
-        curves.append(RangeCurve(lrs, losses, smooth(losses, beta).tolist(), found))
+        curves.append(RangeCurve(lrs, losses, smoothed, found))
         if on_repeat is not None:
             on_repeat(r + 1, repeats)
     summary = summarize([c.suggestions for c in curves])

@@ -23,7 +23,7 @@ import abc
 import inspect
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar, Protocol, Self, runtime_checkable
 
 import numpy as np
 from numpy.typing import NDArray
@@ -36,6 +36,7 @@ __all__ = [
     "Cyclic",
     "ExpRamp",
     "LinearRamp",
+    "MetricDriven",
     "OneCycle",
     "PlateauDecay",
     "Schedule",
@@ -543,6 +544,25 @@ class Constant(Schedule):
 # --- reduce on plateau -------------------------------------------------------------------
 
 
+@runtime_checkable
+class MetricDriven(Protocol):
+    """A schedule whose step is a reported metric (e.g. one per epoch), not an optimizer step.
+
+    A training loop calls ``report`` after each validation and, at every optimizer step,
+    applies ``lr_at(n_reports)``: the LR in force after the reports made so far.
+    :class:`PlateauDecay` is one.
+    """
+
+    @property
+    def n_reports(self) -> int:
+        """How many metrics have been reported so far."""
+        ...
+
+    def report(self, metric: float) -> float:
+        """Record one metric value; returns the LR now in force."""
+        ...
+
+
 class PlateauDecay(Schedule):
     """Multiply the LR by ``factor`` when a reported metric stops improving.
 
@@ -554,9 +574,10 @@ class PlateauDecay(Schedule):
     counted. Keras differs: its ``min_delta`` is always absolute, it reduces once ``patience``
     (not ``patience + 1``) reports failed, and the last cooldown report already counts.
 
-    Unlike the other schedules a step here is a *report*: ``lr_at(k)`` is the LR in force
-    after ``k`` calls of ``report`` (``lr_at(0) == lr``), and steps past the last report hold
-    the current LR. ``to_dict`` includes the reported history; ``from_dict`` replays it.
+    Unlike the other schedules a step here is a *report* (it is :class:`MetricDriven`):
+    ``lr_at(k)`` is the LR in force after ``k`` calls of ``report`` (``lr_at(0) == lr``), and
+    steps past the last report hold the current LR. ``to_dict`` includes the reported history;
+    ``from_dict`` replays it.
 
     Args:
         lr: Initial LR, > 0.
@@ -605,6 +626,11 @@ class PlateauDecay(Schedule):
     def history(self) -> tuple[float, ...]:
         """The metrics reported so far, in order."""
         return tuple(self._history)
+
+    @property
+    def n_reports(self) -> int:
+        """How many metrics have been reported (the step whose LR is in force)."""
+        return len(self._history)
 
     @property
     def current_lr(self) -> float:

@@ -8,6 +8,10 @@ this module smooths that curve, finds where it diverged, and reads four LRs off 
 - ``valley``: two thirds of the way down the longest uninterrupted descent.
 - ``diverge``: the LR at which the divergence stop fired (or the last LR of the ramp).
 
+Over the repeats, :func:`summarize` gives each suggestion a geometric median; a repeat whose
+suggestion is a stand-in (a fallback, or the ramp's end for a repeat that never diverged) is
+left out of it.
+
 Every suggestion is an LR inside ``[lrs[0], lrs[-1]]``, whatever the curve looks like (noise,
 NaN/inf tail, flat start, a handful of points, nothing finite at all). When a suggestion cannot
 be read off the curve it falls back to the geometric middle of the LRs before divergence and
@@ -27,6 +31,8 @@ from numpy.typing import ArrayLike, NDArray
 __all__ = [
     "SUGGESTION_NAMES",
     "CurveSuggestions",
+    "DivergenceWatch",
+    "LossSmoother",
     "SuggestionSummary",
     "divergence_index",
     "smooth",
@@ -65,18 +71,36 @@ def smooth(losses: ArrayLike, beta: float = 0.98) -> FloatArray:
     Returns:
         A float array of the same length.
     """
-    if not 0.0 <= beta < 1.0:
-        raise ValueError(f"beta must be in [0, 1), got {beta=}")
+    smoother = LossSmoother(beta)
     x = _as_1d(losses, "losses")
-    out = np.full(x.shape, np.inf)
-    n_finite = _first_non_finite(x)
-    avg = 0.0
-    correction = 1.0
-    for i in range(n_finite):
-        avg = beta * avg + (1.0 - beta) * float(x[i])
-        correction *= beta
-        out[i] = avg / (1.0 - correction)
-    return out
+    return np.array([smoother.add(float(v)) for v in x], dtype=np.float64)
+
+
+class LossSmoother:
+    """:func:`smooth`, one loss at a time (O(1) per step), for a loop that stops on the way.
+
+    Example:
+        >>> smoother = LossSmoother(beta=0.5)
+        >>> [smoother.add(v) for v in (3.0, 3.0, float("nan"), 1.0)]
+        [3.0, 3.0, inf, inf]
+    """
+
+    def __init__(self, beta: float = 0.98) -> None:
+        if not 0.0 <= beta < 1.0:
+            raise ValueError(f"beta must be in [0, 1), got {beta=}")
+        self.beta = beta
+        self._avg = 0.0
+        self._correction = 1.0
+        self._broken = False
+
+    def add(self, loss: float) -> float:
+        """The smoothed value after ``loss``: ``inf`` from the first non-finite loss on."""
+        self._broken = self._broken or not math.isfinite(loss)
+        if self._broken:
+            return math.inf
+        self._avg = self.beta * self._avg + (1.0 - self.beta) * loss
+        self._correction *= self.beta
+        return self._avg / (1.0 - self._correction)
 
 
 def divergence_index(
@@ -116,28 +140,59 @@ def divergence_index(
     Returns:
         The first diverged index, or None if the curve never diverged.
     """
-    if not (factor > 1.0 and math.isfinite(factor)):
-        raise ValueError(f"factor must be finite and > 1, got {factor=}")
-    if skip_start < 0:
-        raise ValueError(f"skip_start must be >= 0, got {skip_start=}")
-    s = _as_1d(smoothed, "smoothed")
-    n_finite = _first_non_finite(s)
-    stop = None if n_finite == s.size else n_finite
-    if n_finite <= skip_start:
-        return stop
-    s = s[:n_finite]
-    index = np.arange(n_finite)
-    best = np.minimum.accumulate(s)
-    best_at = np.maximum.accumulate(np.where(s == best, index, 0))
-    peak = np.maximum.accumulate(s)[np.maximum(best_at, skip_start)]
-    # Overflow only for losses near the float limit; inf then compares the way it should.
-    with np.errstate(over="ignore"):
-        scale = np.maximum.reduce(
-            [np.maximum(best, 0.0), peak - best, _REL_EPS * np.abs(best), np.full_like(s, _ABS_EPS)]
-        )
-        over = (s - best > (factor - 1.0) * scale) & (index >= skip_start)
-    hits = np.flatnonzero(over)
-    return int(hits[0]) if hits.size else stop
+    watch = DivergenceWatch(factor=factor, skip_start=skip_start)
+    for value in _as_1d(smoothed, "smoothed"):
+        if watch.add(float(value)):
+            break
+    return watch.index
+
+
+class DivergenceWatch:
+    """:func:`divergence_index`, one smoothed value at a time (O(1) per step).
+
+    Feed it the smoothed curve step by step; ``add`` returns True from the step the curve
+    diverged on, and ``index`` is then that step.
+
+    Example:
+        >>> watch = DivergenceWatch(factor=4.0, skip_start=2)
+        >>> [watch.add(v) for v in (3.0, 2.0, 1.0, 2.0, 9.0)], watch.index
+        ([False, False, False, False, True], 4)
+    """
+
+    def __init__(self, *, factor: float = 4.0, skip_start: int = 10) -> None:
+        if not (factor > 1.0 and math.isfinite(factor)):
+            raise ValueError(f"factor must be finite and > 1, got {factor=}")
+        if skip_start < 0:
+            raise ValueError(f"skip_start must be >= 0, got {skip_start=}")
+        self.factor = factor
+        self.skip_start = skip_start
+        self.index: int | None = None
+        self._best = math.inf
+        self._best_at = 0
+        self._running_max: list[float] = []  # the highest value up to each step
+
+    def add(self, value: float) -> bool:
+        """Take the next smoothed value; True if the curve has diverged by now."""
+        if self.index is not None:
+            return True
+        i = len(self._running_max)
+        if not math.isfinite(value):
+            self.index = i
+            return True
+        if value <= self._best:
+            self._best, self._best_at = value, i
+        self._running_max.append(max(value, self._running_max[-1]) if i else value)
+        if i >= self.skip_start:
+            peak = self._running_max[max(self._best_at, self.skip_start)]
+            # Overflow only for losses near the float limit; inf then compares as it should.
+            if value - self._best > (self.factor - 1.0) * _scale(self._best, peak):
+                self.index = i
+        return self.index is not None
+
+
+def _scale(best: float, peak: float) -> float:
+    """The unit a rise above ``best`` is measured in (see :func:`divergence_index`)."""
+    return max(best, 0.0, peak - best, _REL_EPS * abs(best), _ABS_EPS)
 
 
 @dataclass(frozen=True)
@@ -168,6 +223,14 @@ class CurveSuggestions:
     stopped_early: bool
     fallbacks: tuple[str, ...] = ()
 
+    def is_fallback(self, name: str) -> bool:
+        """Whether suggestion ``name`` was filled in rather than read off the curve.
+
+        True for the names in ``fallbacks``, and for ``diverge`` when the curve never
+        diverged: its value is then only the end of the ramp.
+        """
+        return name in self.fallbacks or (name == "diverge" and not self.stopped_early)
+
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict; :meth:`from_dict` reverses it."""
         data = asdict(self)
@@ -193,9 +256,15 @@ class CurveSuggestions:
 class SuggestionSummary:
     """One suggestion (e.g. ``valley``) summarised over the repeats of a range test.
 
+    A value is a *fallback* (:meth:`CurveSuggestions.is_fallback`) when the curve did not
+    give it: the suggestion's name is in :attr:`CurveSuggestions.fallbacks`, or, for
+    ``diverge``, the repeat never diverged (its value is then just the end of the ramp, a
+    lower bound on the divergence LR).
+
     Attributes:
         median: geometric median, i.e. ``10 ** median(log10(values))`` over the values that
-            are not fallbacks (over all values if every one is a fallback).
+            are not fallbacks (over all values if every one is a fallback: for ``diverge``,
+            the ramp's end when no repeat diverged).
         spread_decades: sample standard deviation (ddof=1) of ``log10`` of those same values;
             0.0 when there is only one.
         values: the per-repeat values, in repeat order, fallbacks included.
@@ -305,8 +374,7 @@ def _explosion_start(y: FloatArray, smoothed: FloatArray, d: int, factor: float,
     best_at = int(np.argmin(finite))
     best = float(finite[best_at])
     peak = float(np.max(finite[: max(best_at, first) + 1]))
-    scale = max(best, 0.0, peak - best, _REL_EPS * abs(best), _ABS_EPS)
-    threshold = best + (factor - 1.0) * scale
+    threshold = best + (factor - 1.0) * _scale(best, peak)
     j = d
     while j - 1 > first and not (np.isfinite(y[j - 1]) and y[j - 1] <= threshold):
         j -= 1
@@ -319,6 +387,9 @@ def summarize(per_repeat: Sequence[CurveSuggestions]) -> dict[str, SuggestionSum
     Args:
         per_repeat: one :class:`CurveSuggestions` per repeat; at least one.
 
+    Fallback values are left out of the median and spread unless every repeat fell back; a
+    repeat that never diverged has no ``diverge`` reading (see :class:`SuggestionSummary`).
+
     Returns:
         ``{"steep": ..., "min10": ..., "valley": ..., "diverge": ...}``, each a
         :class:`SuggestionSummary` (geometric median and spread in decades).
@@ -328,7 +399,7 @@ def summarize(per_repeat: Sequence[CurveSuggestions]) -> dict[str, SuggestionSum
     summary = {}
     for name in SUGGESTION_NAMES:
         values = [float(getattr(s, name)) for s in per_repeat]
-        used = [v for v, s in zip(values, per_repeat, strict=True) if name not in s.fallbacks]
+        used = [v for v, s in zip(values, per_repeat, strict=True) if not s.is_fallback(name)]
         logs = np.log10(used or values)
         spread = float(np.std(logs, ddof=1)) if logs.size > 1 else 0.0
         summary[name] = SuggestionSummary(
@@ -400,12 +471,6 @@ def _as_1d(values: ArrayLike, name: str) -> FloatArray:
     if array.ndim != 1:
         raise ValueError(f"{name} must be 1-D, got shape {array.shape}")
     return array
-
-
-def _first_non_finite(values: FloatArray) -> int:
-    """Index of the first NaN/inf, or the length if there is none."""
-    bad = np.flatnonzero(~np.isfinite(values))
-    return int(bad[0]) if bad.size else int(values.size)
 
 
 def _geometric_middle(lr: FloatArray) -> float:

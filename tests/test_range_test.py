@@ -10,6 +10,7 @@ import torch
 
 from lrsearch.range_test import RangeTestResult, range_test, range_test_workload
 from lrsearch.schedules import OneCycle
+from lrsearch.suggest import divergence_index, smooth
 from lrsearch.training import train
 from lrsearch.workloads import get_workload
 
@@ -65,6 +66,28 @@ def test_stops_at_divergence(blobs) -> None:
     result = range_test_workload(blobs, repeats=1, num_iter=200, end_lr=1e4)
     curve = result.curves[0]
     assert curve.suggestions.stopped_early and len(curve.lrs) < 200
+
+
+def test_running_smoothing_equals_a_direct_recomputation(blobs) -> None:
+    beta = 0.9
+    result = range_test_workload(blobs, repeats=2, num_iter=200, end_lr=1e4, beta=beta)
+    for curve in result.curves:
+        x = np.asarray(curve.losses)
+        weights = (1 - beta) * beta ** np.arange(len(x))[::-1]
+        direct = [
+            float(weights[-i - 1 :] @ x[: i + 1] / (1 - beta ** (i + 1))) for i in range(len(x))
+        ]
+        np.testing.assert_allclose(curve.smoothed, direct, rtol=1e-12)
+        assert curve.smoothed == smooth(x, beta).tolist()
+        # it stopped at the first step where the whole smoothed curve so far had diverged
+        assert divergence_index(smooth(x, beta), skip_start=10) == len(x) - 1
+
+
+def test_a_ramp_that_never_diverges_puts_the_diverge_median_at_its_end(blobs) -> None:
+    result = range_test_workload(blobs, repeats=2, num_iter=30, end_lr=1e-3)
+    assert not any(c.suggestions.stopped_early for c in result.curves)
+    diverge = result.summary["diverge"]
+    assert diverge.median == pytest.approx(1e-3) and diverge.n_fallback == 2
 
 
 @pytest.mark.parametrize("seed", [0, 1])

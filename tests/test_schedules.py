@@ -20,6 +20,7 @@ from lrsearch.schedules import (
     Cyclic,
     ExpRamp,
     LinearRamp,
+    MetricDriven,
     OneCycle,
     PlateauDecay,
     Schedule,
@@ -451,6 +452,18 @@ def test_plateau_restored_mid_run_continues_identically() -> None:
         assert restored.report(metric) == original.report(metric)
     assert restored == original
     assert restored.current_lr == original.current_lr < 1.0
+
+
+def test_plateau_is_metric_driven_and_counts_its_reports() -> None:
+    schedule = PlateauDecay(1.0, patience=0, factor=0.5)
+    assert isinstance(schedule, MetricDriven)
+    assert not isinstance(OneCycle(0.1, 10), MetricDriven)
+    lrs = [schedule.lr_at(schedule.n_reports)]
+    for metric in (3.0, 3.0, 3.0):
+        schedule.report(metric)
+        lrs.append(schedule.lr_at(schedule.n_reports))
+    assert schedule.n_reports == 3
+    assert lrs == [1.0, 1.0, 0.5, 0.25]  # the LR in force after each report
 
 
 # --- dicts -------------------------------------------------------------------------------

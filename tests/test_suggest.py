@@ -11,6 +11,8 @@ from hypothesis import strategies as st
 from lrsearch.suggest import (
     SUGGESTION_NAMES,
     CurveSuggestions,
+    DivergenceWatch,
+    LossSmoother,
     SuggestionSummary,
     divergence_index,
     smooth,
@@ -127,6 +129,18 @@ class TestSmooth:
     def test_rejects_bad_beta(self, beta: float) -> None:
         with pytest.raises(ValueError, match="beta must be in"):
             smooth([1.0, 2.0], beta)
+        with pytest.raises(ValueError, match="beta must be in"):
+            LossSmoother(beta)
+
+    @given(
+        st.lists(st.floats(allow_nan=True, allow_infinity=True), max_size=60),
+        st.floats(0.0, 0.999),
+    )
+    @FAST
+    def test_one_at_a_time_equals_the_whole_curve(self, values: list[float], beta: float) -> None:
+        smoother = LossSmoother(beta)
+        online = [smoother.add(v) for v in values]
+        np.testing.assert_array_equal(online, smooth(values, beta))
 
 
 class TestDivergenceIndex:
@@ -187,6 +201,34 @@ class TestDivergenceIndex:
     def test_rejects_bad_arguments(self, kwargs: dict, match: str) -> None:
         with pytest.raises(ValueError, match=match):
             divergence_index([1.0, 2.0], **kwargs)
+        with pytest.raises(ValueError, match=match):
+            DivergenceWatch(**kwargs)
+
+    @given(curves, st.floats(1.5, 6.0), st.integers(0, 20))
+    @FAST
+    def test_watch_fires_where_a_direct_recomputation_does(
+        self, params: dict, factor: float, skip_start: int
+    ) -> None:
+        _, loss = make(params)
+        s = smooth(loss)
+        watch = DivergenceWatch(factor=factor, skip_start=skip_start)
+        fired = [watch.add(float(v)) for v in s]
+        direct = _divergence_index_vectorised(s, factor=factor, skip_start=skip_start)
+        assert watch.index == direct == divergence_index(s, factor=factor, skip_start=skip_start)
+        assert fired == [direct is not None and i >= direct for i in range(s.size)]
+
+    @given(
+        st.lists(st.sampled_from([-1e300, -3.0, -1.0, 0.0, 0.5, 1.0, 2.0, 1e300]), max_size=40),
+        st.floats(1.5, 6.0),
+        st.integers(0, 5),
+    )
+    @FAST
+    def test_watch_matches_the_vectorised_rule_on_awkward_values(
+        self, values: list[float], factor: float, skip_start: int
+    ) -> None:
+        s = np.array(values)
+        expected = _divergence_index_vectorised(s, factor=factor, skip_start=skip_start)
+        assert divergence_index(s, factor=factor, skip_start=skip_start) == expected
 
 
 class TestSuggest:
@@ -347,6 +389,21 @@ class TestSummarize:
         assert only.median == pytest.approx(1e-5)
         assert only.n_fallback == 1
 
+    def test_a_repeat_that_never_diverged_has_no_say_in_the_diverge_median(self) -> None:
+        # 10 is the end of the ramp, not where that repeat diverged
+        runs = [_suggestions(diverge=v, diverged=v < 10) for v in (2.72, 3.94, 10.0)]
+        diverge = summarize(runs)["diverge"]
+        assert diverge.median == pytest.approx(math.sqrt(2.72 * 3.94))
+        assert diverge.spread_decades == pytest.approx(np.std(np.log10([2.72, 3.94]), ddof=1))
+        assert diverge.values == (2.72, 3.94, 10.0)
+        assert diverge.n_fallback == 1
+
+    def test_diverge_median_is_the_ramp_end_when_no_repeat_diverged(self) -> None:
+        runs = [_suggestions(diverge=10.0, diverged=False) for _ in range(3)]
+        diverge = summarize(runs)["diverge"]
+        assert diverge.median == pytest.approx(10.0)
+        assert diverge.n_fallback == 3
+
     def test_json_round_trip(self) -> None:
         lrs, loss = synthetic_curve(noise=0.05)
         summary = summarize([suggest(lrs, loss), suggest(lrs, loss[::-1])])
@@ -358,12 +415,34 @@ class TestSummarize:
             summarize([])
 
 
+def _divergence_index_vectorised(s: np.ndarray, *, factor: float, skip_start: int) -> int | None:
+    """The divergence rule recomputed for every step at once, straight from its docstring."""
+    bad = np.flatnonzero(~np.isfinite(s))
+    n_finite = int(bad[0]) if bad.size else s.size
+    stop = None if n_finite == s.size else n_finite
+    if n_finite <= skip_start:
+        return stop
+    s = s[:n_finite]
+    index = np.arange(n_finite)
+    best = np.minimum.accumulate(s)
+    best_at = np.maximum.accumulate(np.where(s == best, index, 0))
+    peak = np.maximum.accumulate(s)[np.maximum(best_at, skip_start)]
+    with np.errstate(over="ignore"):
+        scale = np.maximum.reduce(
+            [np.maximum(best, 0.0), peak - best, 1e-9 * np.abs(best), np.full_like(s, 1e-12)]
+        )
+        over = (s - best > (factor - 1.0) * scale) & (index >= skip_start)
+    hits = np.flatnonzero(over)
+    return int(hits[0]) if hits.size else stop
+
+
 def _suggestions(
     *,
     steep: float = 1e-3,
     min10: float = 1e-3,
     valley: float = 1e-3,
     diverge: float = 1e-1,
+    diverged: bool = False,
     fallbacks: tuple[str, ...] = (),
 ) -> CurveSuggestions:
     return CurveSuggestions(
@@ -371,7 +450,7 @@ def _suggestions(
         min10=min10,
         valley=valley,
         diverge=diverge,
-        diverge_index=None,
-        stopped_early=False,
+        diverge_index=50 if diverged else None,
+        stopped_early=diverged,
         fallbacks=fallbacks,
     )

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from lrsearch.schedules import Constant, OneCycle, PlateauDecay
+from lrsearch.schedules import Constant, MetricDriven, OneCycle, PlateauDecay, Schedule
 from lrsearch.training import StepInfo, train
 from lrsearch.workloads import get_workload
 
@@ -102,6 +102,50 @@ def test_plateau_schedule_gets_reports(blobs) -> None:
     result = train(blobs, schedule, epochs=4)
     assert result.epochs == 4
     assert len(schedule.history) == 4
+
+
+class _HalveEachReport(Schedule):
+    """A metric-driven schedule that is not PlateauDecay: the LR halves at every report."""
+
+    kind = "halve-each-report"
+
+    def __init__(self, lr: float) -> None:
+        self.lr = lr
+        self.reported: list[float] = []
+
+    @property
+    def n_reports(self) -> int:
+        return len(self.reported)
+
+    def report(self, metric: float) -> float:
+        self.reported.append(metric)
+        return self.lr_at(self.n_reports)
+
+    def _lr_values(self, steps):
+        return self.lr * 0.5 ** steps.astype(float)
+
+    def _params(self) -> dict:
+        return {"lr": self.lr}
+
+
+def test_any_metric_driven_schedule_gets_reports_and_sets_the_lr(blobs) -> None:
+    schedule = _HalveEachReport(0.2)
+    assert isinstance(schedule, MetricDriven)
+    steps: list[StepInfo] = []
+    result = train(blobs, schedule, epochs=3, on_step=steps.append)
+    assert schedule.reported == [e.val_loss for e in result.history]
+    # every step of epoch e runs at the LR in force after the e reports before it
+    assert [s.lr for s in steps] == [0.2 * 0.5**s.epoch for s in steps]
+    assert {s.epoch for s in steps} == {0, 1, 2}
+
+
+def test_a_step_schedule_is_not_reported_to(blobs) -> None:
+    # A schedule with a stray `report` but no `n_reports` is stepped by the optimizer step.
+    schedule = OneCycle(0.2, 2 * blobs.steps_per_epoch())
+    schedule.report = lambda metric: pytest.fail("reported to a step schedule")  # type: ignore[attr-defined]
+    steps: list[StepInfo] = []
+    train(blobs, schedule, epochs=2, on_step=steps.append)
+    assert [s.lr for s in steps] == pytest.approx(list(schedule.lrs()))
 
 
 @pytest.mark.parametrize(
