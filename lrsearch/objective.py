@@ -25,7 +25,7 @@ from optuna.trial import TrialState
 
 from lrsearch.space import build_schedule, derived_params, suggest_params
 from lrsearch.storage import system_attrs
-from lrsearch.study import FINISHED, StudyHandle
+from lrsearch.study import FINISHED, StudyHandle, trial_seed
 
 if TYPE_CHECKING:
     from lrsearch.schedules import Schedule
@@ -201,7 +201,7 @@ class Objective:
             schedule=schedule,
             total_steps=plan.total_steps,
             device=self.device,
-            seed=self.handle.config.study.seed + trial.number,
+            seed=trial_seed(self.handle.config, trial.number),
             retry_of=retry_of,
             retry_of_attrs=dead,
         )

@@ -54,7 +54,10 @@ def open_recorder(handle: StudyHandle, tracker: Tracker, *, log_parent: bool) ->
     if not log_parent:
         return recorder
     first_time = handle.parent_run_id is None
-    params = {**_flat("", json.loads(handle.config.to_json())), "storage": redact(handle.storage_url)}
+    params = {
+        **_flat("", json.loads(handle.config.to_json())),
+        "storage": redact(handle.storage_url),
+    }
     params.update({f"prior.{k}": v for k, v in handle.prior.to_dict().items()})
     for name, s in handle.range_test.get("suggestions", {}).items():
         params[f"range_test.{name}"] = s["median"]

@@ -22,7 +22,14 @@ if TYPE_CHECKING:
     from lrsearch.plots import StudyHistory
     from lrsearch.schedules import Schedule
 
-__all__ = ["best_trial", "ended_trial_reasons", "study_history", "summary", "trial_schedule"]
+__all__ = [
+    "best_trial",
+    "ended_trial_reasons",
+    "study_history",
+    "summary",
+    "trial_params",
+    "trial_schedule",
+]
 
 
 def best_trial(handle: StudyHandle) -> FrozenTrial:
@@ -36,17 +43,23 @@ def best_trial(handle: StudyHandle) -> FrozenTrial:
         ) from None
 
 
-def trial_schedule(handle: StudyHandle, trial: FrozenTrial) -> Schedule:
-    """Rebuild the schedule a finished trial trained with.
+def trial_params(handle: StudyHandle, trial: FrozenTrial) -> dict[str, Any]:
+    """Every parameter a finished trial trained with, as its sampling produced them.
 
-    The trial's sampling is replayed on its stored values, so what ``suggest_params`` adds
-    (fixed parameters, the only policy, ``momentum_low`` clipped to ``momentum_high``) comes
-    back exactly as the trial had it.
+    The sampling is replayed on the stored values, so what ``suggest_params`` adds (fixed
+    parameters, the only policy, ``momentum_low`` clipped to ``momentum_high``) comes back
+    exactly as the trial had it.
     """
+    return suggest_params(FixedTrial(dict(trial.params)), handle.config.space, handle.prior)
+
+
+def trial_schedule(handle: StudyHandle, trial: FrozenTrial) -> Schedule:
+    """Rebuild the schedule a finished trial trained with."""
     plan = handle.plan
-    params = suggest_params(FixedTrial(dict(trial.params)), handle.config.space, handle.prior)
     return build_schedule(
-        params, total_steps=plan.total_steps, steps_per_epoch=plan.steps_per_epoch
+        trial_params(handle, trial),
+        total_steps=plan.total_steps,
+        steps_per_epoch=plan.steps_per_epoch,
     )
 
 

@@ -27,7 +27,7 @@ from lrsearch.storage import open_storage, redact
 if TYPE_CHECKING:
     from lrsearch.workloads import Workload
 
-__all__ = ["FINISHED", "StudyHandle", "TrialPlan", "load_study", "open_study"]
+__all__ = ["FINISHED", "StudyHandle", "TrialPlan", "load_study", "open_study", "trial_seed"]
 
 KEY_CONFIG = "lrsearch.config"
 KEY_FINGERPRINT = "lrsearch.fingerprint"
@@ -51,6 +51,11 @@ class TrialPlan:
     @property
     def total_steps(self) -> int:
         return self.epochs * self.steps_per_epoch
+
+
+def trial_seed(config: StudyConfig, number: int) -> int:
+    """The seed trial ``number`` trains with (model init and data order)."""
+    return config.study.seed + number
 
 
 def build_workload(config: StudyConfig) -> Workload:

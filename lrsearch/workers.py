@@ -120,7 +120,11 @@ def run_trials(
         # fail_reason attribute already record it.
         warnings.simplefilter("ignore", UserWarning)
         handle.study.optimize(
-            objective, timeout=timeout, callbacks=callbacks, catch=(Exception,), gc_after_trial=False
+            objective,
+            timeout=timeout,
+            callbacks=callbacks,
+            catch=(Exception,),
+            gc_after_trial=False,
         )
     if guard.streak >= guard.limit:
         raise LrsearchError(

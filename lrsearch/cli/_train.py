@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -21,6 +22,8 @@ from lrsearch.policies import DEFAULT_POLICY, POLICIES, SMITH_DEFAULTS, build_sc
 
 if TYPE_CHECKING:
     from lrsearch.schedules import Schedule
+    from lrsearch.training import TrainResult
+    from lrsearch.workloads import Workload
 
 
 def schedule_from_options(
@@ -105,7 +108,18 @@ def schedule_from_options(
     "--weight-decay", type=float, default=0.0, show_default=True, help="Optimizer weight decay."
 )
 @click.option(
-    "--seed", type=int, default=0, show_default=True, help="Seeds model init and data order."
+    "--seed",
+    type=int,
+    default=None,
+    help="Seeds model init and data order (default: 0, or the trial's seed with --from-study).",
+)
+@click.option(
+    "--seeds",
+    type=int,
+    default=1,
+    show_default=True,
+    callback=positive("seeds"),
+    help="Train with this many seeds (seed, seed+1, ...) and report mean ± std.",
 )
 @device_option
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of text.")
@@ -117,66 +131,109 @@ def schedule_from_options(
 @click.option("--storage", default=None, help="Storage of --from-study (default: as for 'run').")
 def train(**opts: Any) -> None:
     """Train one schedule on a workload and print the final validation metric."""
-    from lrsearch.training import train as run_training
-
     set_threads()
     device = check_device(opts["device"])
-    if opts["from_study"]:
-        workload, schedule, epochs, batch_size, weight_decay = _from_study(opts)
-        opts["schedule"], opts["max_lr"] = (
-            schedule.kind,
-            getattr(schedule, "max_lr", schedule.lr_at(0)),
-        )
-    else:
-        from lrsearch.workloads import get_workload
-
-        workload = get_workload(opts["workload"])
-        epochs, batch_size, weight_decay = (
-            opts["epochs"] or workload.epochs,
-            opts["batch_size"],
-            opts["weight_decay"],
-        )
-        steps_per_epoch = workload.steps_per_epoch(batch_size)
-        schedule = schedule_from_options(
-            opts, total_steps=epochs * steps_per_epoch, steps_per_epoch=steps_per_epoch
-        )
-    result = run_training(
-        workload,
-        schedule,
-        epochs=epochs,
-        batch_size=batch_size,
-        weight_decay=weight_decay,
-        device=device,
-        seed=opts["seed"],
-    )
+    job = _from_study(opts) if opts["from_study"] else _from_options(opts)
+    seed = job.seed if opts["seed"] is None else opts["seed"]
+    if job.origin:
+        click.echo(f"retraining {job.origin} with seed {seed}", err=True)
+    results = [_train_once(job, device, seed + k) for k in range(opts["seeds"])]
     if opts["as_json"]:
-        record = result.to_dict()
-        record.pop("history")
-        record["schedule"] = schedule.to_dict()
+        record = results[0].to_dict() if len(results) == 1 else _seeds_record(results, seed)
+        record.pop("history", None)
+        record["schedule"] = job.schedule.to_dict()
         click.echo(json.dumps(record))
         return
-    status = f"diverged: {result.diverge_reason}" if result.diverged else "finished"
-    click.echo(
-        f"{workload.name} {opts['schedule']} max_lr={opts['max_lr']:g}: {status} after "
-        f"{result.epochs} epochs in {result.seconds:.1f}s; val_{result.metric_name}="
-        f"{result.val_metric:.2f} val_loss={result.val_loss:.4f}"
+    for result in results:
+        status = f"diverged: {result.diverge_reason}" if result.diverged else "finished"
+        click.echo(
+            f"{job.workload.name} {job.label}: {status} after {result.epochs} epochs in "
+            f"{result.seconds:.1f}s; val_{result.metric_name}={result.val_metric:.2f} "
+            f"val_loss={result.val_loss:.4f}"
+        )
+    if len(results) > 1:
+        record = _seeds_record(results, seed)
+        click.echo(
+            f"over {len(results)} seeds: val_{results[0].metric_name}="
+            f"{record['val_metric_mean']:.2f} ± {record['val_metric_std']:.2f}"
+        )
+
+
+@dataclass(frozen=True)
+class _Job:
+    """What ``train`` trains: a workload, a schedule and the settings around them."""
+
+    workload: Workload
+    schedule: Schedule
+    epochs: int
+    batch_size: int | None
+    weight_decay: float
+    seed: int
+    label: str
+    origin: str = ""
+
+
+def _train_once(job: _Job, device: str, seed: int) -> TrainResult:
+    from lrsearch.training import train as run_training
+
+    return run_training(
+        job.workload,
+        job.schedule,
+        epochs=job.epochs,
+        batch_size=job.batch_size,
+        weight_decay=job.weight_decay,
+        device=device,
+        seed=seed,
     )
 
 
-def _from_study(opts: dict[str, Any]) -> tuple[Any, Any, int, int | None, float]:
-    from lrsearch.reporting import best_trial, trial_schedule
+def _seeds_record(results: list[TrainResult], seed: int) -> dict[str, Any]:
+    import statistics
+
+    values = [r.val_metric for r in results]
+    return {
+        "seeds": list(range(seed, seed + len(results))),
+        "val_metric": values,
+        "val_metric_mean": statistics.fmean(values),
+        "val_metric_std": statistics.stdev(values),
+        "metric_name": results[0].metric_name,
+        "diverged": [r.diverged for r in results],
+    }
+
+
+def _from_options(opts: dict[str, Any]) -> _Job:
+    from lrsearch.workloads import get_workload
+
+    workload = get_workload(opts["workload"])
+    epochs = opts["epochs"] or workload.epochs
+    steps_per_epoch = workload.steps_per_epoch(opts["batch_size"])
+    schedule = schedule_from_options(
+        opts, total_steps=epochs * steps_per_epoch, steps_per_epoch=steps_per_epoch
+    )
+    label = f"{opts['schedule']} max_lr={opts['max_lr']:g}"
+    return _Job(workload, schedule, epochs, opts["batch_size"], opts["weight_decay"], 0, label)
+
+
+def _from_study(opts: dict[str, Any]) -> _Job:
+    """The best trial of a study, exactly as it trained (its schedule, settings and seed)."""
+    from lrsearch.reporting import best_trial, trial_params, trial_schedule
     from lrsearch.storage import default_storage
-    from lrsearch.study import load_study
+    from lrsearch.study import load_study, trial_seed
 
     handle = load_study(opts["from_study"], opts["storage"] or default_storage())
     trial = best_trial(handle)
     plan = handle.plan
-    return (
-        plan.workload,
-        trial_schedule(handle, trial),
-        plan.epochs,
-        handle.config.study.batch_size,
-        float(trial.params.get("weight_decay", 0.0)),
+    params = trial_params(handle, trial)
+    schedule = trial_schedule(handle, trial)
+    return _Job(
+        workload=plan.workload,
+        schedule=schedule,
+        epochs=plan.epochs,
+        batch_size=handle.config.study.batch_size,
+        weight_decay=float(params["weight_decay"]),
+        seed=trial_seed(handle.config, trial.number),
+        label=f"{params.get('policy', 'one-cycle')} max_lr={params['max_lr']:g}",
+        origin=f"trial {trial.number} of study {handle.name!r} (val {trial.value:.4g})",
     )
 
 

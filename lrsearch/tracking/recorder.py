@@ -192,9 +192,7 @@ class StudyRecorder:
             # Training matters more than its record: the trial goes on without MLflow.
             _warn(f"no MLflow run for trial {number}: {exc}")
             return None
-        artifacts = self.tracker._sender().submit(
-            _log_schedule, run, schedule, total_steps, number
-        )
+        artifacts = self.tracker._sender().submit(_log_schedule, run, schedule, total_steps, number)
         return TrialRecord(run, artifacts)
 
     def close_lost(self, run_id: str, *, reason: str, retried_as: int | None = None) -> None:
