@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from lrsearch.range_test import RangeTestResult
     from lrsearch.schedules import Schedule
 
+
 @dataclass(frozen=True)
 class StudyHistory:
     """What a study's plots show: its complete trials, in order, and the prior."""
@@ -27,6 +28,7 @@ class StudyHistory:
     maximize: bool
     prior: LRPrior
     importances: Mapping[str, float]
+    counts: Mapping[str, int] = field(default_factory=dict)  # trials by state, and "diverged"
 
 
 _PRIOR_COLOUR = "dimgrey"  # not a repeat colour (C0, C1, ...)

@@ -50,7 +50,7 @@ def open_recorder(handle: StudyHandle, tracker: Tracker, *, log_parent: bool) ->
 
     The range test is logged to the parent run the first time only.
     """
-    recorder = StudyRecorder(tracker, handle.name, handle.parent_run_id)
+    recorder = StudyRecorder(tracker, handle.name, handle.parent_run_id, metric=handle.metric_name)
     if not log_parent:
         return recorder
     first_time = handle.parent_run_id is None
@@ -62,7 +62,9 @@ def open_recorder(handle: StudyHandle, tracker: Tracker, *, log_parent: bool) ->
     for name, s in handle.range_test.get("suggestions", {}).items():
         params[f"range_test.{name}"] = s["median"]
     tags = {"optuna.study": handle.name, "lrsearch.storage": redact(handle.storage_url)}
-    handle.set_parent_run(recorder.open_parent(params, tags))
+    config = json.dumps(json.loads(handle.config.to_json()), indent=2)
+    description = f"lrsearch study `{handle.name}`, its config:\n\n```json\n{config}\n```"
+    handle.set_parent_run(recorder.open_parent(params, tags, description=description))
     if first_time and handle.range_test:
         from lrsearch.range_test import RangeTestResult
 

@@ -109,7 +109,13 @@ def study_history(handle: StudyHandle) -> StudyHistory:
     """The complete trials and the prior, as the parent run's plots draw them."""
     from lrsearch.plots import StudyHistory
 
-    trials = _complete(handle.study.get_trials(deepcopy=False))
+    every = handle.study.get_trials(deepcopy=False)
+    trials = _complete(every)
+    counts = {state.name: 0 for state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)}
+    for t in every:
+        if t.state.name in counts and not t.user_attrs.get("surplus"):
+            counts[t.state.name] += 1
+    counts["DIVERGED"] = sum("diverged" in t.user_attrs for t in every)
     return StudyHistory(
         numbers=[t.number for t in trials],
         values=[float(t.value) for t in trials if t.value is not None],
@@ -117,6 +123,7 @@ def study_history(handle: StudyHandle) -> StudyHistory:
         maximize=handle.maximize,
         prior=handle.prior,
         importances=_importances(handle.study) if len(trials) >= 3 else {},
+        counts=counts,
     )
 
 

@@ -8,6 +8,7 @@ name and the storage URL. The handle builds the workload, epochs and steps per e
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -176,6 +177,9 @@ def open_study(
             "direction": workload.metric.direction,
         }
         study.set_user_attr(KEY_WORKLOAD_INFO, info)
+        with warnings.catch_warnings():  # flagged experimental; it names Optuna's objective
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names([f"val_{workload.metric.name}"])
     study.set_user_attr(KEY_TARGET, config.study.n_trials)  # the latest run's; workers follow it
     if tracking_uri and KEY_TRACKING not in study.user_attrs:
         study.set_user_attr(KEY_TRACKING, tracking_uri)

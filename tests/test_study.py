@@ -72,6 +72,17 @@ def test_study_end_to_end(home) -> None:
     assert len(trial_runs) == len(trials)
     parent = [r for r in all_runs if r.data.tags.get("lrsearch.role") == "study"]
     assert len(parent) == 1 and parent[0].info.status == "FINISHED"
+    summary = parent[0].data
+    best = study.best_trial
+    assert summary.tags["lrsearch.best_trial"] == str(best.number)
+    assert float(summary.tags["lrsearch.best_value"]) == pytest.approx(best.value, rel=1e-5)
+    assert summary.metrics["trials_complete"] + summary.metrics["trials_pruned"] == 5
+    assert summary.metrics["best_val_accuracy"] == pytest.approx(best.value)
+    assert "steep_median" in summary.metrics and "prior" in summary.params
+    assert "tiny" in summary.tags["mlflow.note.content"]
+    curve = client.get_metric_history(parent[0].info.run_id, "best_val_accuracy")
+    assert [m.value for m in curve] == sorted(m.value for m in curve)  # best so far, maximised
+    assert study.metric_names == ["val_accuracy"]
     parent_files = {a.path for a in client.list_artifacts(parent[0].info.run_id)}
     assert {
         "range_test.json",
@@ -86,6 +97,8 @@ def test_study_end_to_end(home) -> None:
     for t in trials:
         run = by_number[t.number]
         assert run.data.tags["lrsearch.state"] == t.state.name
+        if t.state == TrialState.PRUNED:  # MLflow's icon says KILLED; the name says why
+            assert run.info.run_name == f"trial-{t.number} pruned"
         assert run.data.tags["optuna.trial_number"] == str(t.number)
         assert float(run.data.params["max_lr"]) == pytest.approx(t.params["max_lr"])
         assert "lower_lr" in run.data.params and "total_steps" in run.data.params
@@ -100,7 +113,7 @@ def test_study_end_to_end(home) -> None:
             assert len(client.get_metric_history(run.info.run_id, "update_ratio")) == math.ceil(
                 total / 5
             )
-            assert run.data.metrics["final_val_metric"] == pytest.approx(t.value)
+            assert run.data.metrics["final_val_accuracy"] == pytest.approx(t.value)
         elif t.state == TrialState.PRUNED:
             assert run.info.status == "KILLED"  # not FINISHED: it did not finish
 

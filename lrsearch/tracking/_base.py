@@ -289,6 +289,11 @@ class Tracker(abc.ABC):
         now = int(time.time() * 1000)
         self._send(run_id, points=[_Point(k, float(v), now, step or 0) for k, v in metrics.items()])
 
+    def log_series(self, run_id: str, key: str, points: Sequence[tuple[int, float]]) -> None:
+        """Send one metric's ``(step, value)`` points at once, in as few batches as allowed."""
+        now = int(time.time() * 1000)
+        self._send(run_id, points=[_Point(key, float(v), now, int(s)) for s, v in points])
+
     def log_artifact_text(
         self, run_id: str, name: str, text: str, artifact_path: str | None = None
     ) -> None:

@@ -51,8 +51,10 @@ class TrialRecord:
         problems: what went wrong with the record (not with the trial), for the trial's attrs.
     """
 
-    def __init__(self, run: TrialRun, artifacts: Future[None]) -> None:
+    def __init__(self, run: TrialRun, artifacts: Future[None], *, number: int, metric: str) -> None:
         self.run_id = run.run_id
+        self.number = number
+        self.metric = metric
         self.problems: dict[str, Any] = {}
         self._run = run
         self._artifacts = artifacts
@@ -70,7 +72,7 @@ class TrialRecord:
         self._run.log_epoch(
             info.step,
             val_loss=info.val_loss,
-            val_metric=info.val_metric,
+            **{f"val_{self.metric}": info.val_metric},
             train_loss_epoch=info.train_loss,
             epoch=float(info.epoch),
         )
@@ -96,11 +98,13 @@ class TrialRecord:
             self.problems["tracking_error"] = f"schedule artifacts not logged: {exc}"
         status = "KILLED" if interrupted else _ENDS[state]
         tags = {"lrsearch.state": state, **(extra_tags or {})}
+        if state != "COMPLETE":  # the runs table shows the state where MLflow's icon cannot
+            tags["mlflow.runName"] = f"trial-{self.number} {state.lower()}"
         if reason:
             tags["lrsearch.reason"] = reason
         try:
             if final is not None:
-                self._run.log_epoch(final[0], final_val_metric=final[1])
+                self._run.log_epoch(final[0], **{f"final_val_{self.metric}": final[1]})
             self._run.log_params({"duration_s": round(time.perf_counter() - self._started, 3)})
             self._run.end(status, tags=tags)
             if self._run.points_unsent:
@@ -119,16 +123,32 @@ class StudyRecorder:
         tracker: where to record.
         study_name: the study (and MLflow experiment) name.
         parent_run_id: the parent run, when the study already has one.
+        metric: the workload's metric; trial runs log ``val_<metric>`` per epoch.
     """
 
-    def __init__(self, tracker: Tracker, study_name: str, parent_run_id: str | None) -> None:
+    def __init__(
+        self,
+        tracker: Tracker,
+        study_name: str,
+        parent_run_id: str | None,
+        *,
+        metric: str = "metric",
+    ) -> None:
         self.tracker = tracker
         self.study_name = study_name
         self.parent_run_id = parent_run_id
+        self.metric = metric
 
     # The parent run.
-    def open_parent(self, params: Mapping[str, Any], tags: Mapping[str, Any]) -> str:
-        """Create (or reopen, on resume) the study's parent run; its id."""
+    def open_parent(
+        self, params: Mapping[str, Any], tags: Mapping[str, Any], *, description: str = ""
+    ) -> str:
+        """Create (or reopen, on resume) the study's parent run; its id.
+
+        ``description`` (the study file, say) becomes the run's description in the MLflow UI.
+        """
+        if description:
+            tags = {**tags, "mlflow.note.content": description}
         self.parent_run_id = self.tracker.start_study(self.study_name, params=params, tags=tags)
         return self.parent_run_id
 
@@ -151,6 +171,8 @@ class StudyRecorder:
         """Upload the study's plots and end the parent run (KILLED when interrupted)."""
         if self.parent_run_id is None:
             return
+        if history is not None:
+            self._summarise(history)
         if history is not None and history.numbers:
             from lrsearch import plots
 
@@ -158,6 +180,27 @@ class StudyRecorder:
                 for path in plots.study_pngs(history, Path(tmp)):
                     self.tracker.log_artifact_file(self.parent_run_id, path)
         self.tracker.end_run(self.parent_run_id, "KILLED" if interrupted else "FINISHED")
+
+    def _summarise(self, history: StudyHistory) -> None:
+        """What a reviewer wants at a glance: best value and trial, counts, best so far."""
+        assert self.parent_run_id is not None
+        counts = {f"trials_{state.lower()}": n for state, n in history.counts.items()}
+        self.tracker.log_metrics(self.parent_run_id, counts)
+        if not history.numbers:
+            return
+        better = max if history.maximize else min
+        best = history.values[0]
+        series = []
+        for number, value in zip(history.numbers, history.values, strict=True):
+            best = better(best, value)
+            series.append((number, best))
+        # One point per complete trial, at its number: a curve of the best value over trials.
+        self.tracker.log_series(self.parent_run_id, f"best_val_{self.metric}", series)
+        winner = history.numbers[list(history.values).index(best)]
+        self.tracker.set_tags(
+            self.parent_run_id,
+            {"lrsearch.best_trial": str(winner), "lrsearch.best_value": f"{best:.6g}"},
+        )
 
     def _parent_run(self) -> TrialRun:
         if self.parent_run_id is None:
@@ -193,7 +236,7 @@ class StudyRecorder:
             _warn(f"no MLflow run for trial {number}: {exc}")
             return None
         artifacts = self.tracker._sender().submit(_log_schedule, run, schedule, total_steps, number)
-        return TrialRecord(run, artifacts)
+        return TrialRecord(run, artifacts, number=number, metric=self.metric)
 
     def close_lost(self, run_id: str, *, reason: str, retried_as: int | None = None) -> None:
         """End the run of a trial whose worker is gone: FAILED, with the reason (and its retry)."""
