@@ -28,7 +28,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q; rc=$$?; echo $$rc > .pytest-rc; exit $$rc
 
 test-distributed: $(STAMP)
-	$(BIN)/python -m pytest -q -m "postgres and not load" --durations=8; rc=$$?; echo $$rc > .pytest-rc; exit $$rc
+	$(BIN)/python -m pytest -q -m "(postgres or process) and not load and not slow" --durations=8; rc=$$?; echo $$rc > .pytest-rc; exit $$rc
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow

@@ -33,6 +33,7 @@ _LAZY = {
     "LRPrior": "lrsearch.prior",
     "ScheduleDriver": "lrsearch.torch_schedule",
     "TrainResult": "lrsearch.training",
+    "TrialContext": "lrsearch.trial_context",
     "train": "lrsearch.training",
     "Workload": "lrsearch.workloads",
     "get_workload": "lrsearch.workloads",

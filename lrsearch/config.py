@@ -69,6 +69,55 @@ class StudySection(_Model):
     batch_size: int | None = Field(default=None, ge=1)
     timeout: float | None = Field(default=None, gt=0)
     seed: int = 0
+    # --- your own training loop (lrsearch.trial_context) ----------------------------------
+    # ``loop = "pkg.module:train"`` names a ``train(ctx) -> float | None`` function instead
+    # of a Workload. There is no Workload to ask, so the file states the metric, its
+    # direction, epochs and the loop's optimizer steps per epoch. ``workload`` mirrors the
+    # loop's path (filled in when left out): workers check it against their allow-list.
+    loop: str | None = Field(default=None, pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+    metric: str | None = Field(default=None, min_length=1, pattern=r"^[A-Za-z0-9_.\-]+$")
+    direction: Literal["maximize", "minimize"] | None = None
+    steps_per_epoch: int | None = Field(default=None, ge=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _loop_names_the_workload(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("loop") and "workload" not in data:
+            return {**data, "workload": data["loop"]}
+        return data
+
+    @model_validator(mode="after")
+    def _loop_fields(self) -> StudySection:
+        loop_only = ("metric", "direction", "steps_per_epoch")
+        if self.loop is None:
+            given = [name for name in loop_only if getattr(self, name) is not None]
+            if given:
+                raise ValueError(
+                    f"{', '.join(given)}: only for a study with its own loop "
+                    "(loop = 'pkg.module:train'); a workload states its own"
+                )
+            return self
+        missing = [name for name in (*loop_only, "epochs") if getattr(self, name) is None]
+        if missing:
+            raise ValueError(
+                f"a study with loop = {self.loop!r} needs {', '.join(missing)} in [study] "
+                "(there is no workload to ask)"
+            )
+        if self.workload != self.loop:
+            raise ValueError(
+                f"give loop or workload, not both (loop = {self.loop!r}, workload = {self.workload!r})"
+            )
+        if self.workload_options or self.batch_size is not None:
+            raise ValueError(
+                "workload_options and batch_size do not apply to a loop; the loop sets them itself"
+            )
+        if self.metric == "loss":
+            raise ValueError(
+                "metric 'loss' is taken by the validation loss; name it e.g. 'mean_loss'"
+            )
+        return self
+
+    # --- end of your own training loop ----------------------------------------------------
 
 
 class RangeTestSection(_Model):
@@ -193,6 +242,9 @@ class StudyConfig(_Model):
         data["study"] = {
             k: v for k, v in data["study"].items() if k not in ("name", "n_trials", "timeout")
         }
+        for key in ("loop", "metric", "direction", "steps_per_epoch"):  # unset: hashes as before
+            if data["study"].get(key) is None:
+                data["study"].pop(key, None)
         data.pop("tracking")
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 

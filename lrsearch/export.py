@@ -12,7 +12,11 @@ __all__ = ["best_as_json", "best_as_python", "best_record"]
 
 
 def best_record(handle: StudyHandle) -> dict[str, Any]:
-    """The best trial: value, params, schedule dict and training settings."""
+    """The best trial: value, params, schedule dict and training settings.
+
+    ``test_metric`` is None unless the trial carries one (user attribute ``test_metric``);
+    nothing is retrained here.
+    """
     trial = best_trial(handle)
     plan = handle.plan
     workload, epochs, steps_per_epoch = plan.workload, plan.epochs, plan.steps_per_epoch
@@ -22,8 +26,11 @@ def best_record(handle: StudyHandle) -> dict[str, Any]:
         "trial": trial.number,
         "value": trial.value,
         "metric": f"val_{workload.metric.name}",
+        # The search never sees the test split; its score is known only where something
+        # stored it with the trial (`lrsearch train --from-study` measures it).
+        "test_metric": trial.user_attrs.get("test_metric"),
         "workload": handle.config.study.workload,
-        "optimizer": workload.optimizer,
+        "optimizer": workload.optimizer_name,
         "epochs": epochs,
         "steps_per_epoch": steps_per_epoch,
         "batch_size": handle.config.study.batch_size or workload.batch_size,
@@ -55,8 +62,12 @@ def best_as_python(handle: StudyHandle) -> str:
     knots = _knots(schedule, total)
     momentum_key = "momentum" if record["optimizer"] == "sgd" else "betas"
     m0 = schedule.momentum_at(0) or 0.9
-    opt = _OPTIMIZER_CODE[record["optimizer"]].format(
-        lr=schedule.lr_at(0), m=m0, wd=record["weight_decay"]
+    template = _OPTIMIZER_CODE.get(
+        record["optimizer"].lower(),
+        "...  # your {name} at lr={lr!r}, weight_decay={wd!r}; the scheduler below drives it",
+    )
+    opt = template.format(
+        lr=schedule.lr_at(0), m=m0, wd=record["weight_decay"], name=record["optimizer"]
     )
     lines = [
         f"# lrsearch study {record['study']!r}, best trial {record['trial']}: "

@@ -23,6 +23,8 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 import optuna
 from optuna.trial import TrialState
 
+from lrsearch import interrupt
+from lrsearch.heartbeat import beating, fail_stale
 from lrsearch.space import build_schedule, derived_params, suggest_params
 from lrsearch.storage import system_attrs
 from lrsearch.study import FINISHED, StudyHandle, trial_seed
@@ -30,8 +32,10 @@ from lrsearch.study import FINISHED, StudyHandle, trial_seed
 if TYPE_CHECKING:
     from lrsearch.schedules import Schedule
     from lrsearch.training import EpochInfo, StepInfo, TrainResult
+    from lrsearch.trial_context import Loop
 
 __all__ = [
+    "MetricsObserver",
     "Objective",
     "Outcome",
     "SurplusTrial",
@@ -98,6 +102,20 @@ class TrialObserver(Protocol):
 Observe = Callable[[TrialSpec], "TrialObserver | None"]
 
 
+# --- your own training loop (lrsearch.trial_context) --------------------------------------
+class MetricsObserver(TrialObserver, Protocol):
+    """A :class:`TrialObserver` that also records a user loop's own step metrics.
+
+    A loop's ``ctx.log(step, name=value)`` reaches ``metrics``; observers without it see
+    only the steps' losses (``step``) and the reports (``epoch``).
+    """
+
+    def metrics(self, step: int, values: Mapping[str, float]) -> None: ...
+
+
+# --- end of your own training loop --------------------------------------------------------
+
+
 def worker_id() -> str:
     """Who runs a trial: ``host:pid`` (stored on the trial, for crash recovery)."""
     return f"{socket.gethostname()}:{os.getpid()}"
@@ -110,18 +128,23 @@ def claim(study: optuna.Study, trial: optuna.Trial, n_trials: int, *, poll_s: fl
     A trial goes ahead while finished trials plus running trials numbered before it stay
     under the target. Otherwise it waits for those to end; it gives up (False) once they
     have, or as soon as a crashed worker's trial comes back as a WAITING retry, which the
-    next ``ask()`` will hand out.
+    next ``ask()`` will hand out. Lost workers' trials are failed (and re-queued) on the way:
+    by lrsearch's heartbeat (:func:`lrsearch.heartbeat.fail_stale`) on any storage, and by
+    Optuna's on a database.
     """
     from optuna.storages import fail_stale_trials
 
     while True:
         trials = study.get_trials(deepcopy=False)
+        if fail_stale(study, trials):  # lost workers on lrsearch's heartbeat (lrsearch.heartbeat)
+            continue  # read again: the failed trials and their WAITING retries
         finished = sum(t.state in FINISHED for t in trials)
         before = sum(t.state == TrialState.RUNNING and t.number < trial.number for t in trials)
         if finished + before < n_trials:
             return True
         if before == 0 or any(t.state == TrialState.WAITING for t in trials):
             return False
+        interrupt.check()
         time.sleep(poll_s)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -153,8 +176,17 @@ class Objective:
         self.n_trials = n_trials or handle.config.study.n_trials
         self.observe = observe
         self.on_epoch = on_epoch
+        self._loop: Loop | None = None  # the study's own loop, imported at its first trial
 
     def __call__(self, trial: optuna.Trial) -> float:
+        # lrsearch's heartbeat, for storages without Optuna's (the gRPC proxy): lrsearch.heartbeat
+        with beating(trial):
+            return self._call(trial)
+
+    def _call(self, trial: optuna.Trial) -> float:
+        if interrupt.requested():  # asked before it started: not a failure, nothing to record
+            trial.set_user_attr("surplus", True)
+            interrupt.check()
         trial.set_user_attr("worker", worker_id())
         if not claim(self.handle.study, trial, self.n_trials):
             trial.set_user_attr("surplus", True)
@@ -168,7 +200,8 @@ class Objective:
             _keep(trial, observer.attrs)
         started = time.perf_counter()
         try:
-            result = self._train(trial, spec, observer)
+            train = self._train if self.handle.config.study.loop is None else self._train_loop
+            result = train(trial, spec, observer)
         except BaseException as exc:
             outcome = _failure(exc)
             if outcome is not None:
@@ -213,7 +246,13 @@ class Objective:
 
         plan = self.handle.plan
 
+        def step_done(info: StepInfo) -> None:
+            interrupt.check()  # between steps: the safe place to stop on Ctrl-C
+            if observer is not None:
+                observer.step(info)
+
         def epoch_done(info: EpochInfo) -> bool:
+            interrupt.check()
             if observer is not None:
                 observer.epoch(info)
             if self.on_epoch:
@@ -231,10 +270,34 @@ class Objective:
             weight_decay=spec.params["weight_decay"],
             device=self.device,
             seed=spec.seed,
-            on_step=observer.step if observer is not None else None,
+            on_step=step_done,
             on_epoch=epoch_done,
             update_ratio_every=self.handle.config.tracking.update_ratio_every,
         )
+
+    # --- your own training loop (lrsearch.trial_context) ----------------------------------
+    def _train_loop(
+        self, trial: optuna.Trial, spec: TrialSpec, observer: TrialObserver | None
+    ) -> TrainResult:
+        """A trial of the study's own loop (``loop`` in ``[study]``): ``train(ctx)``."""
+        from lrsearch.trial_context import load_loop, run_loop
+
+        plan = self.handle.plan
+        if self._loop is None:
+            assert self.handle.config.study.loop is not None
+            self._loop = load_loop(self.handle.config.study.loop)
+        return run_loop(
+            self._loop,
+            trial=trial,
+            spec=spec,
+            observer=observer,
+            epochs=plan.epochs,
+            steps_per_epoch=plan.steps_per_epoch,
+            metric=plan.workload.metric,
+            on_epoch=self.on_epoch,
+        )
+
+    # --- end of your own training loop ----------------------------------------------------
 
     def _end(
         self,

@@ -1,15 +1,21 @@
-"""The LR range test: ramp the LR every mini-batch until the loss explodes, several times.
+"""The LR range test: ramp the LR every optimizer step until the loss explodes, several times.
 
 Each repeat starts from the same weights and optimizer state with its own data order, so the
-spread between repeats says how much to trust the suggestions. Afterwards the model, the
-optimizer and every RNG are exactly as before the test.
+spread between repeats says how much to trust the suggestions. Afterwards the model (weights
+and train/eval modes), the optimizer, the gradient scaler and every RNG (torch's CPU and CUDA
+generators, numpy's, Python's ``random``) are exactly as before the test.
+
+The steps are a workload's own (:class:`~lrsearch.training.TrainStep`): its data (tensors or
+loaders), loss or ``step_fn``, micro-batches per step, gradient clipping and precision.
 """
 
 from __future__ import annotations
 
 import copy
 import csv
+import functools
 import io
+import itertools
 import json
 import math
 import random
@@ -22,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from lrsearch.errors import WorkloadError
 from lrsearch.prior import LRPrior
 from lrsearch.schedules import ExpRamp, LinearRamp
 from lrsearch.suggest import (
@@ -33,6 +40,8 @@ from lrsearch.suggest import (
     summarize,
 )
 from lrsearch.torch_schedule import ScheduleDriver
+from lrsearch.training import TrainStep
+from lrsearch.workloads import Batches, compute_loss
 
 if TYPE_CHECKING:
     from lrsearch.workloads import Workload
@@ -40,6 +49,7 @@ if TYPE_CHECKING:
 __all__ = ["RangeCurve", "RangeTestResult", "range_test", "range_test_workload"]
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+StepFn = Callable[[torch.nn.Module, Any], torch.Tensor]
 
 
 @dataclass(frozen=True)
@@ -127,17 +137,28 @@ def _float(value: float | None) -> float:
 
 
 @contextmanager
-def _restored(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> Iterator[None]:
-    """Put model, optimizer and every RNG back exactly as they were, whatever happens."""
+def _restored(
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler | None = None,
+) -> Iterator[None]:
+    """Put model, optimizer, scaler and every RNG back exactly as they were, whatever happens."""
     model_state = copy.deepcopy(model.state_dict())
+    modes = [m.training for m in model.modules()]
     optim_state = copy.deepcopy(optimizer.state_dict())
+    scaler_state = copy.deepcopy(scaler.state_dict()) if scaler is not None else None
     rng = (torch.get_rng_state(), np.random.get_state(), random.getstate())
+    # CUDA's generators only where CUDA is up: asking for them would start it on a CPU run
     cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None
     try:
         yield
     finally:
         model.load_state_dict(model_state)
+        for module, mode in zip(model.modules(), modes, strict=True):
+            module.training = mode
         optimizer.load_state_dict(optim_state)
+        if scaler is not None and scaler_state is not None:
+            scaler.load_state_dict(scaler_state)
         torch.set_rng_state(rng[0])
         np.random.set_state(rng[1])
         random.setstate(rng[2])
@@ -145,41 +166,48 @@ def _restored(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> Itera
             torch.cuda.set_rng_state_all(cuda_rng)
 
 
+def _endless(source: Batches) -> Iterator[Any]:
+    """The source's batches, epoch after epoch, for as long as the ramp needs."""
+    for epoch in itertools.count():
+        empty = True
+        for batch in source.epoch(epoch):
+            empty = False
+            yield batch
+        if empty:
+            raise WorkloadError("the training data yielded no batches — fix: give it some")
+
+
+@dataclass(frozen=True)
+class _Ramp:
+    """How each repeat ramps: the schedule, micro-batches per step, smoothing and stopping."""
+
+    schedule: ExpRamp | LinearRamp
+    accumulate: int
+    beta: float
+    diverge_factor: float
+    skip_start: int
+    base_lr: float | None
+
+
 def _one_repeat(
-    model: torch.nn.Module,
-    optimizer: torch.optim.Optimizer,
-    loss_fn: LossFn,
-    data: tuple[torch.Tensor, torch.Tensor],
-    *,
-    ramp: ExpRamp | LinearRamp,
-    batch_size: int,
-    order: torch.Generator,
-    beta: float,
-    diverge_factor: float,
-    skip_start: int,
+    step: TrainStep, source: Batches, ramp: _Ramp
 ) -> tuple[list[float], list[float], list[float]]:
     """Run the ramp once; stop at divergence. Returns the LRs, raw and smoothed losses."""
-    x, y = data
-    smoother = LossSmoother(beta)
-    watch = DivergenceWatch(factor=diverge_factor, skip_start=skip_start)
-    driver = ScheduleDriver(optimizer, ramp)
+    smoother = LossSmoother(ramp.beta)
+    watch = DivergenceWatch(factor=ramp.diverge_factor, skip_start=ramp.skip_start)
     lrs: list[float] = []
     losses: list[float] = []
     smoothed: list[float] = []
-    perm = torch.randperm(len(x), generator=order).to(x.device)
-    cursor = 0
-    model.train()
+    # the CPU generator only (a shuffling DataLoader's order): CUDA's would outlive the restore
+    torch.default_generator.manual_seed(source.seed)
+    batches = _endless(source)
+    driver = ScheduleDriver(step.optimizer, ramp.schedule, base_lr=ramp.base_lr)
+    step.model.train()
     try:
-        for step in range(ramp.total_steps or 0):
-            if cursor + batch_size > len(x):
-                perm, cursor = torch.randperm(len(x), generator=order).to(x.device), 0
-            idx = perm[cursor : cursor + batch_size]
-            cursor += batch_size
-            lr, _ = driver.apply(step)
-            loss = loss_fn(model(x[idx]), y[idx])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+        for i in range(ramp.schedule.total_steps or 0):
+            micro = list(itertools.islice(batches, ramp.accumulate))
+            lr, _ = driver.apply(i)
+            loss = step.run(micro)
             lrs.append(lr)
             losses.append(loss.item())  # one sync per step: the stop decision needs the value
             smoothed.append(smoother.add(losses[-1]))
@@ -193,8 +221,8 @@ def _one_repeat(
 def range_test(
     model: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
-    loss_fn: LossFn,
-    data: tuple[torch.Tensor, torch.Tensor],
+    loss_fn: LossFn | None,
+    data: Any,
     *,
     batch_size: int,
     start_lr: float = 1e-7,
@@ -208,59 +236,71 @@ def range_test(
     skip_end: int = 5,
     seed: int = 0,
     on_repeat: Callable[[int, int], None] | None = None,
+    step_fn: StepFn | None = None,
+    accumulate: int = 1,
+    grad_clip: float | None = None,
+    precision: str = "fp32",
+    scaler: torch.amp.GradScaler | None = None,
+    base_lr: float | None = None,
 ) -> RangeTestResult:
     """Run the LR range test ``repeats`` times and turn it into suggestions and a prior.
 
     Args:
-        model: the model, on the device of ``data``; its weights are restored afterwards.
+        model: the model; its weights and train/eval modes are restored afterwards.
         optimizer: drives ``model``; must not be driven by an LR scheduler. Its state is
-            restored afterwards.
-        loss_fn: ``loss_fn(outputs, targets)``.
-        data: ``(inputs, targets)`` training tensors.
-        batch_size: mini-batch size.
+            restored afterwards; its param groups keep their LR ratios during the ramp.
+        loss_fn: ``loss_fn(outputs, targets)`` (None with ``step_fn``).
+        data: ``(inputs, targets)`` training tensors, a re-iterable of batches (a
+            DataLoader) or a factory ``(epoch, seed) -> batches``, as a workload's.
+        batch_size: mini-batch size (tensor data only; a loader has its own).
         start_lr: first LR of the ramp.
         end_lr: last LR of the ramp.
-        num_iter: steps per repeat; default ``max(100, one epoch)``.
+        num_iter: optimizer steps per repeat; default ``max(100, one epoch)``.
         ramp: ``"exp"`` (geometric, the default) or ``"linear"``.
         repeats: runs with different data orders from the same initial state.
         beta: EMA smoothing factor.
         diverge_factor: stop once the smoothed loss exceeds the best by this factor.
         skip_start: steps ignored at the start, for divergence and suggestions.
         skip_end: steps ignored at the end, for suggestions.
-        seed: seeds the data orders (repeat r uses ``seed + r``).
+        seed: seeds the data orders: repeat r shuffles tensors and calls a factory with
+            ``seed + r``, and seeds torch's CPU generator with it (a shuffling DataLoader).
         on_repeat: progress callback ``(repeat_done, repeats)``.
+        step_fn: ``step_fn(model, batch) -> scalar loss``, instead of ``loss_fn``.
+        accumulate: micro-batches per optimizer step.
+        grad_clip: max global gradient norm (None: off).
+        precision: ``"fp32"``, ``"bf16"`` or ``"fp16"``.
+        scaler: a gradient scaler to step through (restored afterwards); fp16 gets a fresh
+            one per repeat where not given.
+        base_lr: the LR the optimizer was built at, which its groups' ratios are taken
+            from (default: the first group's LR).
 
     Returns:
         A :class:`RangeTestResult`.
     """
-    if not 0 < start_lr < end_lr:
-        raise ValueError(f"need 0 < start_lr < end_lr, got {start_lr=}, {end_lr=}")
-    if repeats < 1:
-        raise ValueError(f"repeats must be >= 1, got {repeats=}")
-    if ramp not in ("exp", "linear"):
-        raise ValueError(f"ramp must be 'exp' or 'linear', got {ramp=}")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size=}")
-    n_iter = num_iter if num_iter is not None else max(100, len(data[0]) // batch_size)
+    _check(start_lr=start_lr, end_lr=end_lr, repeats=repeats, ramp=ramp, batch_size=batch_size)
+    device = next(model.parameters()).device
+    make_step = functools.partial(
+        TrainStep,
+        model,
+        optimizer,
+        functools.partial(compute_loss, loss_fn=loss_fn, step_fn=step_fn),
+        device=device,
+        grad_clip=grad_clip,
+        precision=precision,
+        scaler=scaler,
+    )
+    per_epoch = Batches(data, batch_size=batch_size, seed=seed, device=device).per_epoch
+    n_iter = num_iter if num_iter is not None else max(100, (per_epoch or 0) // accumulate)
     if n_iter < 10:
         raise ValueError(f"num_iter must be >= 10, got {num_iter=}")
     schedule = (ExpRamp if ramp == "exp" else LinearRamp)(start_lr, end_lr, n_iter)
+    plan = _Ramp(schedule, accumulate, beta, diverge_factor, skip_start, base_lr)
     started = time.perf_counter()
     curves: list[RangeCurve] = []
     for r in range(repeats):
-        with _restored(model, optimizer):
-            lrs, losses, smoothed = _one_repeat(
-                model,
-                optimizer,
-                loss_fn,
-                data,
-                ramp=schedule,
-                batch_size=batch_size,
-                order=torch.Generator().manual_seed(seed + r),
-                beta=beta,
-                diverge_factor=diverge_factor,
-                skip_start=skip_start,
-            )
+        source = Batches(data, batch_size=batch_size, seed=seed + r, device=device)
+        with _restored(model, optimizer, scaler):
+            lrs, losses, smoothed = _one_repeat(make_step(), source, plan)
         found = suggest(
             lrs,
             losses,
@@ -285,10 +325,24 @@ def range_test(
         "skip_end": skip_end,
         "seed": seed,
         "batch_size": batch_size,
+        "accumulate": accumulate,
+        "grad_clip": grad_clip,
+        "precision": precision,
     }
     return RangeTestResult(
         curves, summary, LRPrior.from_suggestions(summary), settings, time.perf_counter() - started
     )
+
+
+def _check(*, start_lr: float, end_lr: float, repeats: int, ramp: str, batch_size: int) -> None:
+    if not 0 < start_lr < end_lr:
+        raise ValueError(f"need 0 < start_lr < end_lr, got {start_lr=}, {end_lr=}")
+    if repeats < 1:
+        raise ValueError(f"repeats must be >= 1, got {repeats=}")
+    if ramp not in ("exp", "linear"):
+        raise ValueError(f"ramp must be 'exp' or 'linear', got {ramp=}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size=}")
 
 
 def range_test_workload(
@@ -301,22 +355,35 @@ def range_test_workload(
     batch_size: int | None = None,
     **options: Any,
 ) -> RangeTestResult:
-    """Range-test a workload's freshly initialised model (initialised under ``seed``)."""
+    """Range-test a workload's freshly initialised model (initialised under ``seed``).
+
+    The test runs the workload's own steps: its data, loss or ``step_fn``, optimizer (param
+    groups included), ``accumulate``, ``grad_clip`` and ``precision``. ``options`` go to
+    :func:`range_test` and win over the workload's.
+    """
     dev = torch.device(device)
+    batch_size = batch_size or workload.batch_size
+    if options.get("num_iter") is None:
+        options["num_iter"] = max(100, workload.steps_per_epoch(batch_size))
     torch.manual_seed(seed)
     model = workload.build_model().to(dev)
-    optimizer = workload.make_optimizer(
-        model, lr=1e-7, momentum=momentum, weight_decay=weight_decay
-    )
-    data = (workload.train_data[0].to(dev), workload.train_data[1].to(dev))
+    lr = 1e-7
+    optimizer = workload.make_optimizer(model, lr=lr, momentum=momentum, weight_decay=weight_decay)
+    own = {
+        "step_fn": workload.step_fn,
+        "accumulate": workload.accumulate,
+        "grad_clip": workload.grad_clip,
+        "precision": workload.precision,
+        "base_lr": lr if workload.optimizer_takes_lr else None,
+    }
     result = range_test(
         model,
         optimizer,
         workload.loss_fn,
-        data,
-        batch_size=batch_size or workload.batch_size,
+        workload.train_data,
+        batch_size=batch_size,
         seed=seed,
-        **options,
+        **{**own, **options},
     )
     result.settings.update(workload=workload.name, device=str(dev), momentum=momentum)
     return result

@@ -94,6 +94,11 @@ class _Recording:
         if self.record is not None:
             self.record.epoch(info)
 
+    def metrics(self, step: int, values: Mapping[str, float]) -> None:
+        """A user loop's own step metrics (``ctx.log``; see lrsearch.trial_context)."""
+        if self.record is not None:
+            self.record.metrics(step, values)
+
     def end(self, outcome: Outcome) -> Mapping[str, Any]:
         if self.record is None:
             return {}

@@ -10,7 +10,7 @@ from lrsearch import policies
 from lrsearch.policies import DEFAULT_POLICY, SMITH_DEFAULTS
 
 if TYPE_CHECKING:
-    import optuna
+    from optuna.trial import BaseTrial
 
     from lrsearch.config import Range, SpaceSection
     from lrsearch.prior import LRPrior
@@ -19,13 +19,13 @@ if TYPE_CHECKING:
 __all__ = ["build_schedule", "default_params", "derived_params", "suggest_params"]
 
 
-def _suggest(trial: optuna.Trial, name: str, r: Range) -> float:
+def _suggest(trial: BaseTrial, name: str, r: Range) -> float:
     if r.low == r.high:
         return r.low
     return trial.suggest_float(name, r.low, r.high, log=r.log)
 
 
-def suggest_params(trial: optuna.Trial, space: SpaceSection, prior: LRPrior) -> dict[str, Any]:
+def suggest_params(trial: BaseTrial, space: SpaceSection, prior: LRPrior) -> dict[str, Any]:
     """Sample every parameter of a trial; ``max_lr`` spans the prior's bounds on a log scale."""
     params: dict[str, Any] = {
         "policy": trial.suggest_categorical("policy", space.policies)

@@ -63,6 +63,11 @@ def build_workload(config: StudyConfig) -> Workload:
     """The study file's workload, built (and checked) from its name and options."""
     from lrsearch.workloads import get_workload
 
+    if config.study.loop is not None:  # your own loop: a stand-in with its metric and sizes
+        from lrsearch.trial_context import loop_workload
+
+        return loop_workload(config.study)
+
     return get_workload(config.study.workload, **config.study.workload_options)
 
 
@@ -202,17 +207,22 @@ def _store_range_test(
     from lrsearch.range_test import range_test_workload
 
     rt = config.range_test
-    result = range_test_workload(
-        workload,
-        device=device,
-        seed=config.study.seed,
-        batch_size=config.study.batch_size,
-        start_lr=rt.start_lr,
-        end_lr=rt.end_lr,
-        num_iter=rt.num_iter,
-        repeats=rt.repeats,
-        diverge_factor=rt.diverge_factor,
-    )
+    if config.study.loop is not None:  # your own loop runs the ramp itself (trial_context)
+        from lrsearch.trial_context import range_test_loop
+
+        result = range_test_loop(config, device=device)
+    else:
+        result = range_test_workload(
+            workload,
+            device=device,
+            seed=config.study.seed,
+            batch_size=config.study.batch_size,
+            start_lr=rt.start_lr,
+            end_lr=rt.end_lr,
+            num_iter=rt.num_iter,
+            repeats=rt.repeats,
+            diverge_factor=rt.diverge_factor,
+        )
     pc = config.prior
     overrides = {
         "anchor": pc.anchor,

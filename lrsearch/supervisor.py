@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy.exc import SQLAlchemyError
 
+from lrsearch import interrupt
 from lrsearch.devices import Slot
 from lrsearch.recording import recover_worker
 from lrsearch.study import StudyHandle
@@ -96,6 +97,8 @@ class Supervisor:
                 w.process.poll() is None or (not w.handled and w.process.returncode)
                 for w in self.workers
             ):
+                if interrupt.requested():
+                    raise interrupt.StopRequested("interrupted")
                 self._check()
                 if progress is not None:
                     with contextlib.suppress(SQLAlchemyError):  # progress can wait for the storage
@@ -137,10 +140,10 @@ class Supervisor:
         return recover_worker(self.handle, f"{self.host}:{pid}", self.recorder)
 
     def _stop_all(self) -> None:
-        """Ctrl-C reached every worker too (same process group); give them time to close."""
+        """Ask every worker to stop (SIGTERM: a stop request there too); give them time to close."""
         for w in self.workers:
             if w.process.poll() is None:
-                w.process.send_signal(signal.SIGINT)
+                w.process.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + 30
         for w in self.workers:
             try:

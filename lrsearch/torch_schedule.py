@@ -9,7 +9,7 @@ import torch
 if TYPE_CHECKING:
     from lrsearch.schedules import Schedule
 
-__all__ = ["ScheduleDriver"]
+__all__ = ["ScheduleDriver", "momentum_key"]
 
 _MARK = "_lrsearch_driver"
 
@@ -26,11 +26,36 @@ def _driven_elsewhere(optimizer: torch.optim.Optimizer) -> str | None:
     return None
 
 
+def momentum_key(optimizer: torch.optim.Optimizer) -> str | None:
+    """The param-group key that holds the optimizer's momentum, or None where it has none.
+
+    ``"momentum"`` for SGD (and RMSprop), ``"betas"`` for the Adam family (its beta1);
+    Adagrad, Adadelta and the like have none.
+    """
+    group = optimizer.param_groups[0]
+    return "betas" if "betas" in group else "momentum" if "momentum" in group else None
+
+
+def _lr_ratios(optimizer: torch.optim.Optimizer, base_lr: float | None) -> list[float]:
+    """Each group's LR over ``base_lr`` (the first group's LR where not given)."""
+    lrs = [float(group["lr"]) for group in optimizer.param_groups]
+    base = lrs[0] if base_lr is None else base_lr
+    if not base > 0:  # nothing to scale from: every group runs at the schedule's LR
+        return [1.0] * len(lrs)
+    return [lr / base for lr in lrs]
+
+
 class ScheduleDriver:
     """Sets an optimizer's LR (and momentum) from a schedule, one call per optimizer step.
 
-    Momentum means SGD's ``momentum`` or the Adam family's ``betas[0]``; optimizers with
-    neither get the LR only (``drives_momentum`` is then False).
+    Parameter groups keep their proportions: a group built at 0.1x the base LR runs at
+    0.1x the schedule's LR throughout. The base is ``base_lr`` (the LR the optimizer was
+    built with) or, where not given, the first group's LR when the driver attaches; groups
+    added later run at the schedule's LR.
+
+    Momentum means SGD's ``momentum`` or the Adam family's ``betas[0]``, set on every group;
+    optimizers with neither (Adagrad, say) get the LR only, and ``drives_momentum`` is then
+    False, so a search can leave its momentum parameters out.
 
     Example:
         >>> driver = ScheduleDriver(optimizer, OneCycle(0.1, total_steps=1000))
@@ -42,7 +67,13 @@ class ScheduleDriver:
         ValueError: if a torch LR scheduler or another driver already drives the optimizer.
     """
 
-    def __init__(self, optimizer: torch.optim.Optimizer, schedule: Schedule) -> None:
+    def __init__(
+        self,
+        optimizer: torch.optim.Optimizer,
+        schedule: Schedule,
+        *,
+        base_lr: float | None = None,
+    ) -> None:
         other = _driven_elsewhere(optimizer)
         if other is not None:
             raise ValueError(
@@ -51,14 +82,13 @@ class ScheduleDriver:
             )
         self.optimizer = optimizer
         self.schedule = schedule
-        group = optimizer.param_groups[0]
-        self._momentum_key = (
-            "betas" if "betas" in group else "momentum" if "momentum" in group else None
-        )
+        self.lr_ratios = _lr_ratios(optimizer, base_lr)
+        self._momentum_key = momentum_key(optimizer)
         setattr(optimizer, _MARK, self)
 
     @property
     def drives_momentum(self) -> bool:
+        """Whether :meth:`apply` sets momentum: the optimizer has one and the schedule too."""
         return self._momentum_key is not None and self.schedule.momentum_at(0) is not None
 
     def detach(self) -> None:
@@ -67,11 +97,14 @@ class ScheduleDriver:
             delattr(self.optimizer, _MARK)
 
     def apply(self, step: int) -> tuple[float, float | None]:
-        """Set LR and momentum for ``step`` on every param group; returns them."""
+        """Set LR and momentum for ``step`` on every param group; returns them.
+
+        The LR returned is the schedule's; each group gets it times its own ratio.
+        """
         lr = self.schedule.lr_at(step)
         momentum = self.schedule.momentum_at(step) if self._momentum_key else None
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
+        for i, group in enumerate(self.optimizer.param_groups):
+            group["lr"] = (self.lr_ratios[i] if i < len(self.lr_ratios) else 1.0) * lr
             if momentum is None:
                 continue
             if self._momentum_key == "betas":

@@ -6,22 +6,28 @@ and ``on_epoch``.
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import itertools
 import math
+import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 import torch
 
+from lrsearch.errors import WorkloadError
 from lrsearch.schedules import MetricDriven
 from lrsearch.torch_schedule import ScheduleDriver
+from lrsearch.workloads import describe, split_batch
 
 if TYPE_CHECKING:
     from lrsearch.schedules import Schedule
-    from lrsearch.workloads import Workload
+    from lrsearch.workloads import Batches, Workload
 
-__all__ = ["EpochInfo", "StepInfo", "TrainResult", "evaluate", "train"]
+__all__ = ["EpochInfo", "StepInfo", "TrainResult", "TrainStep", "evaluate", "train"]
 
 
 @dataclass(frozen=True)
@@ -52,7 +58,9 @@ class TrainResult:
     """The outcome of :func:`train`.
 
     ``val_metric``/``val_loss`` are the last epoch's (NaN when the run diverged before one);
-    ``stopped`` means a callback asked to stop early.
+    ``test_metric``/``test_loss`` score the final model once on the workload's test split
+    (NaN without one, or when the run diverged); ``stopped`` means a callback asked to stop
+    early.
     """
 
     metric_name: str
@@ -67,6 +75,8 @@ class TrainResult:
     seconds: float
     device: str
     diverge_reason: str | None = None
+    test_metric: float = math.nan
+    test_loss: float = math.nan
     history: list[EpochInfo] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
@@ -75,20 +85,84 @@ class TrainResult:
 
 StepCallback = Callable[[StepInfo], None]
 EpochCallback = Callable[[EpochInfo], "bool | None"]
-LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 @torch.inference_mode()
 def evaluate(
-    model: torch.nn.Module, workload: Workload, device: torch.device, batch_size: int = 1000
+    model: torch.nn.Module,
+    workload: Workload,
+    device: torch.device,
+    batch_size: int = 1000,
+    *,
+    split: Literal["val", "test"] = "val",
 ) -> tuple[float, float]:
-    """Validation loss (mean over samples) and metric over the whole validation set."""
+    """Loss and metric over a whole held-out split (under the workload's precision).
+
+    The workload's ``eval_fn`` decides where it has one; a ``step_fn`` workload's loss is
+    its step_fn's mean over the batches (weighted by their length), and so is its metric;
+    otherwise ``loss_fn`` and the metric see all outputs at once.
+
+    Args:
+        split: ``"val"`` (what the search sees) or ``"test"`` (held out from it).
+    """
     model.eval()
-    x, y = (t.to(device) for t in workload.val_data)
-    outputs = torch.cat([model(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])
-    loss = workload.loss_fn(outputs, y)
-    metric = workload.metric.fn(outputs, y)
+    if split == "test":
+        batches = workload.test_batches(device, batch_size)
+    else:
+        batches = workload.val_batches(device, batch_size)
+    autocast = _autocast_for(workload.precision, device)
+    if workload.eval_fn is not None:
+        with autocast():
+            loss, metric = workload.eval_fn(model, batches)
+        return float(loss), float(metric)
+    if workload.step_fn is not None:
+        with autocast():
+            loss = _mean_batch_loss(workload, model, batches, split)
+        return float(loss), float(loss)
+    outputs, targets = _outputs(model, batches, autocast, split)
+    assert workload.loss_fn is not None  # a workload without step_fn has one
+    loss = workload.loss_fn(outputs, targets)
+    metric = loss if workload.metric.fn is None else workload.metric.fn(outputs, targets)
     return float(loss), float(metric)
+
+
+def _outputs(
+    model: torch.nn.Module, batches: Iterator[Any], autocast: Callable[[], Any], split: str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The model's outputs over all of a split's batches, and their targets."""
+    outputs, targets = [], []
+    for batch in batches:
+        inputs, target = split_batch(batch, f"{split} batch")
+        with autocast():
+            outputs.append(model(inputs))
+        targets.append(target)
+    if not outputs:
+        raise WorkloadError(f"{split}_data yielded no batches — fix: give it at least one")
+    out = torch.cat(outputs)
+    # half-precision outputs are scored in fp32, like autocast's own losses
+    return out.float() if out.dtype in (torch.float16, torch.bfloat16) else out, torch.cat(targets)
+
+
+def _mean_batch_loss(
+    workload: Workload, model: torch.nn.Module, batches: Iterator[Any], split: str
+) -> torch.Tensor:
+    total: torch.Tensor | float = 0.0
+    count = 0
+    for batch in batches:
+        n = _batch_len(batch)
+        total = total + workload.batch_loss(model, batch).float() * n
+        count += n
+    if count == 0:
+        raise WorkloadError(f"{split}_data yielded no batches — fix: give it at least one")
+    return torch.as_tensor(total) / count
+
+
+def _batch_len(batch: Any) -> int:
+    """Examples in a batch: its first tensor's length (1 where that is not a tensor)."""
+    if isinstance(batch, dict):
+        batch = list(batch.values())
+    first = batch[0] if isinstance(batch, tuple | list) and batch else batch
+    return len(first) if isinstance(first, torch.Tensor) and first.dim() else 1
 
 
 def train(
@@ -112,13 +186,21 @@ def train(
     Every step sets LR/momentum from the schedule, then forward, backward, optimizer step.
     Every epoch evaluates on the validation set and calls ``on_epoch``; a truthy return
     stops training (``stopped``). A :class:`~lrsearch.schedules.MetricDriven` schedule
-    (``PlateauDecay``) gets the validation loss reported each epoch.
+    (``PlateauDecay``) gets the validation loss reported each epoch. A workload with a test
+    split has it scored once, after the last epoch (``test_metric``/``test_loss``); no
+    callback sees it, so nothing that selects or prunes can.
+
+    The workload's options shape each step (:class:`TrainStep`): its data (tensors or
+    loaders), loss or ``step_fn``, optimizer and param groups, ``accumulate`` micro-batches
+    per step, ``grad_clip`` and ``precision``; change them with ``Workload.with_options``.
+    A step is an optimizer step, so ``schedule.total_steps`` should be
+    ``epochs * workload.steps_per_epoch(batch_size)``.
 
     Args:
         workload: the task.
         schedule: LR policy; its ``total_steps`` should be ``epochs * steps_per_epoch``.
         epochs: defaults to the workload's.
-        batch_size: defaults to the workload's.
+        batch_size: defaults to the workload's (a loader's cannot change).
         momentum: the optimizer's momentum where the schedule has none.
         weight_decay: optimizer weight decay.
         device: ``"cpu"`` or ``"cuda:N"``.
@@ -138,18 +220,15 @@ def train(
     start = time.perf_counter()
     torch.manual_seed(seed)
     model = workload.build_model().to(dev)
-    optimizer = workload.make_optimizer(
-        model, lr=schedule.lr_at(0), momentum=momentum, weight_decay=weight_decay
-    )
+    lr = _build_lr(schedule)
+    optimizer = workload.make_optimizer(model, lr=lr, momentum=momentum, weight_decay=weight_decay)
     loop = _Loop(
         model,
-        optimizer,
-        ScheduleDriver(optimizer, schedule),
-        workload.loss_fn,
-        data=(workload.train_data[0].to(dev), workload.train_data[1].to(dev)),
-        batch_size=batch_size,
+        ScheduleDriver(optimizer, schedule, base_lr=lr if workload.optimizer_takes_lr else None),
+        TrainStep.for_workload(workload, model, optimizer, dev),
+        workload.train_batches(batch_size, seed=seed, device=dev),
         steps_per_epoch=workload.steps_per_epoch(batch_size),
-        order=torch.Generator().manual_seed(seed),
+        accumulate=workload.accumulate,
         divergence=_Divergence(diverge_factor),
         on_step=on_step,
         update_ratio_every=update_ratio_every,
@@ -170,7 +249,8 @@ def train(
         if reason is not None or stopped:
             break
     loop.driver.detach()
-    return _result(workload, history, loop.step, reason, stopped, start, dev)
+    result = _result(workload, history, loop.step, reason, stopped, start, dev)
+    return _with_test_scores(result, model, workload, dev)
 
 
 # --- the pieces of one run ------------------------------------------------------------------
@@ -196,6 +276,16 @@ class _Pending(NamedTuple):
     update_ratio: float | None
 
 
+def _build_lr(schedule: Schedule) -> float:
+    """The LR the optimizer is built at: the schedule's first, or 1.0 where that is 0.
+
+    Only its ratios to the param groups' LRs matter (the driver sets every LR before each
+    step), and a zero LR would leave them undefined.
+    """
+    lr = schedule.lr_at(0)
+    return lr if lr > 0 else 1.0
+
+
 class _Divergence:
     """Decides when the loss has blown up: non-finite, or past a multiple of its first value."""
 
@@ -219,13 +309,11 @@ class _Loop:
     """What one :func:`train` call steps through; ``step`` counts optimizer steps so far."""
 
     model: torch.nn.Module
-    optimizer: torch.optim.Optimizer
     driver: ScheduleDriver
-    loss_fn: LossFn
-    data: tuple[torch.Tensor, torch.Tensor]
-    batch_size: int
+    stepper: TrainStep
+    batches: Batches
     steps_per_epoch: int
-    order: torch.Generator
+    accumulate: int
     divergence: _Divergence
     on_step: StepCallback | None
     update_ratio_every: int
@@ -245,40 +333,48 @@ class _Loop:
 
 
 def _train_epoch(loop: _Loop, epoch: int) -> tuple[float, str | None]:
-    """One pass over the training data in a fresh order.
+    """One pass over the training data (epoch ``epoch``, 0-based; tensors in a fresh order).
 
     Returns:
         The epoch's mean training loss and why the loss diverged (None if it did not); a
         diverged epoch stops at once and its mean loss is NaN.
     """
     loop.model.train()
-    device = loop.data[0].device
-    order = torch.randperm(len(loop.data[0]), generator=loop.order).to(device)
+    batches = loop.batches.epoch(epoch)
     # Losses stay on the device and are read back once per `sync_every` steps: each read is
     # a CPU-GPU sync point, and one per step would stall the GPU.
-    losses = torch.empty(loop.steps_per_epoch, device=device)
+    losses = torch.empty(loop.steps_per_epoch, device=loop.batches.device)
     for chunk in _chunks(loop.steps_per_epoch, loop.sync_every):
-        pending = [_step(loop, order, b, losses) for b in chunk]
+        pending = [_step(loop, batches, b, losses) for b in chunk]
         reason = _flush(loop, pending, losses[chunk.start : chunk.stop].tolist(), epoch)
         if reason is not None:
             return math.nan, reason
     return float(losses.mean()), None
 
 
-def _step(loop: _Loop, order: torch.Tensor, b: int, losses: torch.Tensor) -> _Pending:
-    """Batch ``b`` of ``order``: set LR → forward → backward → optimizer step."""
+def _step(loop: _Loop, batches: Iterator[Any], b: int, losses: torch.Tensor) -> _Pending:
+    """Optimizer step ``b`` of the epoch: set LR → forward → backward → optimizer step."""
     lr, momentum = loop.driver.apply(loop.schedule_step())
-    idx = order[b * loop.batch_size : (b + 1) * loop.batch_size]
-    loss = loop.loss_fn(loop.model(loop.data[0][idx]), loop.data[1][idx])
-    loop.optimizer.zero_grad(set_to_none=True)
-    loss.backward()
+    micro = _take(batches, loop, b)
     measure = loop.update_ratio_every > 0 and loop.step % loop.update_ratio_every == 0
     before = [p.detach().clone() for p in loop.params] if measure else None
-    loop.optimizer.step()
-    losses[b] = loss.detach()
+    losses[b] = loop.stepper.run(micro)
     ratio = None if before is None else _update_ratio(before, loop.params)
     loop.step += 1
     return _Pending(loop.step - 1, lr, momentum, ratio)
+
+
+def _take(batches: Iterator[Any], loop: _Loop, b: int) -> list[Any]:
+    """The ``accumulate`` micro-batches of step ``b``; a loader that runs dry is an error."""
+    micro = list(itertools.islice(batches, loop.accumulate))
+    if len(micro) < loop.accumulate:
+        planned = loop.steps_per_epoch * loop.accumulate
+        raise WorkloadError(
+            f"the training data ran out after {b * loop.accumulate + len(micro)} batches of "
+            f"an epoch planned as {planned} — fix: set the workload's batches_per_epoch to "
+            "what its loader yields per epoch"
+        )
+    return micro
 
 
 def _flush(loop: _Loop, pending: list[_Pending], losses: list[float], epoch: int) -> str | None:
@@ -305,10 +401,171 @@ def _update_ratio(before: Sequence[torch.Tensor], params: Sequence[torch.Tensor]
     return float(delta.sum().sqrt() / norm.sum().sqrt().clamp_min(1e-12))
 
 
+# --- one optimizer step under the workload's options ------------------------------------
+
+
+def _autocast_for(precision: str, device: torch.device) -> Callable[[], Any]:
+    """A factory of the context that forward passes run in: autocast, or nothing for fp32.
+
+    Raises:
+        WorkloadError: fp16 off CUDA, or bf16 where this device or torch build lacks it.
+    """
+    if precision == "fp32":
+        return contextlib.nullcontext
+    if precision == "fp16" and device.type != "cuda":
+        raise WorkloadError(
+            f"precision='fp16' needs a CUDA device, this run is on {device} — fix: set the "
+            "workload's precision to 'bf16' or 'fp32' (workload.with_options(precision='bf16'))"
+        )
+    bf16_ok = device.type != "cuda" or torch.cuda.is_bf16_supported()
+    if not torch.amp.is_autocast_available(device.type) or (precision == "bf16" and not bf16_ok):
+        raise WorkloadError(
+            f"precision={precision!r} is not supported on {device} by this torch build — "
+            "fix: set the workload's precision to 'fp32'"
+        )
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return functools.partial(torch.autocast, device.type, dtype=dtype)
+
+
+_MISFIT = re.compile(
+    r"shape|size|dimension|\bdim\b|channels|out of bounds|match|scalar type|dtype", re.IGNORECASE
+)
+
+
+def _misfit(exc: Exception) -> bool:
+    """Whether an error in the first step says the data does not fit the model or loss.
+
+    A TypeError (a batch of the wrong structure) or a shape, size or dtype complaint does;
+    anything else is the user's own bug (or out of memory) and keeps its type and message.
+    """
+    if isinstance(exc, torch.cuda.OutOfMemoryError):
+        return False
+    return isinstance(exc, TypeError) or bool(_MISFIT.search(str(exc)))
+
+
+class TrainStep:
+    """One optimizer step over a list of micro-batches, under a workload's options.
+
+    Each micro-batch: forward and loss under autocast (bf16/fp16), backward of the loss
+    divided by the number of micro-batches (through the gradient scaler for fp16); then the
+    global gradient norm clipped to ``grad_clip``, and the optimizer step. A first step that
+    fails because the data, the model and the loss do not fit together (a shape, size or
+    dtype complaint, or a TypeError) raises a :class:`~lrsearch.errors.WorkloadError` that
+    shows the batch; other errors (the user's own bugs) pass through as they are.
+
+    Args:
+        model: the model.
+        optimizer: its optimizer (LRs set by the caller).
+        batch_loss: ``batch_loss(model, batch) -> scalar tensor``.
+        device: where the model is.
+        grad_clip: max global gradient norm (None: no clipping).
+        precision: ``"fp32"``, ``"bf16"`` or ``"fp16"``.
+        scaler: the gradient scaler to use; fp16 gets a fresh one where not given.
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        optimizer: torch.optim.Optimizer,
+        batch_loss: Callable[[torch.nn.Module, Any], torch.Tensor],
+        *,
+        device: torch.device,
+        grad_clip: float | None = None,
+        precision: str = "fp32",
+        scaler: torch.amp.GradScaler | None = None,
+    ) -> None:
+        self.model = model
+        self.optimizer = optimizer
+        self.batch_loss = batch_loss
+        self.grad_clip = grad_clip
+        self.autocast = _autocast_for(precision, device)
+        if scaler is None and precision == "fp16":
+            scaler = torch.amp.GradScaler(device.type)
+        self.scaler = scaler
+        self.checked = False
+
+    @classmethod
+    def for_workload(
+        cls,
+        workload: Workload,
+        model: torch.nn.Module,
+        optimizer: torch.optim.Optimizer,
+        device: torch.device,
+        scaler: torch.amp.GradScaler | None = None,
+    ) -> TrainStep:
+        """The step ``workload`` asks for (its loss, grad_clip and precision)."""
+        return cls(
+            model,
+            optimizer,
+            workload.batch_loss,
+            device=device,
+            grad_clip=workload.grad_clip,
+            precision=workload.precision,
+            scaler=scaler,
+        )
+
+    def run(self, batches: Sequence[Any]) -> torch.Tensor:
+        """One optimizer step over ``batches``; returns their mean loss, still on the device."""
+        if self.checked:
+            return self._run(batches)
+        try:
+            loss = self._run(batches)
+        except (TypeError, ValueError, IndexError, RuntimeError) as exc:
+            if not _misfit(exc):
+                raise
+            what = f"{type(exc).__name__}: {exc}".splitlines()[0]
+            raise WorkloadError(
+                f"train batch {describe(batches[0])}: {what} — fix: make the batches what "
+                "the model and loss_fn (or step_fn) take"
+            ) from exc
+        self.checked = True
+        return loss
+
+    def _run(self, batches: Sequence[Any]) -> torch.Tensor:
+        self.optimizer.zero_grad(set_to_none=True)
+        n = len(batches)
+        total: torch.Tensor | None = None
+        for batch in batches:
+            with self.autocast():
+                loss = self.batch_loss(self.model, batch)
+            part = loss if n == 1 else loss / n
+            (part if self.scaler is None else self.scaler.scale(part)).backward()
+            total = loss.detach() if total is None else total + loss.detach()
+        self._update()
+        assert total is not None
+        return total if n == 1 else total / n
+
+    def _update(self) -> None:
+        """Clip (grads unscaled first) and step the optimizer, through the scaler if any."""
+        if self.grad_clip is not None:
+            if self.scaler is not None:
+                self.scaler.unscale_(self.optimizer)
+            params = [p for g in self.optimizer.param_groups for p in g["params"]]
+            torch.nn.utils.clip_grad_norm_(params, self.grad_clip)
+        if self.scaler is None:
+            self.optimizer.step()
+            return
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+
+
 def _non_finite_validation(val_loss: float, val_metric: float) -> str | None:
     if math.isfinite(val_loss) and math.isfinite(val_metric):
         return None
     return f"non-finite validation loss/metric ({val_loss}, {val_metric})"
+
+
+def _with_test_scores(
+    result: TrainResult, model: torch.nn.Module, workload: Workload, device: torch.device
+) -> TrainResult:
+    """``result`` with the final model's test loss and metric, where there is a test split.
+
+    Scored once, after training, and never reported to a callback: selection stays blind to it.
+    """
+    if not workload.has_test or result.diverged or not result.history:
+        return result
+    result.test_loss, result.test_metric = evaluate(model, workload, device, split="test")
+    return result
 
 
 def _result(

@@ -21,11 +21,12 @@ from optuna.study import MaxTrialsCallback
 from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy.exc import SQLAlchemyError
 
+from lrsearch import interrupt
 from lrsearch.config import StudyConfig
 from lrsearch.devices import Slot, parse_devices
 from lrsearch.errors import LrsearchError, StorageError
 from lrsearch.objective import Objective
-from lrsearch.recording import close_study, observe_trials, open_recorder
+from lrsearch.recording import close_orphans, close_study, observe_trials, open_recorder
 from lrsearch.storage import default_home, redact
 from lrsearch.study import FINISHED, StudyHandle, build_workload, load_study, open_study
 
@@ -103,6 +104,7 @@ def run_trials(
         MaxTrialsCallback(n_trials, states=FINISHED),
         guard,
         _stop_on_surplus,
+        _stop_on_request,
     ]
     if on_trial is not None:
         callbacks.append(lambda study, trial: on_trial(trial))
@@ -138,6 +140,12 @@ def _stop_on_surplus(study: optuna.Study, trial: FrozenTrial) -> None:
     if trial.user_attrs.get("surplus") and not study.get_trials(
         deepcopy=False, states=(TrialState.WAITING,)
     ):
+        study.stop()
+
+
+def _stop_on_request(study: optuna.Study, trial: FrozenTrial) -> None:
+    """After a trial is told: Ctrl-C asked to stop, so start no other."""
+    if interrupt.requested():
         study.stop()
 
 
@@ -205,26 +213,41 @@ def run_study(
     import torch
 
     torch.set_num_threads(int(os.environ.get("LRSEARCH_THREADS", slots[0].threads)))
-    handle = open_study(
-        config,
-        storage_url,
-        tracking_uri=uri,
-        device=range_device,
-        on_range_test=echo,
-        workload=workload,
-    )
-    recorder = open_recorder(handle, tracker, log_parent=True) if tracker else None
-    interrupted = _execute(
-        handle,
-        slots,
-        n_trials=config.study.n_trials,
-        timeout=config.study.timeout,
-        recorder=recorder,
-        show_progress=show_progress,
-        echo=echo,
-    )
-    if recorder is not None:
-        close_study(handle, recorder, interrupted=interrupted)
+    from lrsearch.progress import describe_study, waiting
+
+    ran_range_test: list[str] = []
+
+    def on_range_test(line: str) -> None:
+        ran_range_test.append(line)
+        echo(line)
+
+    with waiting(
+        "opening the study (the LR range test runs the first time)", enabled=show_progress
+    ):
+        handle = open_study(
+            config,
+            storage_url,
+            tracking_uri=uri,
+            device=range_device,
+            on_range_test=on_range_test,
+            workload=workload,
+        )
+    for line in describe_study(handle, resumed=not ran_range_test):
+        echo(line)
+    # From here on every write is recorded truthfully: Ctrl-C only asks to stop (see interrupt).
+    with interrupt.deferred_interrupts(echo):
+        recorder = open_recorder(handle, tracker, log_parent=True) if tracker else None
+        interrupted = _execute(
+            handle,
+            slots,
+            n_trials=config.study.n_trials,
+            timeout=config.study.timeout,
+            recorder=recorder,
+            show_progress=show_progress,
+            echo=echo,
+        )
+        if recorder is not None:
+            close_study(handle, recorder, interrupted=interrupted)
     return RunOutcome(handle, time.perf_counter() - started, uri, interrupted)
 
 
@@ -255,15 +278,19 @@ def join_study(
     tracker = _tracker(handle.tracking_uri)
     recorder = open_recorder(handle, tracker, log_parent=False) if tracker else None
     started = time.perf_counter()
-    interrupted = _execute(
-        handle,
-        slots,
-        n_trials=n_trials or handle.n_trials_target,
-        timeout=timeout,
-        recorder=recorder,
-        show_progress=show_progress,
-        echo=echo,
-    )
+    quiet = os.environ.get("LRSEARCH_QUIET") == "1"  # a supervised worker: its supervisor speaks
+    with interrupt.deferred_interrupts(echo if not quiet else lambda line: None):
+        interrupted = _execute(
+            handle,
+            slots,
+            n_trials=n_trials or handle.n_trials_target,
+            timeout=timeout,
+            recorder=recorder,
+            show_progress=show_progress,
+            echo=echo,
+        )
+        if recorder is not None:
+            close_orphans(handle, recorder)
     return RunOutcome(handle, time.perf_counter() - started, handle.tracking_uri, interrupted)
 
 

@@ -12,10 +12,16 @@ from click.testing import CliRunner
 from PIL import Image
 
 import lrsearch.cli._bench  # noqa: F401  (registers the command)
-from lrsearch.bench import ARMS, PRUNER_ARMS, evaluate_targets, fastai_one_cycle, torch_one_cycle
-from lrsearch.bench._report import HEADERS
-from lrsearch.bench._stats import best_at, first_reach, median_or_none, summarize_search
 from lrsearch.cli import cli
+from lrsearch.harness.bench import (
+    ARMS,
+    PRUNER_ARMS,
+    evaluate_targets,
+    fastai_one_cycle,
+    torch_one_cycle,
+)
+from lrsearch.harness.bench._report import HEADERS
+from lrsearch.harness.bench._stats import best_at, first_reach, median_or_none, summarize_search
 
 ARM_KEYS = (
     "median_best",

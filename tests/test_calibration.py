@@ -8,9 +8,10 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from lrsearch import calibration, prior
+from lrsearch import prior
 from lrsearch.cli import _calibrate  # noqa: F401  (registers calibrate-prior)
 from lrsearch.cli._common import cli
+from lrsearch.harness import calibration
 from lrsearch.suggest import SUGGESTION_NAMES
 
 

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import subprocess
 
 import numpy as np
+import optuna
 import pytest
 import torch
 from click.testing import CliRunner
 
 from lrsearch.cli import cli
 from lrsearch.schedules import schedule_from_dict
+from lrsearch.storage import default_storage, open_storage
 
 TINY = """
 [study]
@@ -89,7 +92,14 @@ def test_train_from_study(finished_study) -> None:
     _, env, _ = finished_study
     result = _invoke("train", "--from-study", "clitiny", "--json", env=env)
     assert result.exit_code == 0, result.output
-    assert json.loads(result.output)["epochs"] == 2
+    assert json.loads(result.stdout)["epochs"] == 2
+    assert "retraining trial" in result.stderr
+
+
+def _experiment(home):
+    from mlflow import MlflowClient
+
+    return MlflowClient(f"sqlite:///{home}/mlflow.db").get_experiment_by_name("clitiny")
 
 
 def test_ui_dry_run_uses_the_embedded_store(finished_study) -> None:
@@ -98,6 +108,60 @@ def test_ui_dry_run_uses_the_embedded_store(finished_study) -> None:
     assert result.exit_code == 0
     assert f"sqlite:///{home}/mlflow.db" in result.output and "5123" in result.output
     assert "--default-artifact-root" in result.output
+    experiment_id = _experiment(home).experiment_id
+    page = f"http://127.0.0.1:5123/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+    assert page in result.output.splitlines()
+
+
+def test_ui_without_a_study_shows_the_experiments(finished_study) -> None:
+    _, env, _ = finished_study
+    result = _invoke("ui", "--dry-run", env=env)
+    assert result.exit_code == 0
+    assert "http://127.0.0.1:5000/#/experiments?workflowType=machine_learning" in result.output
+
+
+def test_ui_serves_the_study_runs_page(finished_study, monkeypatch) -> None:
+    home, env, _ = finished_study
+    servers: list[list[str]] = []
+    real_run = subprocess.run
+
+    def run(command, *args, **kwargs):
+        if command[1:4] != ["-m", "mlflow", "server"]:
+            return real_run(command, *args, **kwargs)
+        servers.append(command)  # as if Ctrl-C stopped it at once
+        return subprocess.CompletedProcess(command, 0)
+
+    monkeypatch.setattr(subprocess, "run", run)
+    result = _invoke("ui", "--study", "clitiny", "--no-open", env=env)
+    assert result.exit_code == 0, result.output
+    assert len(servers) == 1 and f"sqlite:///{home}/mlflow.db" in servers[0]
+    experiment = _experiment(home)
+    assert f"/#/experiments/{experiment.experiment_id}/runs?" in result.output
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+
+
+def test_status_fits_80_columns_with_a_long_study_name(finished_study, tmp_path) -> None:
+    home, env, _ = finished_study
+    name = "clitiny-copied-under-a-name-too-long-for-the-status-table"
+    storage = f"sqlite:///{tmp_path}/optuna.db"
+    optuna.copy_study(
+        from_study_name="clitiny",
+        from_storage=open_storage(default_storage(home)),
+        to_storage=storage,
+        to_study_name=name,
+    )
+    counts = json.loads(_invoke("status", "--storage", storage, "--json", env=env).output)[0]
+    result = _invoke("status", "--storage", storage, env={**env, "COLUMNS": None})
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert max(len(line) for line in lines) <= 80, result.output
+    assert "…" not in result.output and name in {line.strip() for line in lines}
+    row = next(line.split() for line in lines if line.startswith(name[:8]))
+    trials = counts["trials"]
+    states = [trials[k] for k in ("COMPLETE", "PRUNED")] + [counts["diverged"]]
+    states += [trials[k] for k in ("FAIL", "RUNNING")] + [counts["n_trials_target"]]
+    assert row[1:7] == [str(n) for n in states]
+    assert "diverged" in result.output
 
 
 def test_validate_ok(tmp_path) -> None:

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 from click.testing import CliRunner
@@ -62,3 +63,33 @@ def test_bad_input_is_one_line_without_traceback(args: list[str], needle: str) -
 def test_debug_shows_the_exception() -> None:
     result = _run("--debug", "train", "--workload", "nope")
     assert result.exit_code != 0 and result.exception is not None
+
+
+def test_train_reports_the_test_split_next_to_validation() -> None:
+    result = _run("train", "-w", "digits-mlp", "--epochs", "2", "--json")
+    assert result.exit_code == 0, result.output
+    record = json.loads(result.output)
+    assert record["val_metric"] > 50 and record["test_metric"] > 50 and record["test_loss"] > 0
+    text = _run("train", "-w", "digits-mlp", "--epochs", "1")
+    assert text.exit_code == 0 and "val_accuracy=" in text.output
+    assert "test_accuracy=" in text.output
+
+
+def test_train_without_a_test_split_reports_none() -> None:
+    result = _run("train", "-w", "tests.tiny_workloads:blobs", "--epochs", "1", "--json")
+    assert result.exit_code == 0
+    assert "test_metric" not in json.loads(result.output)
+    text = _run("train", "-w", "tests.tiny_workloads:blobs", "--epochs", "1")
+    assert "test_" not in text.output
+
+
+def test_several_seeds_report_the_test_mean_and_std() -> None:
+    result = _run("train", "-w", "digits-mlp", "--epochs", "1", "--seeds", "2")
+    assert result.exit_code == 0, result.output
+    summary = result.output.strip().splitlines()[-1]
+    assert summary.startswith("over 2 seeds: val_accuracy=") and " test_accuracy=" in summary
+    assert summary.count("±") == 2
+    record = json.loads(
+        _run("train", "-w", "digits-mlp", "--epochs", "1", "--seeds", "2", "--json").output
+    )
+    assert len(record["test_metric"]) == 2 and math.isfinite(record["test_metric_std"])

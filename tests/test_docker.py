@@ -123,7 +123,9 @@ def _check_against_cli(args: list[str], where: str) -> None:
 
 
 def test_compose_has_the_services(raw: dict[str, Any]) -> None:
-    assert {"postgres", "mlflow", "create", "worker", "worker-cpu"} <= set(raw["services"])
+    assert {"postgres", "mlflow", "storage-proxy", "create", "worker", "worker-cpu"} <= set(
+        raw["services"]
+    )
 
 
 def test_postgres_has_a_healthcheck_a_volume_and_the_init_scripts(compose: dict[str, Any]) -> None:
@@ -200,9 +202,31 @@ def test_gpu_worker_reserves_the_gpus(compose: dict[str, Any]) -> None:
 
 def test_lrsearch_commands_exist_in_the_cli(compose: dict[str, Any]) -> None:
     services = _lrsearch_services(compose)
-    assert set(services) == {"create", "worker", "worker-cpu"}
+    assert set(services) == {"create", "worker", "worker-cpu", "storage-proxy"}
     for name, s in services.items():
         _check_against_cli(s["command"], f"compose service {name}")
+
+
+def test_storage_proxy_serves_the_database(compose: dict[str, Any], raw: dict[str, Any]) -> None:
+    proxy = compose["services"]["storage-proxy"]
+    command = proxy["command"]
+    assert command[0] == "storage-proxy"
+    assert command[command.index("--host") + 1] == "0.0.0.0"
+    port = command[command.index("--port") + 1]
+    # The database URL (with the password) comes from the environment, not the command line.
+    assert "--storage" not in command and not any("postgresql" in part for part in command)
+    assert urlsplit(proxy["environment"]["LRSEARCH_STORAGE"]).scheme == "postgresql"
+    assert proxy["depends_on"]["postgres"]["condition"] == "service_healthy"
+    assert [p.rsplit(":", 1)[1] for p in proxy["ports"]] == [port]
+    assert f"'127.0.0.1', {port}" in " ".join(proxy["healthcheck"]["test"])
+    assert "deploy" not in proxy and "profiles" not in proxy  # starts with the stack, on any host
+    # What the compose file and the READMEs tell workers to use is where the proxy listens.
+    texts = [(DOCKER / "compose.yaml").read_text(), (DOCKER / "README.md").read_text()]
+    texts.append((ROOT / "README.md").read_text())
+    for text in texts:
+        for host, used in re.findall(r"grpc://(storage-proxy|db-host):(\d+)", text):
+            assert used == port, f"grpc://{host}:{used}, but the proxy listens on {port}"
+    assert all("grpc://storage-proxy:" in text for text in texts[:2])
 
 
 def test_create_and_workers_agree_on_the_study(compose: dict[str, Any]) -> None:

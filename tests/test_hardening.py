@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sqlite3
 import string
 
 import pytest
@@ -43,19 +42,8 @@ def recorded(tmp_path_factory):
 
 
 def _fingerprint(home) -> tuple[str, str]:
-    """What is recorded: every Optuna row, and the MLflow store's bytes."""
-    with sqlite3.connect(home / "optuna.db") as conn:
-        rows = []
-        for table in (
-            "studies",
-            "trials",
-            "trial_params",
-            "trial_values",
-            "study_user_attributes",
-            "trial_user_attributes",
-        ):
-            rows.append(conn.execute(f"select * from {table} order by 1").fetchall())
-    optuna_state = hashlib.sha256(repr(rows).encode()).hexdigest()
+    """What is recorded: the Optuna journal's bytes, and the MLflow store's bytes."""
+    optuna_state = hashlib.sha256((home / "optuna.journal").read_bytes()).hexdigest()
     mlflow_state = hashlib.sha256((home / "mlflow.db").read_bytes()).hexdigest()
     return optuna_state, mlflow_state
 

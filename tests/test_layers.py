@@ -1,6 +1,10 @@
 """The layer rules of DESIGN.md, checked on the source: what each module may import.
 
-Function-level imports count too: a lazy import still ties the layers together.
+Function-level and type-checking imports count too: a lazy import still ties the layers
+together. Two rules: third-party packages a layer must not know (torch below the search, MLflow
+outside tracking, click outside the surface), and lrsearch's own modules: a module imports only
+from its own layer or the layers above it in DESIGN.md's table, so nothing in the core imports
+the surface or the harness.
 """
 
 from __future__ import annotations
@@ -14,46 +18,105 @@ import lrsearch
 
 PKG = Path(lrsearch.__file__).parent
 
+# DESIGN.md's layers, top (imports nothing of lrsearch's below it) to bottom.
+LAYERS: list[tuple[str, set[str]]] = [
+    ("schedule math", {"errors", "interrupt", "schedules", "policies"}),
+    ("prior math", {"prior", "suggest", "config"}),
+    ("torch parts", {"torch_schedule", "workloads", "training", "range_test"}),
+    ("drawing", {"plots"}),
+    ("tracking", {"tracking"}),
+    (
+        "search",
+        {
+            "storage",
+            "heartbeat",
+            "study",
+            "objective",
+            "space",
+            "sampler",
+            "pruning",
+            "reporting",
+            "export",
+            "trial_context",
+        },
+    ),
+    ("execution", {"workers", "supervisor", "devices", "recording", "progress"}),
+    ("surface", {"cli", "harness"}),
+]
+LAYER_OF = {module: i for i, (_, modules) in enumerate(LAYERS) for module in modules}
+
 FORBIDDEN = {
-    "schedules.py": {"torch", "optuna", "mlflow", "click"},
-    "prior.py": {"torch", "optuna", "mlflow", "click"},
-    "suggest.py": {"torch", "optuna", "mlflow", "click"},
-    "torch_schedule.py": {"optuna", "mlflow", "click"},
-    "training.py": {"optuna", "mlflow", "click"},
-    "range_test.py": {"optuna", "mlflow", "click"},
-    "workloads": {"optuna", "mlflow", "click"},
-    "tracking.py": {"optuna", "torch", "click"},
-    "space.py": {"click", "mlflow"},
-    "pruning.py": {"click", "mlflow", "torch"},
-    "sampler.py": {"click", "mlflow", "torch"},
-    "study.py": {"click", "mlflow"},
-    "config.py": {"click", "torch", "optuna", "mlflow"},
-    "workers.py": {"click"},
-    "supervisor.py": {"click"},
-    "devices.py": {"click", "optuna", "mlflow"},
+    "schedule math": {"torch", "optuna", "mlflow", "click"},
+    "prior math": {"torch", "optuna", "mlflow", "click"},
+    "torch parts": {"optuna", "mlflow", "click"},
+    "drawing": {"optuna", "mlflow", "click", "torch"},
+    "tracking": {"optuna", "torch", "click"},
+    "search": {"click", "mlflow"},
+    "execution": {"click", "mlflow"},
 }
 
 
-def _imports(path: Path) -> set[str]:
-    names: set[str] = set()
+def _modules() -> list[Path]:
+    return sorted(p for p in PKG.rglob("*.py") if p.name != "__init__.py" or p.parent != PKG)
+
+
+def _top(path: Path) -> str:
+    """The lrsearch module a file belongs to: ``tracking`` for ``tracking/_base.py``."""
+    return path.relative_to(PKG).parts[0].removesuffix(".py")
+
+
+def _imports(path: Path) -> tuple[set[str], set[str]]:
+    """Third-party top-level packages and lrsearch modules a file imports."""
+    outside: set[str] = set()
+    inside: set[str] = set()
     for node in ast.walk(ast.parse(path.read_text())):
+        names: list[str] = []
         if isinstance(node, ast.Import):
-            names |= {alias.name.split(".")[0] for alias in node.names}
+            names = [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            names.add(node.module.split(".")[0])
-            if node.module.startswith("lrsearch.cli"):
-                names.add("lrsearch.cli")
-    return names
+            names = [node.module]
+            if node.module == "lrsearch":
+                names = [f"lrsearch.{alias.name}" for alias in node.names]
+        for name in names:
+            parts = name.split(".")
+            if parts[0] == "lrsearch" and len(parts) > 1:
+                inside.add(parts[1])
+            elif parts[0] != "lrsearch":
+                outside.add(parts[0])
+    return outside, inside
 
 
-@pytest.mark.parametrize("name", sorted(FORBIDDEN))
-def test_module_respects_its_layer(name: str) -> None:
-    target = PKG / name
-    files = sorted(target.rglob("*.py")) if target.is_dir() else [target]
-    for path in files:
-        used = _imports(path)
-        bad = used & (FORBIDDEN[name] | {"lrsearch.cli"})
-        assert not bad, f"{path.relative_to(PKG)} imports {sorted(bad)}"
+def test_every_module_has_a_layer() -> None:
+    unplaced = {_top(p) for p in _modules()} - set(LAYER_OF)
+    assert not unplaced, f"place these in LAYERS (and DESIGN.md): {sorted(unplaced)}"
+
+
+@pytest.mark.parametrize("path", _modules(), ids=lambda p: str(p.relative_to(PKG)))
+def test_module_respects_its_layer(path: Path) -> None:
+    own = LAYER_OF[_top(path)]
+    layer = LAYERS[own][0]
+    outside, inside = _imports(path)
+    bad = outside & FORBIDDEN.get(layer, set())
+    assert not bad, f"{layer} module imports {sorted(bad)}"
+    below = {m for m in inside if LAYER_OF.get(m, own) > own}
+    assert not below, (
+        f"{layer} module imports {sorted(below)} from lower layers "
+        f"({sorted({LAYERS[LAYER_OF[m]][0] for m in below})})"
+    )
+
+
+def test_no_private_names_across_modules() -> None:
+    """Modules use each other's public names only (a private name stays in its module)."""
+    offenders = []
+    for path in _modules():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("lrsearch"):
+                parts = (node.module or "").split(".")
+                own_package = len(parts) > 1 and parts[1] == _top(path)
+                for alias in node.names:
+                    if alias.name.startswith("_") and not own_package:
+                        offenders.append(f"{path.relative_to(PKG)}: {node.module}.{alias.name}")
+    assert not offenders
 
 
 def test_public_surface_is_pinned() -> None:
@@ -72,6 +135,7 @@ def test_public_surface_is_pinned() -> None:
         "StorageError",
         "TrackingError",
         "TrainResult",
+        "TrialContext",
         "Workload",
         "WorkloadError",
         "__version__",

@@ -127,7 +127,7 @@ def test_train_from_study_reproduces_the_best_trial_exactly(tmp_path, monkeypatc
         cli, ["train", "--from-study", "obj", "--storage", storage, "--json"], obj={}
     )
     assert result.exit_code == 0, result.output
-    record = json.loads(result.output.splitlines()[-1])
+    record = json.loads(result.stdout)
     assert record["val_metric"] == best.value  # exactly, on CPU
     assert f"trial {best.number} of study 'obj'" in result.output
     assert f"seed {7 + best.number}" in result.output

@@ -407,4 +407,10 @@ class TestMakePruner:
 
 
 def test_public_surface() -> None:
-    assert sorted(pruning.__all__) == ["PRUNERS", "PlateauPruner", "is_stalled", "make_pruner"]
+    assert sorted(pruning.__all__) == [
+        "PRUNERS",
+        "PlateauPruner",
+        "is_stalled",
+        "make_pruner",
+        "pruner_from_config",
+    ]

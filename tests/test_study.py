@@ -152,7 +152,13 @@ def test_interrupt_then_resume_reuses_the_range_test(home, monkeypatch) -> None:
     assert interrupted.info.status == "KILLED" and interrupted.data.tags["lrsearch.state"] == "FAIL"
 
     monkeypatch.setattr(lrsearch.training, "train", real_train)
-    run_study(config, storage_url=storage, show_progress=False, echo=lambda s: None)
+    said: list[str] = []
+    run_study(config, storage_url=storage, show_progress=False, echo=said.append)
+    assert said[0] == (
+        "resuming study 'resume': 1 complete, 0 pruned, 1 failed, 0 waiting to be retried; "
+        "the range test is kept"
+    )
+    assert said[1].startswith("range test: steep ") and said[2].startswith("prior over max_lr:")
     study = optuna.load_study(study_name="resume", storage=storage)
     assert sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in study.trials) == 3
     assert calls == [1]  # the range test ran once, for the first run only

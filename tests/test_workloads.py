@@ -8,12 +8,13 @@ from lrsearch.workloads import get_workload, workload_names
 
 
 def test_builtin_names_listed() -> None:
-    assert {"mnist1d-cnn", "mnist1d-mlp", "digits-mlp", "least-squares"} <= set(workload_names())
+    builtins = {"mnist1d-cnn", "mnist1d-mlp", "mnist1d-resnet", "char-transformer", "digits-mlp"}
+    assert builtins | {"least-squares"} <= set(workload_names())
 
 
 def test_mnist1d_cnn_matches_the_paper() -> None:
     w = get_workload("mnist1d-cnn")
-    assert len(w.train_data[0]) == 4000 and len(w.val_data[0]) == 1000
+    assert [len(w.train_data[0]), len(w.val_data[0]), len(w.test_data[0])] == [3000, 1000, 1000]
     assert w.train_data[0].shape[1] == 40
     model = w.build_model()
     n_params = sum(p.numel() for p in model.parameters())
@@ -35,8 +36,40 @@ def test_mnist1d_is_cached_and_identical(tmp_path, monkeypatch) -> None:
 
 def test_digits_split_is_fixed() -> None:
     a, b = get_workload("digits-mlp"), get_workload("digits-mlp")
-    assert torch.equal(a.val_data[1], b.val_data[1])
-    assert len(a.train_data[0]) + len(a.val_data[0]) == 1797
+    assert torch.equal(a.val_data[1], b.val_data[1]) and torch.equal(a.test_data[0], b.test_data[0])
+    sizes = [len(a.train_data[0]), len(a.val_data[0]), len(a.test_data[0])]
+    assert sizes == [1077, 360, 360] and sum(sizes) == 1797
+
+
+def _rows(tensors: tuple[torch.Tensor, torch.Tensor]) -> set[tuple[float, ...]]:
+    return {tuple(row.tolist()) for row in tensors[0]}
+
+
+@pytest.mark.parametrize("name", ["mnist1d-mlp", "digits-mlp"])
+def test_tensor_splits_are_disjoint(name: str) -> None:
+    w = get_workload(name)
+    train, val, test = _rows(w.train_data), _rows(w.val_data), _rows(w.test_data)
+    assert not (train & val) and not (train & test) and not (val & test)
+
+
+def test_digits_split_is_stratified() -> None:
+    w = get_workload("digits-mlp")
+    for split in (w.val_data, w.test_data):
+        counts = torch.bincount(split[1], minlength=10)
+        assert counts.min() >= 35 and counts.max() <= 37  # 360 / 10, give or take rounding
+
+
+def test_least_squares_has_no_test_split() -> None:
+    assert not get_workload("least-squares").has_test
+
+
+def test_mnist1d_validation_is_the_tail_of_its_training_set() -> None:
+    from lrsearch.workloads._mnist1d import _mnist1d_arrays
+
+    w = get_workload("mnist1d-cnn")
+    raw = _mnist1d_arrays(None)
+    assert torch.equal(w.val_data[0], torch.as_tensor(raw["x"][-1000:], dtype=torch.float32))
+    assert torch.equal(w.test_data[0], torch.as_tensor(raw["x_test"], dtype=torch.float32))
 
 
 def test_import_path_with_kwargs() -> None:
@@ -66,3 +99,51 @@ def test_unknown_name_lists_builtins() -> None:
     with pytest.raises(WorkloadError) as info:
         get_workload("mnist2d")
     assert "mnist1d-cnn" in str(info.value) and "digits-mlp" in str(info.value)
+
+
+def _blobs_fields() -> dict:
+    w = get_workload("tests.tiny_workloads:blobs")
+    return {f: getattr(w, f) for f in ("name", "build_model", "train_data", "val_data", "loss_fn")}
+
+
+@pytest.mark.parametrize(
+    ("change", "needle"),
+    [
+        ({"train_data": 42}, "train_data must be (inputs, targets) tensors, a DataLoader"),
+        ({"val_data": lambda e, s: []}, "val_data must be (inputs, targets) tensors"),
+        ({"train_data": (torch.zeros(3),)}, "two non-empty tensors of equal length"),
+        ({"loss_fn": None}, "needs loss_fn(outputs, targets), or a step_fn"),
+        ({"accumulate": 0}, "accumulate must be >= 1"),
+        ({"batches_per_epoch": 0}, "batches_per_epoch must be >= 1"),
+        ({"optimizer": 3}, "optimizer must be a name, a torch.optim optimizer class or a factory"),
+        ({"test_data": 42}, "test_data must be (inputs, targets) tensors, a DataLoader"),
+    ],
+)
+def test_bad_workload_fields_say_what_is_wrong(change: dict, needle: str) -> None:
+    from lrsearch.workloads import Workload
+
+    with pytest.raises(ValueError) as info:
+        Workload(**{**_blobs_fields(), **change})
+    assert needle in str(info.value)
+
+
+def test_data_in_every_form_is_accepted() -> None:
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from lrsearch.workloads import Workload
+
+    fields = _blobs_fields()
+    x, y = fields["train_data"]
+    loader = DataLoader(TensorDataset(x, y), batch_size=16)
+    for data in (loader, lambda epoch, seed: loader, [(x[:8], y[:8])]):
+        w = Workload(**{**fields, "train_data": data, "val_data": loader})
+        assert not w.in_memory
+    assert Workload(**{**fields, "train_data": loader}).n_train == len(x)
+    assert Workload(**{**fields, "train_data": [(x, y)]}).n_train is None
+
+
+def test_the_validation_loss_has_the_name_loss() -> None:
+    from lrsearch.workloads import Metric
+
+    with pytest.raises(ValueError, match="'loss' is taken"):
+        Metric("loss", "minimize")

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable
+
 import torch
 from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
 
 from lrsearch.workloads import ACCURACY, Workload
 
@@ -78,3 +82,73 @@ def oom(**kwargs: int) -> Workload:
     base = blobs(**kwargs)
     dim = base.train_data[0].shape[1]
     return Workload(**{**base.__dict__, "name": "oom", "build_model": lambda: _OutOfMemory(dim)})
+
+
+def blobs_loader(
+    *, n: int = 256, dim: int = 8, epochs: int = 3, batch_size: int = 32, seed: int = 0
+) -> Workload:
+    """``blobs`` with its data in DataLoaders: a shuffling one to train, a plain one to validate."""
+    base = blobs(n=n, dim=dim, epochs=epochs, batch_size=batch_size, seed=seed)
+    train = DataLoader(TensorDataset(*base.train_data), batch_size=batch_size, shuffle=True)
+    val = DataLoader(TensorDataset(*base.val_data), batch_size=50)
+    return dataclasses.replace(base, name="blobs-loader", train_data=train, val_data=val)
+
+
+def same_order_loader(
+    x: torch.Tensor, y: torch.Tensor, batch_size: int
+) -> Callable[[int, int], DataLoader]:
+    """A ``train_loader(epoch, seed)`` factory that yields the tensor path's batches exactly.
+
+    The tensor path draws one permutation per epoch from a generator seeded with ``seed``.
+    """
+
+    def factory(epoch: int, seed: int) -> DataLoader:
+        generator = torch.Generator().manual_seed(seed)
+        for _ in range(epoch + 1):
+            order = torch.randperm(len(x), generator=generator)
+        chunks = [order[b : b + batch_size].tolist() for b in range(0, len(x), batch_size)]
+        sampler = [c for c in chunks if len(c) == batch_size]
+        return DataLoader(TensorDataset(x, y), batch_sampler=sampler)
+
+    return factory
+
+
+class TinyLM(nn.Module):
+    """Embedding → linear next-token logits: a language model small enough for a test."""
+
+    def __init__(self, vocab: int, dim: int = 16) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(vocab, dim)
+        self.head = nn.Linear(dim, vocab)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.head(self.embed(tokens))
+
+
+def lm_step(model: nn.Module, batch: list[torch.Tensor]) -> torch.Tensor:
+    """Next-token cross-entropy: the loss is not ``loss_fn(model(x), y)``."""
+    tokens = batch[0]
+    logits = model(tokens[:, :-1])
+    return nn.functional.cross_entropy(logits.flatten(0, 1), tokens[:, 1:].flatten())
+
+
+def tiny_lm(
+    *, n: int = 256, length: int = 12, vocab: int = 11, epochs: int = 2, seed: int = 0
+) -> Workload:
+    """Sequences where each token follows from the last (``t -> 3t + 1 mod vocab``): an LM."""
+    g = torch.Generator().manual_seed(seed)
+    tokens = torch.empty(n, length, dtype=torch.long)
+    tokens[:, 0] = torch.randint(0, vocab, (n,), generator=g)
+    for i in range(1, length):
+        tokens[:, i] = (3 * tokens[:, i - 1] + 1) % vocab
+    cut = n * 3 // 4
+    return Workload(
+        name="tiny-lm",
+        build_model=lambda: TinyLM(vocab),
+        train_data=DataLoader(TensorDataset(tokens[:cut]), batch_size=16, shuffle=True),
+        val_data=DataLoader(TensorDataset(tokens[cut:]), batch_size=32),
+        step_fn=lm_step,
+        optimizer="adam",
+        batch_size=16,
+        epochs=epochs,
+    )

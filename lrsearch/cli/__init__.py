@@ -7,7 +7,7 @@ values become one line on stderr and a non-zero exit in one place (``_common.Lrs
 
 from __future__ import annotations
 
-from lrsearch.cli import _bench, _calibrate, _study, _train  # noqa: F401  (registers the commands)
+from lrsearch.cli import _bench, _calibrate, _proxy, _study, _train  # noqa: F401  (registers the commands)
 from lrsearch.cli._common import cli
 
 __all__ = ["cli", "main"]

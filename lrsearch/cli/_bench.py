@@ -96,7 +96,7 @@ def bench(**opts: Any) -> None:
     (best metric vs compute, pruning, storage latency) to --out. The storage section is
     skipped, with a note, when PostgreSQL is unreachable.
     """
-    from lrsearch.bench import SIZES, run_bench, write_report
+    from lrsearch.harness.bench import SIZES, run_bench, write_report
     from lrsearch.workloads import get_workload
 
     size = "smoke" if opts["smoke"] else "quick" if opts["quick"] else "full"

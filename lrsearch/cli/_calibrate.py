@@ -67,7 +67,7 @@ def calibrate_prior(**opts: Any) -> None:
     """
     import torch
 
-    from lrsearch.calibration import SweepSettings, calibrate, render_markdown
+    from lrsearch.harness.calibration import SweepSettings, calibrate, render_markdown
 
     workloads = [w.strip() for w in opts["workloads"].split(",") if w.strip()]
     if not workloads:

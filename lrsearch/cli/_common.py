@@ -26,6 +26,15 @@ class LrsearchGroup(click.Group):
                 raise
             click.echo(f"error: {exc}", err=True)
             ctx.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            if (ctx.obj or {}).get("debug"):
+                raise
+            click.echo(
+                "error: interrupted; what was recorded is kept: run the same command again "
+                "to resume",
+                err=True,
+            )
+            ctx.exit(130)
         except click.UsageError as exc:
             if (ctx.obj or {}).get("debug"):
                 raise

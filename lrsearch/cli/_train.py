@@ -130,7 +130,8 @@ def schedule_from_options(
 )
 @click.option("--storage", default=None, help="Storage of --from-study (default: as for 'run').")
 def train(**opts: Any) -> None:
-    """Train one schedule on a workload and print the final validation metric."""
+    """Train one schedule on a workload and print the final validation metric (and the test
+    metric, scored once at the end, where the workload has a test split)."""
     set_threads()
     device = check_device(opts["device"])
     job = _from_study(opts) if opts["from_study"] else _from_options(opts)
@@ -138,25 +139,44 @@ def train(**opts: Any) -> None:
     if job.origin:
         click.echo(f"retraining {job.origin} with seed {seed}", err=True)
     results = [_train_once(job, device, seed + k) for k in range(opts["seeds"])]
+    has_test = job.workload.has_test
     if opts["as_json"]:
-        record = results[0].to_dict() if len(results) == 1 else _seeds_record(results, seed)
-        record.pop("history", None)
-        record["schedule"] = job.schedule.to_dict()
-        click.echo(json.dumps(record))
+        click.echo(json.dumps(_json_record(results, seed, job, has_test)))
         return
     for result in results:
         status = f"diverged: {result.diverge_reason}" if result.diverged else "finished"
+        test = f" test_{result.metric_name}={result.test_metric:.2f}" if has_test else ""
         click.echo(
             f"{job.workload.name} {job.label}: {status} after {result.epochs} epochs in "
             f"{result.seconds:.1f}s; val_{result.metric_name}={result.val_metric:.2f} "
-            f"val_loss={result.val_loss:.4f}"
+            f"val_loss={result.val_loss:.4f}{test}"
         )
     if len(results) > 1:
-        record = _seeds_record(results, seed)
-        click.echo(
-            f"over {len(results)} seeds: val_{results[0].metric_name}="
-            f"{record['val_metric_mean']:.2f} ± {record['val_metric_std']:.2f}"
-        )
+        record = _seeds_record(results, seed, has_test=has_test)
+        name = results[0].metric_name
+        line = f"over {len(results)} seeds: val_{name}={_mean_std(record, 'val_metric')}"
+        click.echo(line + (f" test_{name}={_mean_std(record, 'test_metric')}" if has_test else ""))
+
+
+def _json_record(
+    results: list[TrainResult], seed: int, job: _Job, has_test: bool
+) -> dict[str, Any]:
+    """``train --json``'s object: one run's result, or the seeds' summary; test scores only
+    where the workload has a test split."""
+    if len(results) == 1:
+        record = results[0].to_dict()
+        record.pop("history", None)
+        if not has_test:
+            record.pop("test_metric", None)
+            record.pop("test_loss", None)
+    else:
+        record = _seeds_record(results, seed, has_test=has_test)
+    record["schedule"] = job.schedule.to_dict()
+    return record
+
+
+def _mean_std(record: dict[str, Any], key: str) -> str:
+    return f"{record[key + '_mean']:.2f} ± {record[key + '_std']:.2f}"
 
 
 @dataclass(frozen=True)
@@ -187,18 +207,21 @@ def _train_once(job: _Job, device: str, seed: int) -> TrainResult:
     )
 
 
-def _seeds_record(results: list[TrainResult], seed: int) -> dict[str, Any]:
+def _seeds_record(
+    results: list[TrainResult], seed: int, *, has_test: bool = False
+) -> dict[str, Any]:
+    """Per-seed metrics with their mean and std: validation, and test where there is one."""
     import statistics
 
-    values = [r.val_metric for r in results]
-    return {
-        "seeds": list(range(seed, seed + len(results))),
-        "val_metric": values,
-        "val_metric_mean": statistics.fmean(values),
-        "val_metric_std": statistics.stdev(values),
-        "metric_name": results[0].metric_name,
-        "diverged": [r.diverged for r in results],
-    }
+    record: dict[str, Any] = {"seeds": list(range(seed, seed + len(results)))}
+    for key in ("val_metric", "test_metric") if has_test else ("val_metric",):
+        values = [getattr(r, key) for r in results]
+        record[key] = values
+        record[f"{key}_mean"] = statistics.fmean(values)
+        record[f"{key}_std"] = statistics.stdev(values)
+    record["metric_name"] = results[0].metric_name
+    record["diverged"] = [r.diverged for r in results]
+    return record
 
 
 def _from_options(opts: dict[str, Any]) -> _Job:

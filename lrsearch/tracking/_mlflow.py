@@ -89,6 +89,12 @@ def _slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "experiment"
 
 
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+"""MLflow 3's experiment tag for which UI an experiment gets: GenAI (traces) or classic ML (runs)."""
+ML_EXPERIMENT_KIND = "custom_model_development"
+"""The value of :data:`EXPERIMENT_KIND_TAG` that the UI labels "Machine learning"."""
+
+
 class MlflowTracker(Tracker):
     """A :class:`Tracker` writing through ``MlflowClient`` to any MLflow tracking URI.
 
@@ -233,3 +239,28 @@ class MlflowTracker(Tracker):
     def _log_file(self, run_id: str, path: Path, artifact_path: str | None) -> None:
         with self._errors(f"storing {path.name} for run {run_id}"):
             self._client.log_artifact(run_id, str(path), artifact_path)
+
+    def experiment_id(self, name: str) -> str | None:
+        """The id of the experiment ``name`` (a study's has the study's name); None if absent.
+
+        Raises:
+            TrackingError: the store cannot be read, or the experiment is deleted.
+        """
+        return self._experiment(name, create=False)
+
+    def mark_machine_learning(self, experiment_id: str) -> bool:
+        """Tag an experiment as classic machine learning unless it has a kind; True if tagged.
+
+        MLflow 3 UIs that go by :data:`EXPERIMENT_KIND_TAG` then open the experiment on its runs
+        table rather than on GenAI traces, and stop asking which kind of experiment it is. A
+        kind someone chose (in the UI or by hand) is left alone.
+
+        Raises:
+            TrackingError: the store cannot be read or written.
+        """
+        with self._errors(f"tagging experiment {experiment_id}"):
+            tags = self._client.get_experiment(experiment_id).tags
+            if tags.get(EXPERIMENT_KIND_TAG):
+                return False
+            self._client.set_experiment_tag(experiment_id, EXPERIMENT_KIND_TAG, ML_EXPERIMENT_KIND)
+        return True

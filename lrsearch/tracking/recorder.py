@@ -11,6 +11,7 @@ sees Optuna.
 from __future__ import annotations
 
 import json
+import math
 import sys
 import tempfile
 import time
@@ -68,13 +69,21 @@ class TrialRecord:
             metrics["update_ratio"] = info.update_ratio
         self._run.log_step(info.step, **metrics)
 
+    def metrics(self, step: int, values: Mapping[str, float]) -> None:
+        """Buffer any per-step metrics by name (a user loop's ``ctx.log``); sent in batches."""
+        self._run.log_step(step, **values)
+
     def epoch(self, info: EpochInfo) -> None:
+        metrics = {
+            "val_loss": info.val_loss,
+            f"val_{self.metric}": info.val_metric,
+            "train_loss_epoch": info.train_loss,
+            "epoch": float(info.epoch),
+        }
+        # A user loop (lrsearch.trial_context) reports its metric only: its losses are NaN.
+        losses = ("val_loss", "train_loss_epoch")
         self._run.log_epoch(
-            info.step,
-            val_loss=info.val_loss,
-            **{f"val_{self.metric}": info.val_metric},
-            train_loss_epoch=info.train_loss,
-            epoch=float(info.epoch),
+            info.step, **{k: v for k, v in metrics.items() if k not in losses or not math.isnan(v)}
         )
 
     def end(

@@ -12,17 +12,38 @@ from importlib.metadata import entry_points
 from typing import Any
 
 from lrsearch.errors import WorkloadError
-from lrsearch.workloads._base import ACCURACY, MSE, OPTIMIZERS, Metric, Workload
+from lrsearch.workloads._base import (
+    ACCURACY,
+    MEAN_LOSS,
+    MSE,
+    OPTIMIZERS,
+    PRECISIONS,
+    Batches,
+    Metric,
+    Workload,
+    compute_loss,
+    describe,
+    split_batch,
+    to_device,
+)
 from lrsearch.workloads._builtin import BUILTIN
 
 __all__ = [
     "ACCURACY",
+    "MEAN_LOSS",
     "MSE",
     "OPTIMIZERS",
+    "PRECISIONS",
+    "Batches",
     "Metric",
     "Workload",
     "check_allowed",
+    "compute_loss",
+    "describe",
     "get_workload",
+    "load_callable",
+    "split_batch",
+    "to_device",
     "workload_names",
 ]
 
@@ -76,6 +97,18 @@ def _resolve_factory(spec: str) -> Callable[..., Any]:
             f"unknown workload {spec!r}; use one of {', '.join(workload_names())} "
             "or an import path 'package.module:function'"
         )
+    return load_callable(spec)
+
+
+def load_callable(spec: str, *, what: str = "workload") -> Callable[..., Any]:
+    """The callable an import path ``package.module:function`` names (a workload, a loop).
+
+    The working directory's modules import, as with ``python -m``. Check the path with
+    :func:`check_allowed` first where a study's storage named it.
+
+    Raises:
+        WorkloadError: the module does not import, or has no such callable.
+    """
     module_name, _, attr = spec.partition(":")
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())  # like `python -m`: the working directory's modules import
@@ -83,12 +116,12 @@ def _resolve_factory(spec: str) -> Callable[..., Any]:
         module = importlib.import_module(module_name)
     except Exception as exc:
         raise WorkloadError(
-            f"workload {spec!r}: importing {module_name!r} failed ({type(exc).__name__}: {exc}); "
+            f"{what} {spec!r}: importing {module_name!r} failed ({type(exc).__name__}: {exc}); "
             "check the module is installed or on PYTHONPATH"
         ) from exc
     factory = getattr(module, attr, None)
     if not callable(factory):
-        raise WorkloadError(f"workload {spec!r}: {module_name!r} has no callable {attr!r}")
+        raise WorkloadError(f"{what} {spec!r}: {module_name!r} has no callable {attr!r}")
     return factory  # type: ignore[no-any-return]
 
 

@@ -2,18 +2,29 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import dataclasses
+import inspect
+import math
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import nn
 
+from lrsearch.errors import WorkloadError
+
 Direction = Literal["maximize", "minimize"]
+Precision = Literal["fp32", "bf16", "fp16"]
 MetricFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+StepFn = Callable[[nn.Module, Any], torch.Tensor]
+EvalFn = Callable[[nn.Module, Iterable[Any]], tuple[Any, Any]]
+LoaderFactory = Callable[[int, int], Iterable[Any]]
+OptimizerFactory = Callable[..., torch.optim.Optimizer]
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
+PRECISIONS = ("fp32", "bf16", "fp16")
 
 
 @dataclass(frozen=True)
@@ -21,14 +32,20 @@ class Metric:
     """The validation metric a study optimises.
 
     Attributes:
-        name: shown in tables and logged to MLflow (``val_<name>``).
+        name: shown in tables and logged to MLflow (``val_<name>``); not ``"loss"``, which
+            names the validation loss.
         direction: ``"maximize"`` or ``"minimize"``.
-        fn: ``fn(outputs, targets)`` over a whole validation set, returning a scalar tensor.
+        fn: ``fn(outputs, targets)`` over a whole validation set, returning a scalar tensor;
+            None: the metric is the validation loss itself (see :data:`MEAN_LOSS`).
     """
 
     name: str
     direction: Direction
-    fn: MetricFn
+    fn: MetricFn | None = None
+
+    def __post_init__(self) -> None:
+        if self.name == "loss":
+            raise ValueError("metric name 'loss' is taken by the validation loss; use another")
 
 
 def accuracy(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -43,59 +60,217 @@ def mse(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 
 ACCURACY = Metric("accuracy", "maximize", accuracy)
 MSE = Metric("mse", "minimize", mse)
+MEAN_LOSS = Metric("mean_loss", "minimize")  # the validation loss (a step_fn's mean)
 
 
 @dataclass(frozen=True)
 class Workload:
     """A training task: model, data, loss, metric and its usual training settings.
 
-    Data is held as in-memory tensors ``(inputs, targets)``; the built-in tasks are small
-    enough, and it keeps batching free of DataLoader overhead.
+    **Data.** ``train_data`` is one of
+
+    - a tuple ``(inputs, targets)`` of in-memory tensors: the fast path; they move to the
+      device once and are shuffled there each epoch (``batch_size`` applies);
+    - a re-iterable of batches, e.g. a ``torch.utils.data.DataLoader``: iterated once per
+      epoch, each batch moved to the device as it is used; the loader sets the batch size;
+    - a factory ``train_loader(epoch, seed) -> iterable of batches``, called at the start of
+      every epoch, so shuffling and augmentation are reproducible under the run's seed.
+
+    ``val_data`` is tensors or a re-iterable. A batch is ``(inputs, targets)`` unless the
+    workload has a ``step_fn``, which takes batches as they come.
+
+    **Honest scoring.** ``test_data`` (optional, like ``val_data``) is held out from the
+    search: :func:`~lrsearch.training.train` scores it once, after the last epoch, and never
+    shows it to a callback, so trials are selected on validation and reported on test.
+
+    **Steps.** An epoch has ``len(loader)`` batches (or ``batches_per_epoch``, which a loader
+    without a length must state); ``accumulate`` of them make one optimizer step, so
+    :meth:`steps_per_epoch` counts optimizer steps, the unit of every schedule.
+
+    **Options** (:attr:`OPTIONS`) change with :meth:`with_options` (a study file's overrides
+    go through it), which checks them again.
 
     Attributes:
         name: registry name or import path.
         build_model: returns a freshly initialised model (seed torch before calling).
-        train_data: ``(inputs, targets)`` for training.
-        val_data: ``(inputs, targets)`` for validation.
-        loss_fn: ``loss_fn(outputs, targets)`` -> scalar tensor.
-        metric: the validation metric.
-        optimizer: ``"sgd"``, ``"adam"`` or ``"adamw"``.
-        batch_size: default mini-batch size.
+        train_data: tensors, a re-iterable of batches, or a ``(epoch, seed)`` factory.
+        val_data: ``(inputs, targets)`` tensors or a re-iterable of batches.
+        test_data: like ``val_data``; None where the workload has no test split.
+        loss_fn: ``loss_fn(outputs, targets)`` -> scalar tensor; None with a ``step_fn``.
+        metric: the validation metric; :data:`MEAN_LOSS` (the default) is the loss itself.
+        optimizer: ``"sgd"``, ``"adam"``, ``"adamw"``, the name of any ``torch.optim``
+            optimizer (``"Adagrad"``), an optimizer class, or a factory: ``factory(model,
+            lr)`` building its param groups at multiples of ``lr``, or ``factory(model)``
+            with LRs of its own (the first group's LR is then the schedule's). A factory
+            whose first parameter is named ``params`` (an optimizer class, a
+            ``functools.partial`` of one) gets ``model.parameters()``, any other the model;
+            one that names ``momentum``/``weight_decay`` parameters gets the run's values.
+            The schedule scales every group's LR, keeping their ratios.
+        batch_size: mini-batch size for tensor data (a loader's own, for the record).
         epochs: default number of epochs.
         info: free-form facts logged with a study (data source, parameter count, ...).
+        grad_clip: clip the global gradient norm to this before each step (None: off).
+        accumulate: micro-batches per optimizer step; each one's loss is divided by it.
+        precision: ``"fp32"``, ``"bf16"`` (autocast; CUDA or CPU) or ``"fp16"`` (autocast
+            with a gradient scaler; CUDA only).
+        step_fn: ``step_fn(model, batch) -> scalar loss tensor``, for models whose loss is
+            not ``loss_fn(model(inputs), targets)`` (a language model, say).
+        eval_fn: ``eval_fn(model, val_batches) -> (loss, metric)``; without it a ``step_fn``
+            workload's validation loss is its step_fn's mean over the validation batches.
+        batches_per_epoch: batches that make an epoch, for a loader without ``len()`` (or
+            to cut a long one short).
     """
 
     name: str
     build_model: Callable[[], nn.Module]
-    train_data: tuple[torch.Tensor, torch.Tensor]
-    val_data: tuple[torch.Tensor, torch.Tensor]
-    loss_fn: LossFn
-    metric: Metric
-    optimizer: str = "sgd"
+    train_data: Any
+    val_data: Any
+    loss_fn: LossFn | None = None
+    metric: Metric = MEAN_LOSS
+    optimizer: str | type[torch.optim.Optimizer] | OptimizerFactory = "sgd"
     batch_size: int = 100
     epochs: int = 10
     info: dict[str, Any] = field(default_factory=dict)
+    grad_clip: float | None = None
+    accumulate: int = 1
+    precision: Precision = "fp32"
+    step_fn: StepFn | None = None
+    eval_fn: EvalFn | None = None
+    batches_per_epoch: int | None = None
+    test_data: Any = None
+
+    OPTIONS: ClassVar[tuple[str, ...]] = (
+        "optimizer",
+        "batch_size",
+        "epochs",
+        "grad_clip",
+        "accumulate",
+        "precision",
+        "batches_per_epoch",
+    )
 
     def __post_init__(self) -> None:
-        if self.optimizer not in OPTIMIZERS:
+        _check_optimizer(self.optimizer)
+        _check_options(self)
+        _check_data(self.train_data, "train_data", factory=True)
+        _check_data(self.val_data, "val_data", factory=False)
+        if self.test_data is not None:
+            _check_data(self.test_data, "test_data", factory=False)
+        _check_losses(self)
+
+    def with_options(self, **options: Any) -> Workload:
+        """A copy with some of :attr:`OPTIONS` changed (and checked again).
+
+        Example:
+            >>> w = get_workload("digits-mlp").with_options(optimizer="adamw", grad_clip=1.0)
+
+        Raises:
+            ValueError: an unknown option or a bad value.
+        """
+        unknown = sorted(set(options) - set(self.OPTIONS))
+        if unknown:
             raise ValueError(
-                f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}"
+                f"unknown workload option(s) {', '.join(unknown)}; "
+                f"options are {', '.join(self.OPTIONS)}"
             )
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
-        if self.epochs < 1:
-            raise ValueError(f"epochs must be >= 1, got {self.epochs}")
-        for label, (x, y) in (("train_data", self.train_data), ("val_data", self.val_data)):
-            if len(x) != len(y) or len(x) == 0:
-                raise ValueError(f"{label} must be two non-empty tensors of equal length")
+        return dataclasses.replace(self, **options)
 
     @property
-    def n_train(self) -> int:
-        return len(self.train_data[0])
+    def in_memory(self) -> bool:
+        """Whether the training data is ``(inputs, targets)`` tensors (the fast path)."""
+        return _is_tensor_pair(self.train_data)
+
+    @property
+    def n_train(self) -> int | None:
+        """Training examples, where known (tensors, or a loader over a sized dataset)."""
+        if self.in_memory:
+            return len(self.train_data[0])
+        dataset = getattr(self.train_data, "dataset", None)
+        return len(dataset) if hasattr(dataset, "__len__") else None  # type: ignore[arg-type]
+
+    @property
+    def optimizer_name(self) -> str:
+        """The optimizer as text, for records: its name, or the factory's qualified name."""
+        if isinstance(self.optimizer, str):
+            return self.optimizer
+        factory = getattr(self.optimizer, "func", self.optimizer)  # a functools.partial's
+        return getattr(factory, "__qualname__", type(factory).__name__)
+
+    @property
+    def optimizer_takes_lr(self) -> bool:
+        """Whether :meth:`make_optimizer` builds at the given LR (not a factory(model))."""
+        if isinstance(self.optimizer, str) or not _is_factory(self.optimizer):
+            return True
+        return _takes_lr(self.optimizer)
 
     def steps_per_epoch(self, batch_size: int | None = None) -> int:
-        """Optimizer steps in one epoch (the last, partial batch is dropped)."""
-        return max(1, self.n_train // (batch_size or self.batch_size))
+        """Optimizer steps in one epoch: micro-batches // ``accumulate``.
+
+        Tensor data has ``len(inputs) // batch_size`` micro-batches (the last, partial batch
+        is dropped); a loader has ``batches_per_epoch`` or ``len(loader)``.
+
+        Raises:
+            WorkloadError: a loader's batch size asked to change, a loader without a length
+                and no ``batches_per_epoch``, or too few batches for one step.
+        """
+        micro = self._micro_batches(batch_size)
+        steps = micro // self.accumulate
+        if steps < 1:
+            raise WorkloadError(
+                f"workload {self.name!r}: an epoch has {micro} batch(es), fewer than "
+                f"accumulate={self.accumulate} — fix: lower accumulate or batch_size"
+            )
+        return steps
+
+    def _micro_batches(self, batch_size: int | None) -> int:
+        if self.in_memory:
+            return max(1, len(self.train_data[0]) // (batch_size or self.batch_size))
+        if batch_size is not None and batch_size != self.batch_size:
+            raise WorkloadError(
+                f"workload {self.name!r}: batch_size={batch_size} cannot apply, its training "
+                "data is a loader that sets its own batch size — fix: leave batch_size unset "
+                "(or build the loader with that batch size)"
+            )
+        if self.batches_per_epoch is not None:
+            return self.batches_per_epoch
+        data = self.train_data(0, 0) if _is_factory(self.train_data) else self.train_data
+        if not hasattr(data, "__len__"):
+            raise WorkloadError(
+                f"workload {self.name!r}: its training data has no len() — fix: set "
+                "batches_per_epoch (batches in one epoch) on the Workload"
+            )
+        return len(data)
+
+    def train_batches(self, batch_size: int, *, seed: int, device: torch.device) -> Batches:
+        """The training data as :class:`Batches` on ``device`` (tensors shuffled by ``seed``)."""
+        return Batches(self.train_data, batch_size=batch_size, seed=seed, device=device)
+
+    @property
+    def has_test(self) -> bool:
+        """Whether the workload holds out a test split."""
+        return self.test_data is not None
+
+    def val_batches(self, device: torch.device, batch_size: int = 1000) -> Iterator[Any]:
+        """The validation data, batch by batch, on ``device`` (tensors in order)."""
+        return _eval_batches(self.val_data, device, batch_size)
+
+    def test_batches(self, device: torch.device, batch_size: int = 1000) -> Iterator[Any]:
+        """The test data, batch by batch, on ``device`` (tensors in order).
+
+        Raises:
+            WorkloadError: the workload has no test split.
+        """
+        if self.test_data is None:
+            raise WorkloadError(f"workload {self.name!r} has no test split (test_data=None)")
+        return _eval_batches(self.test_data, device, batch_size)
+
+    def batch_loss(self, model: nn.Module, batch: Any) -> torch.Tensor:
+        """The scalar loss of one batch: ``step_fn(model, batch)`` or ``loss_fn(model(x), y)``.
+
+        Raises:
+            WorkloadError: the batch is not ``(inputs, targets)``, or the loss not a scalar.
+        """
+        return compute_loss(model, batch, loss_fn=self.loss_fn, step_fn=self.step_fn)
 
     def make_optimizer(
         self,
@@ -105,12 +280,288 @@ class Workload:
         momentum: float | None = None,
         weight_decay: float = 0.0,
     ) -> torch.optim.Optimizer:
-        """Build the workload's optimizer; ``momentum`` is SGD's momentum or Adam's beta1."""
-        params = model.parameters()
-        if self.optimizer == "sgd":
-            return torch.optim.SGD(
-                params, lr=lr, momentum=momentum or 0.0, weight_decay=weight_decay
-            )
-        betas = (momentum if momentum is not None else 0.9, 0.999)
-        cls = torch.optim.Adam if self.optimizer == "adam" else torch.optim.AdamW
-        return cls(params, lr=lr, betas=betas, weight_decay=weight_decay)
+        """Build the workload's optimizer; ``momentum`` is SGD's momentum or Adam's beta1.
+
+        Raises:
+            WorkloadError: a factory that does not build its param groups from ``lr``.
+        """
+        if isinstance(self.optimizer, str) and self.optimizer.lower() in OPTIMIZERS:
+            return _builtin_optimizer(self.optimizer.lower(), model, lr, momentum, weight_decay)
+        factory = self.optimizer
+        if isinstance(factory, str):
+            factory = _optimizer_class(factory)
+        extra = {"momentum": momentum, "weight_decay": weight_decay}
+        return _from_factory(factory, model, lr, extra)
+
+
+def _eval_batches(data: Any, device: torch.device, batch_size: int) -> Iterator[Any]:
+    if _is_tensor_pair(data):
+        x, y = (t.to(device) for t in data)
+        return (
+            (x[i : i + batch_size], y[i : i + batch_size]) for i in range(0, len(x), batch_size)
+        )
+    return (to_device(batch, device) for batch in data)
+
+
+# --- checks -----------------------------------------------------------------------------------
+
+
+def _check_optimizer(optimizer: Any) -> None:
+    if isinstance(optimizer, str):
+        _optimizer_class(optimizer)
+    elif not callable(optimizer):
+        raise ValueError(
+            "optimizer must be a name, a torch.optim optimizer class or a factory "
+            f"factory(model, lr) -> Optimizer, got {type(optimizer).__name__}"
+        )
+
+
+def _check_options(w: Workload) -> None:
+    if w.batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {w.batch_size}")
+    if w.epochs < 1:
+        raise ValueError(f"epochs must be >= 1, got {w.epochs}")
+    if w.accumulate < 1:
+        raise ValueError(f"accumulate must be >= 1, got {w.accumulate}")
+    if w.grad_clip is not None and not (w.grad_clip > 0 and math.isfinite(w.grad_clip)):
+        raise ValueError(f"grad_clip must be a positive number or None, got {w.grad_clip}")
+    if w.precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {w.precision!r}")
+    if w.batches_per_epoch is not None and w.batches_per_epoch < 1:
+        raise ValueError(f"batches_per_epoch must be >= 1, got {w.batches_per_epoch}")
+
+
+def _check_data(data: Any, label: str, *, factory: bool) -> None:
+    if isinstance(data, tuple) and all(isinstance(t, torch.Tensor) for t in data):
+        if len(data) != 2 or len(data[0]) != len(data[1]) or len(data[0]) == 0:
+            raise ValueError(f"{label} must be two non-empty tensors of equal length")
+        return
+    if isinstance(data, Iterable) or (factory and callable(data)):
+        return
+    kinds = "(inputs, targets) tensors, a DataLoader or re-iterable of batches"
+    kinds += ", or a factory(epoch, seed) -> batches" if factory else ""
+    raise ValueError(f"{label} must be {kinds}; got {type(data).__name__}")
+
+
+def _check_losses(w: Workload) -> None:
+    if w.step_fn is None and w.loss_fn is None:
+        raise ValueError("a workload needs loss_fn(outputs, targets), or a step_fn(model, batch)")
+    if w.step_fn is not None and w.eval_fn is None and w.metric.fn is not None:
+        raise ValueError(
+            f"metric {w.metric.name!r} needs model outputs, which a step_fn workload does not "
+            "give — fix: add eval_fn(model, val_batches) -> (loss, metric), or use MEAN_LOSS"
+        )
+
+
+def _is_tensor_pair(data: Any) -> bool:
+    return (
+        isinstance(data, tuple)
+        and len(data) == 2
+        and all(isinstance(t, torch.Tensor) for t in data)
+    )
+
+
+def _is_factory(obj: Any) -> bool:
+    """A callable that is neither a name, an optimizer class nor a re-iterable."""
+    if isinstance(obj, str | Iterable):
+        return False
+    return callable(obj) and not (isinstance(obj, type) and issubclass(obj, torch.optim.Optimizer))
+
+
+def split_batch(batch: Any, label: str = "train batch") -> tuple[Any, Any]:
+    """``(inputs, targets)`` from a batch that is a pair (a tuple, or a DataLoader's list).
+
+    Raises:
+        WorkloadError: the batch is something else.
+    """
+    if isinstance(batch, tuple | list) and len(batch) == 2:
+        return batch[0], batch[1]
+    raise WorkloadError(
+        f"{label} {describe(batch)}: expected (inputs, targets) — fix: yield "
+        "(inputs, targets) pairs, or give the workload a step_fn(model, batch) -> loss"
+    )
+
+
+def compute_loss(
+    model: nn.Module, batch: Any, *, loss_fn: LossFn | None, step_fn: StepFn | None
+) -> torch.Tensor:
+    """``step_fn(model, batch)``, else ``loss_fn(model(inputs), targets)``; a scalar tensor.
+
+    Raises:
+        WorkloadError: the batch is not ``(inputs, targets)``, or the loss not a scalar.
+    """
+    if step_fn is not None:
+        return _scalar(step_fn(model, batch), "step_fn")
+    if loss_fn is None:
+        raise WorkloadError("no loss: give loss_fn(outputs, targets) or step_fn(model, batch)")
+    inputs, targets = split_batch(batch)
+    return _scalar(loss_fn(model(inputs), targets), "loss_fn")
+
+
+def _scalar(loss: Any, source: str) -> torch.Tensor:
+    if isinstance(loss, torch.Tensor) and loss.dim() == 0:
+        return loss
+    raise WorkloadError(
+        f"{source} must return a scalar loss tensor, got {describe(loss)} — fix: reduce it "
+        "(e.g. loss.mean()) and return the tensor itself, not .item()"
+    )
+
+
+def describe(batch: Any) -> str:
+    """A batch's structure in brief: ``(Tensor[32, 8] float32, Tensor[32] int64)``."""
+    if isinstance(batch, torch.Tensor):
+        return f"Tensor{list(batch.shape)} {str(batch.dtype).removeprefix('torch.')}"
+    if isinstance(batch, tuple | list):
+        inner = ", ".join(describe(b) for b in batch[:4]) + (", ..." if len(batch) > 4 else "")
+        return f"({inner})" if isinstance(batch, tuple) else f"[{inner}]"
+    if isinstance(batch, Mapping):
+        return "{" + ", ".join(f"{k!r}: {describe(v)}" for k, v in list(batch.items())[:4]) + "}"
+    return type(batch).__name__
+
+
+# --- optimizers -------------------------------------------------------------------------------
+
+
+def _optimizer_class(name: str) -> type[torch.optim.Optimizer]:
+    """A ``torch.optim`` optimizer class by name, case-insensitive (``"adagrad"``)."""
+    classes = {
+        n.lower(): cls
+        for n, cls in vars(torch.optim).items()
+        if isinstance(cls, type) and issubclass(cls, torch.optim.Optimizer) and n != "Optimizer"
+    }
+    if name.lower() not in classes:
+        raise ValueError(
+            f"optimizer must be one of {', '.join(OPTIMIZERS)} or a torch.optim optimizer "
+            f"({', '.join(sorted(classes))}), got {name!r}"
+        )
+    return classes[name.lower()]
+
+
+def _accepted(fn: Callable[..., Any], options: dict[str, Any]) -> dict[str, Any]:
+    """The ``options`` that ``fn`` names as parameters (None values left out)."""
+    try:
+        names = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return {}
+    return {k: v for k, v in options.items() if k in names and v is not None}
+
+
+def _takes_lr(factory: Callable[..., Any]) -> bool:
+    try:
+        inspect.signature(factory).bind(None, 1.0)
+    except TypeError:
+        return False
+    except ValueError:
+        return True  # no signature to read: assume the documented factory(model, lr)
+    return True
+
+
+def _builtin_optimizer(
+    name: str, model: nn.Module, lr: float, momentum: float | None, weight_decay: float
+) -> torch.optim.Optimizer:
+    params = model.parameters()
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=momentum or 0.0, weight_decay=weight_decay)
+    betas = (momentum if momentum is not None else 0.9, 0.999)
+    cls = torch.optim.Adam if name == "adam" else torch.optim.AdamW
+    return cls(params, lr=lr, betas=betas, weight_decay=weight_decay)
+
+
+def _first_arg(factory: Callable[..., Any], model: nn.Module) -> Any:
+    """What a factory gets first: ``model.parameters()`` if it names it ``params``, else the model."""
+    try:
+        first = next(iter(inspect.signature(factory).parameters), "")
+    except (TypeError, ValueError):
+        first = ""
+    return model.parameters() if first == "params" else model
+
+
+def _from_factory(
+    factory: Callable[..., Any], model: nn.Module, lr: float, extra: dict[str, Any]
+) -> torch.optim.Optimizer:
+    """Call an optimizer class or a user's factory; check that its param groups follow ``lr``."""
+    kwargs = _accepted(factory, extra)
+    if not _takes_lr(factory):
+        return _optimizer_or_fail(factory(_first_arg(factory, model), **kwargs))
+    optimizer = _optimizer_or_fail(factory(_first_arg(factory, model), lr, **kwargs))
+    if isinstance(factory, type):
+        return optimizer
+    # Build once more at twice the LR: every group must follow, or the schedule cannot
+    # drive it (a factory that hard-codes lr=1e-3 would silently ignore the search).
+    probe = _optimizer_or_fail(factory(_first_arg(factory, model), 2 * lr, **kwargs))
+    built = [g["lr"] for g in optimizer.param_groups]
+    doubled = [g["lr"] for g in probe.param_groups]
+    follows = len(built) == len(doubled) and any(b > 0 for b in built)
+    if not follows or not all(
+        math.isclose(d, 2 * b, rel_tol=1e-9) for b, d in zip(built, doubled, strict=True)
+    ):
+        raise WorkloadError(
+            f"the optimizer factory ignores lr: built with lr={lr:g} its param groups have "
+            f"lr {built} — fix: build every group at lr or a multiple of it, e.g. "
+            "torch.optim.SGD([{'params': a}, {'params': b, 'lr': lr * 0.1}], lr=lr)"
+        )
+    return optimizer
+
+
+def _optimizer_or_fail(obj: Any) -> torch.optim.Optimizer:
+    if not isinstance(obj, torch.optim.Optimizer):
+        raise WorkloadError(
+            f"the optimizer factory returned {type(obj).__name__}, expected a torch.optim.Optimizer"
+        )
+    return obj
+
+
+# --- batches ----------------------------------------------------------------------------------
+
+
+def to_device(batch: Any, device: torch.device) -> Any:
+    """``batch`` with every tensor in it on ``device`` (tuples, lists, dicts walked)."""
+    if isinstance(batch, torch.Tensor):
+        # non_blocking: a pinned-memory loader's copy overlaps the previous step's compute
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, Mapping):
+        return {k: to_device(v, device) for k, v in batch.items()}
+    if isinstance(batch, tuple) and hasattr(batch, "_fields"):  # a named tuple
+        return type(batch)(*(to_device(v, device) for v in batch))
+    if isinstance(batch, tuple | list):
+        return type(batch)(to_device(v, device) for v in batch)
+    return batch
+
+
+class Batches:
+    """Training batches, epoch by epoch, on one device.
+
+    Tensor data is reshuffled each epoch from one generator seeded with ``seed`` and cut
+    into ``len // batch_size`` batches; a loader is iterated as it is, a factory called with
+    ``(epoch, seed)``.
+
+    Attributes:
+        per_epoch: batches in one epoch, where known.
+    """
+
+    def __init__(self, data: Any, *, batch_size: int, seed: int, device: torch.device) -> None:
+        self.device = device
+        self.seed = seed
+        self.batch_size = batch_size
+        self.tensors = None
+        self.data = data
+        self.per_epoch: int | None = len(data) if hasattr(data, "__len__") else None
+        if _is_tensor_pair(data):
+            self.tensors = (data[0].to(device), data[1].to(device))
+            self.order = torch.Generator().manual_seed(seed)
+            self.per_epoch = max(1, len(data[0]) // batch_size)
+
+    def epoch(self, epoch: int) -> Iterator[Any]:
+        """The batches of epoch ``epoch`` (0-based)."""
+        if self.tensors is None:
+            data = self.data(epoch, self.seed) if _is_factory(self.data) else self.data
+            return (to_device(batch, self.device) for batch in data)
+        return self._tensor_epoch()
+
+    def _tensor_epoch(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        assert self.tensors is not None and self.per_epoch is not None
+        x, y = self.tensors
+        order = torch.randperm(len(x), generator=self.order).to(x.device)
+        for b in range(self.per_epoch):
+            idx = order[b * self.batch_size : (b + 1) * self.batch_size]
+            yield x[idx], y[idx]

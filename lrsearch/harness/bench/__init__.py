@@ -10,7 +10,7 @@ Four sections, each a question with a number for an answer:
 4. **storage**: 1-8 worker processes against PostgreSQL, latency as the study grows.
 
 Example:
-    >>> from lrsearch.bench import SIZES, run_bench, write_report
+    >>> from lrsearch.harness.bench import SIZES, run_bench, write_report
     >>> report = run_bench(SIZES["quick"])                     # doctest: +SKIP
     >>> write_report(report, Path("bench-report"), command="")  # doctest: +SKIP
 
@@ -20,10 +20,10 @@ import it.
 
 from __future__ import annotations
 
-from lrsearch.bench._config import ARMS, PRUNER_ARMS, SECTIONS, SIZES, BenchConfig
-from lrsearch.bench._recipes import TwoPhaseCycle, fastai_one_cycle, torch_one_cycle
-from lrsearch.bench._report import evaluate_targets, render_markdown, write_report
-from lrsearch.bench._run import run_bench
+from lrsearch.harness.bench._config import ARMS, PRUNER_ARMS, SECTIONS, SIZES, BenchConfig
+from lrsearch.harness.bench._recipes import TwoPhaseCycle, fastai_one_cycle, torch_one_cycle
+from lrsearch.harness.bench._report import evaluate_targets, render_markdown, write_report
+from lrsearch.harness.bench._run import run_bench
 
 __all__ = [
     "ARMS",

@@ -2,7 +2,8 @@
 
 The lrsearch side is the real path of ``lrsearch run``: a study on SQLite (``open_study``),
 ``run_trials`` with its objective, PriorGuidedSampler and PlateauPruner, once without MLflow
-and once recording to a local MLflow store through :class:`~lrsearch.tracking.MlflowTracker`.
+and once recording to a local MLflow store through the study's recorder (``open_recorder``
+on a :class:`~lrsearch.tracking.MlflowTracker`).
 Every trial trains the prior-centre schedule (enqueued), so a bare ``train`` call with the
 same schedule and seed, timed right before or after it, trains exactly the same run; their
 final metrics are compared to prove it.
@@ -13,12 +14,16 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from optuna.trial import FrozenTrial, TrialState
 
-from lrsearch.bench._config import BenchConfig
+from lrsearch.harness.bench._config import BenchConfig
+
+if TYPE_CHECKING:
+    from lrsearch.study import StudyHandle
+    from lrsearch.tracking.recorder import StudyRecorder
 
 __all__ = ["run_overhead"]
 
@@ -29,7 +34,7 @@ def _quiet(_: str) -> None:
     pass
 
 
-def _upcoming(handle: Any) -> FrozenTrial:
+def _upcoming(handle: StudyHandle) -> FrozenTrial:
     """The WAITING trial the next ``run_trials`` takes: the prior-centre schedule, enqueued."""
     from lrsearch.space import default_params
 
@@ -52,27 +57,34 @@ class _Clock:
         self.cpu = time.process_time() - self._cpu
 
 
-def _one_trial(handle: Any, tracker: Any, number: int) -> tuple[_Clock, FrozenTrial]:
+def _one_trial(
+    handle: StudyHandle, recorder: StudyRecorder | None, number: int
+) -> tuple[_Clock, FrozenTrial]:
     """Run one lrsearch trial, the way ``lrsearch run`` does; its times and record."""
     from lrsearch.workers import run_trials
 
     with _Clock() as clock:
-        run_trials(handle, n_trials=handle.n_finished() + 1, tracker=tracker, echo=_quiet)
+        run_trials(handle, n_trials=handle.n_finished() + 1, recorder=recorder, echo=_quiet)
     return clock, handle.study.get_trials(deepcopy=False)[number]
 
 
-def _bare(handle: Any, trial: FrozenTrial, epochs: int) -> tuple[_Clock, float]:
+def _bare(handle: StudyHandle, trial: FrozenTrial, epochs: int) -> tuple[_Clock, float]:
     """The same run through ``train`` alone (no callbacks): its times and final metric."""
-    from lrsearch.space import default_params
-    from lrsearch.study import trial_plan, trial_schedule
+    from lrsearch.reporting import trial_schedule
+    from lrsearch.space import build_schedule, default_params
     from lrsearch.training import train
 
-    workload, _, _ = trial_plan(handle)
+    plan = handle.plan
     params = {**default_params(handle.config.space, handle.prior), **trial.params}
-    schedule = trial_schedule(handle, trial)
+    if trial.params:
+        schedule = trial_schedule(handle, trial)
+    else:  # the enqueued prior centre, not sampled yet: it will train the default parameters
+        schedule = build_schedule(
+            params, total_steps=plan.total_steps, steps_per_epoch=plan.steps_per_epoch
+        )
     with _Clock() as clock:
         result = train(
-            workload,
+            plan.workload,
             schedule,
             epochs=epochs,
             batch_size=handle.config.study.batch_size,
@@ -82,17 +94,17 @@ def _bare(handle: Any, trial: FrozenTrial, epochs: int) -> tuple[_Clock, float]:
     return clock, float(result.val_metric)
 
 
-def _pair(handle: Any, tracker: Any, *, bare_first: bool) -> dict[str, Any]:
+def _pair(
+    handle: StudyHandle, recorder: StudyRecorder | None, *, bare_first: bool
+) -> dict[str, Any]:
     """One lrsearch trial and its bare twin, in alternating order so drift favours neither."""
-    from lrsearch.study import trial_plan
-
     upcoming = _upcoming(handle)
-    _, epochs, _ = trial_plan(handle)
+    epochs = handle.plan.epochs
     if bare_first:
         bare, metric = _bare(handle, upcoming, epochs)
-        ours, trial = _one_trial(handle, tracker, upcoming.number)
+        ours, trial = _one_trial(handle, recorder, upcoming.number)
     else:
-        ours, trial = _one_trial(handle, tracker, upcoming.number)
+        ours, trial = _one_trial(handle, recorder, upcoming.number)
         bare, metric = _bare(handle, trial, len(trial.intermediate_values) or epochs)
     # A trial the pruner stopped early did not train the same run as a full bare one.
     same = trial.state == TrialState.COMPLETE and metric == trial.value
@@ -112,7 +124,8 @@ def _pair(handle: Any, tracker: Any, *, bare_first: bool) -> dict[str, Any]:
 def run_overhead(config: BenchConfig, workdir: Path, advance: Callable[[], None]) -> dict[str, Any]:
     """Time ``overhead_repeats`` trial pairs per variant after one untimed warm-up pair."""
     from lrsearch.config import parse_study_config
-    from lrsearch.study import open_study, set_parent_run, trial_plan
+    from lrsearch.recording import open_recorder
+    from lrsearch.study import open_study
     from lrsearch.tracking import MlflowTracker
 
     cfg = parse_study_config(
@@ -127,21 +140,21 @@ def run_overhead(config: BenchConfig, workdir: Path, advance: Callable[[], None]
         }
     )
     handle = open_study(cfg, f"sqlite:///{workdir / 'optuna.db'}", tracking_uri=str(workdir))
-    tracker = MlflowTracker(str(workdir))
-    set_parent_run(handle, tracker.start_study(handle.name, params={}, tags={}))
+    recorder = open_recorder(handle, MlflowTracker(str(workdir)), log_parent=True)
     rows: dict[str, list[dict[str, Any]]] = {v: [] for v in VARIANTS}
     for repeat in range(config.overhead_repeats + 1):
         for variant in VARIANTS:
             row = _pair(
-                handle, tracker if variant == "optuna+mlflow" else None, bare_first=bool(repeat % 2)
+                handle,
+                recorder if variant == "optuna+mlflow" else None,
+                bare_first=bool(repeat % 2),
             )
             rows[variant].append({"repeat": repeat, "warm_up": repeat == 0, **row})
             advance()
-    _, epochs, steps_per_epoch = trial_plan(handle)
     out: dict[str, Any] = {
         "workload": config.overhead_workload,
-        "epochs": epochs,
-        "steps": epochs * steps_per_epoch,
+        "epochs": handle.plan.epochs,
+        "steps": handle.plan.total_steps,
         "repeats": config.overhead_repeats,
         "schedule_png_s": _schedule_png_seconds(handle, workdir),
         "variants": {name: _summary(all_rows) for name, all_rows in rows.items()},
@@ -168,16 +181,15 @@ def _summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def _schedule_png_seconds(handle: Any, workdir: Path) -> float:
+def _schedule_png_seconds(handle: StudyHandle, workdir: Path) -> float:
     """What rendering one trial's schedule PNG costs (the MLflow variant does it per trial)."""
     from lrsearch.plots import schedule_png
-    from lrsearch.study import trial_plan, trial_schedule
+    from lrsearch.reporting import trial_schedule
 
-    _, epochs, steps_per_epoch = trial_plan(handle)
     schedule = trial_schedule(handle, handle.study.get_trials(deepcopy=False)[0])
     times = []
     for _ in range(3):
         started = time.perf_counter()
-        schedule_png(schedule, workdir / "schedule.png", n_steps=epochs * steps_per_epoch)
+        schedule_png(schedule, workdir / "schedule.png", n_steps=handle.plan.total_steps)
         times.append(time.perf_counter() - started)
     return float(np.median(times))

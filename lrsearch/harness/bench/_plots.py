@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from lrsearch.bench._config import ARMS, SEARCH_ARMS
-from lrsearch.bench._stats import TE, WALL, best_at, within
+from lrsearch.harness.bench._config import ARMS, SEARCH_ARMS
+from lrsearch.harness.bench._stats import TE, WALL, best_at, within
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from lrsearch.bench._config import ARMS, PRUNER_ARMS
+from lrsearch.harness.bench._config import ARMS, PRUNER_ARMS
 
 __all__ = ["evaluate_targets", "render_markdown", "write_report"]
 
@@ -318,7 +318,7 @@ def render_markdown(report: dict[str, Any], *, command: str, prefix: str = "") -
 
 def write_report(report: dict[str, Any], out: Path, *, command: str) -> list[Path]:
     """``report.md``, ``report.json`` and the PNGs in ``out``; the paths written."""
-    from lrsearch.bench import _plots
+    from lrsearch.harness.bench import _plots
 
     out.mkdir(parents=True, exist_ok=True)
     paths = []

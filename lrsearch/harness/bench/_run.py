@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from lrsearch.bench._config import ARMS, PRUNER_ARMS, BenchConfig
+from lrsearch.harness.bench._config import ARMS, PRUNER_ARMS, BenchConfig
 
 __all__ = ["run_bench"]
 
@@ -62,8 +62,8 @@ def run_bench(
     import optuna
     import torch
 
-    from lrsearch.bench._search import RangeTests, Task, run_pruning, run_search
-    from lrsearch.bench._stats import summarize_pruning, summarize_search
+    from lrsearch.harness.bench._search import RangeTests, Task, run_pruning, run_search
+    from lrsearch.harness.bench._stats import summarize_pruning, summarize_search
 
     torch.set_num_threads(1)  # tiny models train fastest on one thread; the timings assume it
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -93,7 +93,7 @@ def run_bench(
             section["summary"] = summarize_pruning(section)
         say(f"pruning: {time.perf_counter() - t0:.0f} s")
     if "overhead" in config.sections:
-        from lrsearch.bench._overhead import run_overhead
+        from lrsearch.harness.bench._overhead import run_overhead
 
         t0 = time.perf_counter()
         with tempfile.TemporaryDirectory(prefix="lrsearch-bench-") as tmp:
@@ -101,13 +101,13 @@ def run_bench(
             report["overhead"] = run_overhead(config, Path(tmp), step)
         say(f"overhead: {time.perf_counter() - t0:.0f} s")
     if "storage" in config.sections:
-        from lrsearch.bench._storage import run_storage
+        from lrsearch.harness.bench._storage import run_storage
 
         t0 = time.perf_counter()
         step = _stepper(progress, "storage", len(config.storage_workers))
         report["storage"] = run_storage(config, step)
         say(f"storage: {time.perf_counter() - t0:.0f} s")
-    from lrsearch.bench._report import evaluate_targets
+    from lrsearch.harness.bench._report import evaluate_targets
 
     report["targets"] = evaluate_targets(report)
     report["machine"]["load_end"] = os.getloadavg()[0]

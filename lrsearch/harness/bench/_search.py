@@ -1,37 +1,43 @@
 """Search efficiency and pruning: every arm run in-process on in-memory Optuna storage.
 
-Trials mirror :func:`lrsearch.study.make_objective` without MLflow: the same space, the same
-schedule, ``train`` reporting the validation metric per epoch to the pruner, a diverged or
-stopped trial told PRUNED, a finished one told its last epoch's metric. Compute is counted
-in trial-epochs (optimizer steps / steps per epoch), range-test steps included.
+The search arms' trials are those of ``lrsearch run``, without MLflow: lrsearch's
+:class:`~lrsearch.objective.Objective` samples the space, builds the schedule, trains with the
+validation metric reported per epoch to the pruner, and tells the outcome. Compute is counted
+in trial-epochs (optimizer steps / steps per epoch), range-test steps included; each trial
+keeps the steps it trained as its ``steps`` attribute (the objective's observer sees them).
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import optuna
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 
-from lrsearch.bench._config import PRUNER_ARMS, BenchConfig
 from lrsearch.config import StudyConfig, parse_study_config
+from lrsearch.harness.bench._config import PRUNER_ARMS, BenchConfig
+from lrsearch.objective import Objective, Outcome, TrialSpec
 from lrsearch.policies import SMITH_DEFAULTS
 from lrsearch.prior import LRPrior
-from lrsearch.space import build_schedule, default_params, suggest_params
-from lrsearch.study import _pruner, _sampler  # the very objects `lrsearch run` builds
+from lrsearch.pruning import pruner_from_config
+from lrsearch.sampler import sampler_from_config
+from lrsearch.space import default_params
+from lrsearch.study import StudyHandle
 
 if TYPE_CHECKING:
     from lrsearch.range_test import RangeTestResult
+    from lrsearch.training import EpochInfo, StepInfo
     from lrsearch.workloads import Workload
 
 __all__ = ["RangeTests", "Task", "run_pruning", "run_search"]
 
 WIDE = LRPrior(center=1e-2, sigma_decades=1.0, low=1e-5, high=10.0)  # only its bounds are used
 RECIPE_WEIGHT_DECAY = SMITH_DEFAULTS["weight_decay"]
+STEPS = "steps"  # trial attribute: optimizer steps the trial trained
 Advance = Callable[[], None]
 
 
@@ -83,11 +89,15 @@ class RangeTests:
 
 
 def study_config(task: Task, seed: int, pruner: str = "plateau") -> StudyConfig:
-    """The config ``lrsearch run`` would use for this workload (defaults everywhere else)."""
+    """The config ``lrsearch run`` would use for this workload (defaults everywhere else).
+
+    Without MLflow, so without the update-to-weight ratio that only its step metrics show.
+    """
     return parse_study_config(
         {
             "study": {"name": "bench", "workload": task.name, "epochs": task.epochs, "seed": seed},
             "pruner": {"name": pruner},
+            "tracking": {"enabled": False, "update_ratio_every": 0},
         }
     )
 
@@ -98,84 +108,101 @@ def _better(best: float | None, value: float, maximize: bool) -> float:
     return max(best, value) if maximize else min(best, value)
 
 
-def _run_trial(
-    study: optuna.Study, task: Task, config: StudyConfig, prior: LRPrior
-) -> tuple[TrialState, float | None, float]:
-    """Ask, train, tell: the state, the value of a complete trial, the trial-epochs spent."""
-    from lrsearch.training import train
+class _StepCount:
+    """The objective's observer of one trial: keeps the steps it trained on the trial."""
 
-    trial = study.ask()
-    params = suggest_params(trial, config.space, prior)
-    total = task.epochs * task.steps_per_epoch
-    schedule = build_schedule(params, total_steps=total, steps_per_epoch=task.steps_per_epoch)
+    attrs: Mapping[str, Any] = {}
 
-    def epoch_done(info: Any) -> bool:
-        trial.report(info.val_metric, info.epoch)
-        return trial.should_prune()
+    def step(self, info: StepInfo) -> None:
+        pass
 
-    result = train(
-        task.workload,
-        schedule,
-        epochs=task.epochs,
-        batch_size=config.study.batch_size,
-        weight_decay=params["weight_decay"],
-        seed=config.study.seed + trial.number,
-        on_epoch=epoch_done,
-    )
-    spent = result.steps / task.steps_per_epoch
-    if result.diverged or result.stopped:
-        study.tell(trial, state=TrialState.PRUNED)
-        return TrialState.PRUNED, None, spent
-    study.tell(trial, result.val_metric)
-    return TrialState.COMPLETE, float(result.val_metric), spent
+    def epoch(self, info: EpochInfo) -> None:
+        pass
+
+    def end(self, outcome: Outcome) -> Mapping[str, Any]:
+        return {STEPS: outcome.steps}
+
+
+def _count_steps(spec: TrialSpec) -> _StepCount:
+    return _StepCount()
+
+
+class _Curve:
+    """Optuna callback: a point ``[trial_epochs, wall_s, best]`` per trial; stops at the budget.
+
+    Wall time runs from one trial's end to the next's (ask, sample, train, tell), from the
+    callback's creation for the first.
+    """
+
+    def __init__(self, task: Task, budget: float, spent: float, wall: float) -> None:
+        self.task, self.budget = task, budget
+        self.spent, self.wall, self.last = spent, wall, time.perf_counter()
+        self.best: float | None = None
+        self.counts = {"complete": 0, "pruned": 0}
+        self.points: list[list[float | None]] = [[spent, wall, None]]
+
+    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        now = time.perf_counter()
+        self.wall, self.last = self.wall + now - self.last, now
+        self.spent += trial.user_attrs[STEPS] / self.task.steps_per_epoch
+        complete = trial.state == TrialState.COMPLETE
+        self.counts["complete" if complete else "pruned"] += 1
+        if complete and trial.value is not None and math.isfinite(trial.value):
+            self.best = _better(self.best, trial.value, self.task.maximize)
+        self.points.append([self.spent, self.wall, self.best])
+        if self.spent >= self.budget:
+            study.stop()
 
 
 def _search(
+    handle: StudyHandle,
     task: Task,
-    config: StudyConfig,
-    study: optuna.Study,
-    prior: LRPrior,
     *,
     budget: float,
     max_trials: int,
     spent: float = 0.0,
     wall: float = 0.0,
 ) -> dict[str, Any]:
-    """Run trials while compute is left; a curve point ``[trial_epochs, wall_s, best]`` each."""
+    """Run lrsearch's objective while compute is left; a curve point per trial."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    start_spent, start_wall = spent, wall
-    best: float | None = None
-    curve: list[list[float | None]] = [[spent, wall, None]]
-    counts = {"complete": 0, "pruned": 0}
-    while spent < budget and sum(counts.values()) < max_trials:
-        started = time.perf_counter()
-        state, value, cost = _run_trial(study, task, config, prior)
-        wall += time.perf_counter() - started
-        spent += cost
-        counts["complete" if state == TrialState.COMPLETE else "pruned"] += 1
-        if value is not None and math.isfinite(value):
-            best = _better(best, value, task.maximize)
-        curve.append([spent, wall, best])
+    curve = _Curve(task, budget, spent, wall)
+    if spent < budget:
+        objective = Objective(handle, n_trials=max_trials, observe=_count_steps)
+        handle.study.optimize(objective, n_trials=max_trials, callbacks=[curve])
     return {
-        "trials": sum(counts.values()),
-        **counts,
-        "trial_epochs": spent,
-        "wall_s": wall,
-        "range_test_trial_epochs": start_spent,
-        "range_test_s": start_wall,
-        "best": best,
-        "curve": curve,
+        "trials": sum(curve.counts.values()),
+        **curve.counts,
+        "trial_epochs": curve.spent,
+        "wall_s": curve.wall,
+        "range_test_trial_epochs": spent,
+        "range_test_s": wall,
+        "best": curve.best,
+        "curve": curve.points,
     }
 
 
-def _study(task: Task, name: str, sampler: Any, pruner: Any) -> optuna.Study:
-    """An in-memory study. Named, because HyperbandPruner hashes the name into its brackets."""
-    return optuna.create_study(
+def _handle(
+    task: Task, name: str, config: StudyConfig, prior: LRPrior, sampler: optuna.samplers.BaseSampler
+) -> StudyHandle:
+    """An in-memory study with ``sampler`` and the config's pruner, no range test.
+
+    Named (``StudyHandle.in_memory`` is not), because HyperbandPruner hashes the name into
+    its brackets: a named study prunes the same way every run.
+    """
+    study = optuna.create_study(
         study_name=f"{task.name}-{name}",
         direction=task.workload.metric.direction,
         sampler=sampler,
-        pruner=pruner,
+        pruner=pruner_from_config(config.pruner),
     )
+    return StudyHandle(study, config, prior, {}, "memory", None, None, workload=task.workload)
+
+
+def _guided(task: Task, name: str, config: StudyConfig, prior: LRPrior, seed: int) -> StudyHandle:
+    """The study ``lrsearch run`` would search: PriorGuidedSampler, prior centre first."""
+    handle = _handle(task, name, config, prior, sampler_from_config(config, prior, seed=seed))
+    handle.study.enqueue_trial(default_params(config.space, prior))  # as open_study does
+    return handle
 
 
 def _lrsearch_arm(
@@ -183,20 +210,16 @@ def _lrsearch_arm(
 ) -> dict[str, Any]:
     config = study_config(task, seed * 1000)
     test = ranges.get(task, seed)
-    prior = test.prior
-    study = _study(task, f"lrsearch-{seed}", _sampler(config, prior, seed), _pruner(config))
-    study.enqueue_trial(default_params(config.space, prior))  # as open_study does
+    handle = _guided(task, f"lrsearch-{seed}", config, test.prior, seed)
     run = _search(
+        handle,
         task,
-        config,
-        study,
-        prior,
         budget=budget,
         max_trials=max_trials,
         spent=ranges.trial_epochs(test, task),
         wall=test.seconds,
     )
-    return {**run, "prior": prior.to_dict()}
+    return {**run, "prior": test.prior.to_dict()}
 
 
 def _wide_arm(task: Task, seed: int, arm: str, budget: float, max_trials: int) -> dict[str, Any]:
@@ -213,13 +236,13 @@ def _wide_arm(task: Task, seed: int, arm: str, budget: float, max_trials: int) -
         )
     else:
         sampler = RandomSampler(seed=seed)
-    study = _study(task, f"{arm}-{seed}", sampler, _pruner(config))
-    return _search(task, config, study, WIDE, budget=budget, max_trials=max_trials)
+    handle = _handle(task, f"{arm}-{seed}", config, WIDE, sampler)
+    return _search(handle, task, budget=budget, max_trials=max_trials)
 
 
 def _recipe_arm(task: Task, seed: int, arm: str, ranges: RangeTests) -> dict[str, Any]:
     """One range test (one repeat), its suggestion as max_lr, one trial of the recipe."""
-    from lrsearch.bench._recipes import fastai_one_cycle, torch_one_cycle
+    from lrsearch.harness.bench._recipes import fastai_one_cycle, torch_one_cycle
     from lrsearch.training import train
 
     test = ranges.get(task, seed, repeats=1)
@@ -269,7 +292,7 @@ def run_search(
 
     Seeds are the outer loop, so a change in machine load hits every arm alike.
     """
-    from lrsearch.bench._config import ARMS
+    from lrsearch.harness.bench._config import ARMS
 
     out: dict[str, Any] = {}
     max_trials = config.trials * config.max_trials_factor
@@ -304,9 +327,8 @@ def run_pruning(
             prior = ranges.get(task, seed).prior
             for pruner in PRUNER_ARMS:
                 cfg = study_config(task, seed * 1000, pruner)
-                study = _study(task, f"{pruner}-{seed}", _sampler(cfg, prior, seed), _pruner(cfg))
-                study.enqueue_trial(default_params(cfg.space, prior))
-                run = _search(task, cfg, study, prior, budget=math.inf, max_trials=config.trials)
+                handle = _guided(task, f"{pruner}-{seed}", cfg, prior, seed)
+                run = _search(handle, task, budget=math.inf, max_trials=config.trials)
                 runs[pruner].append({"seed": seed, **run})
                 advance()
         out[name] = {**_section_head(task), "trials": config.trials, "runs": runs}

@@ -4,7 +4,7 @@ A throwaway database ``lrsearch_bench_<hex>`` is created on the server and dropp
 For each worker count a fresh study grows to its number of trials; each worker asks,
 samples the full lrsearch space (``suggest_params``: every parameter is a storage write),
 and tells a value computed from the parameters. The storage is opened the way lrsearch
-opens it (``lrsearch.study._storage``: heartbeats, pre-ping). The sampler is Optuna's
+opens it (``lrsearch.storage.open_storage``: heartbeats, pre-ping). The sampler is Optuna's
 ``RandomSampler``, so the latency measured is the storage's, not TPE's (which grows with
 the study whatever the storage).
 
@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from lrsearch.bench._config import BenchConfig
+from lrsearch.harness.bench._config import BenchConfig
 
 __all__ = ["run_storage"]
 
@@ -53,7 +53,7 @@ def _worker(
     from lrsearch.config import SpaceSection
     from lrsearch.prior import LRPrior
     from lrsearch.space import suggest_params
-    from lrsearch.study import _storage
+    from lrsearch.storage import open_storage
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     # lrsearch's storage has heartbeats on, for Study.optimize; ask/tell warns about that on
@@ -61,7 +61,7 @@ def _worker(
     warnings.filterwarnings("ignore", "Heartbeat of storage", UserWarning)
     study = optuna.load_study(
         study_name=study_name,
-        storage=_storage(url),
+        storage=open_storage(url),
         sampler=optuna.samplers.RandomSampler(seed=index),
     )
     space, prior = SpaceSection(), LRPrior(center=1e-2, sigma_decades=1.0, low=1e-5, high=10.0)
@@ -136,7 +136,7 @@ def run_storage(config: BenchConfig, advance: Callable[[], None]) -> dict[str, A
     import psycopg
     from psycopg import sql
 
-    from lrsearch.study import _storage, redact
+    from lrsearch.storage import open_storage, redact
 
     database = f"lrsearch_bench_{uuid.uuid4().hex[:12]}"
     admin_url, url = _urls(config.postgres, database)
@@ -149,13 +149,14 @@ def run_storage(config: BenchConfig, advance: Callable[[], None]) -> dict[str, A
     runs = []
     try:
         admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database)))
-        storage = _storage(url)
+        storage = open_storage(url)
         for workers in config.storage_workers:
             name = f"workers-{workers}"
             optuna.create_study(study_name=name, storage=storage, direction="maximize")
             runs.append(_grow(url, name, workers, config.storage_trials_for(workers)))
             advance()
-        storage.engine.dispose()  # type: ignore[attr-defined]
+        if isinstance(storage, optuna.storages.RDBStorage):
+            storage.engine.dispose()
     finally:
         admin.execute(
             sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(database))

@@ -1,0 +1,71 @@
+"""``lrsearch storage-proxy``: Optuna's gRPC storage proxy in front of the study database."""
+
+from __future__ import annotations
+
+import socket
+import warnings
+
+import click
+
+from lrsearch.cli._common import cli
+from lrsearch.errors import StorageError
+
+_ANY = ("0.0.0.0", "::", "")
+
+
+@cli.command("storage-proxy")
+@click.option(
+    "--storage",
+    envvar="LRSEARCH_STORAGE",
+    default=None,
+    help="The database to serve: postgresql://..., mysql://... or sqlite:///path "
+    "(default: $LRSEARCH_STORAGE, which keeps the password off the command line).",
+)
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address to listen on; 0.0.0.0 for workers on other hosts.",
+)
+@click.option(
+    "--port", type=click.IntRange(1, 65535), default=13000, show_default=True, help="Port."
+)
+def storage_proxy(storage: str | None, host: str, port: int) -> None:
+    """Serve a study database to workers through Optuna's gRPC storage proxy.
+
+    Workers then use --storage grpc://HOST:PORT: many workers (or hosts) share the proxy's few
+    database connections instead of opening their own. Ctrl-C stops it.
+    """
+    import optuna
+
+    from lrsearch.storage import open_rdb_storage, redact
+
+    if not storage:
+        raise click.UsageError("no database to serve: pass --storage URL or set $LRSEARCH_STORAGE")
+    served = optuna.storages.get_storage(open_rdb_storage(storage))  # Optuna's cache in front
+    _check_free(host, port)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # the line below says where it listens
+    reach = socket.gethostname() if host in _ANY else host
+    click.echo(
+        f"storage proxy for {redact(storage)} listening on {host}:{port}; "
+        f"workers: --storage grpc://{reach}:{port}"
+    )
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.run_grpc_proxy_server(served, host=host, port=port)
+    except KeyboardInterrupt:
+        click.echo("storage proxy stopped")
+
+
+def _check_free(host: str, port: int) -> None:
+    """Refuse a port something already listens on (gRPC would share it, SO_REUSEPORT)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT is no listener
+            probe.bind((host, port))
+    except OSError as exc:
+        raise StorageError(
+            f"cannot listen on {host}:{port} ({exc.strerror or exc}); pick another --port or --host"
+        ) from None
