@@ -37,8 +37,8 @@ test-load: $(STAMP)
 	$(BIN)/python -m pytest -q -s -m load
 
 lint: $(STAMP)
-	$(BIN)/ruff check lrsearch tests
-	$(BIN)/ruff format --check lrsearch tests
+	$(BIN)/ruff check lrsearch tests examples
+	$(BIN)/ruff format --check lrsearch tests examples
 	$(BIN)/mypy lrsearch
 
 bench: $(STAMP)

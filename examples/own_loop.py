@@ -95,7 +95,7 @@ def train(ctx: TrialContext) -> float | None:
 def main() -> None:
     loader, _ = digits(0)
     steps = EPOCHS * len(loader)
-    ctx = TrialContext.standalone(
+    ctx = TrialContext(
         OneCycle(3e-3, steps),
         epochs=EPOCHS,
         steps_per_epoch=len(loader),

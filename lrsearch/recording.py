@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from optuna.trial import TrialState
 
+from lrsearch.heartbeat import fail_stale
 from lrsearch.objective import Observe, Outcome, TrialSpec
 from lrsearch.reporting import ended_trial_reasons, study_history
 from lrsearch.storage import fail_trial, redact
@@ -131,7 +132,6 @@ def observe_trials(recorder: StudyRecorder, handle: StudyHandle) -> Observe:
                 "lrsearch.device": spec.device,
             },
             schedule=spec.schedule,
-            total_steps=spec.total_steps,
         )
         return _Recording(record)
 
@@ -159,4 +159,5 @@ def close_orphans(handle: StudyHandle, recorder: StudyRecorder) -> list[int]:
     A worker lost near the end of a study leaves a FAIL trial that no retry will run (the
     budget is full): nothing else would ever close its run.
     """
+    fail_stale(handle.study)  # lost workers on lrsearch's heartbeat: their trials end here
     return recorder.close_orphans(ended_trial_reasons(handle))

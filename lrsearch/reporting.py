@@ -124,6 +124,8 @@ def study_history(handle: StudyHandle) -> StudyHistory:
         prior=handle.prior,
         importances=_importances(handle.study) if len(trials) >= 3 else {},
         counts=counts,
+        schedules=[trial_schedule(handle, t) for t in trials],
+        total_steps=handle.plan.total_steps,
     )
 
 

@@ -20,9 +20,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import grpc
 import optuna
 from optuna.storages import BaseStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
+from sqlalchemy.exc import SQLAlchemyError
 
 from lrsearch.errors import StorageError
 
@@ -30,6 +32,7 @@ __all__ = [
     "GRACE_S",
     "HEARTBEAT_S",
     "MAX_RETRY",
+    "STORAGE_ERRORS",
     "default_home",
     "default_storage",
     "fail_trial",
@@ -44,6 +47,8 @@ __all__ = [
     "trial_storage_id",
 ]
 
+# A storage that went away mid-study: the database (SQLAlchemy) or the gRPC storage proxy.
+STORAGE_ERRORS: tuple[type[Exception], ...] = (SQLAlchemyError, grpc.RpcError)
 HEARTBEAT_S = int(os.environ.get("LRSEARCH_HEARTBEAT_S", "10"))
 GRACE_S = int(os.environ.get("LRSEARCH_GRACE_S", "30"))
 MAX_RETRY = 2  # a trial whose worker died is retried this many times, then left FAIL

@@ -20,11 +20,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from sqlalchemy.exc import SQLAlchemyError
-
 from lrsearch import interrupt
 from lrsearch.devices import Slot
 from lrsearch.recording import recover_worker
+from lrsearch.storage import STORAGE_ERRORS
 from lrsearch.study import StudyHandle
 
 if TYPE_CHECKING:
@@ -101,7 +100,7 @@ class Supervisor:
                     raise interrupt.StopRequested("interrupted")
                 self._check()
                 if progress is not None:
-                    with contextlib.suppress(SQLAlchemyError):  # progress can wait for the storage
+                    with contextlib.suppress(*STORAGE_ERRORS):  # progress can wait for the storage
                         progress.refresh(sum(w.process.poll() is None for w in self.workers))
                 time.sleep(POLL_S)
         except KeyboardInterrupt:
@@ -116,7 +115,7 @@ class Supervisor:
             try:
                 recovered = self._recover(w.process.pid)
                 finished = self.handle.n_finished()
-            except SQLAlchemyError as exc:
+            except STORAGE_ERRORS as exc:
                 # The storage is down (a database restart, say): try again at the next poll.
                 self._say_once(f"storage unreachable ({type(exc).__name__}); retrying")
                 return

@@ -149,59 +149,36 @@ class TrialContext:
         params: Mapping[str, Any] | None = None,
         device: str = "cpu",
         seed: int = 0,
-        mode: Mode = "trial",
-        number: int | None = None,
-        trial: optuna.Trial | None = None,
-        observer: TrialObserver | None = None,
-        direction: str = "minimize",
-        ramp: _Ramp | None = None,
     ) -> None:
+        """A context on its own, for one run outside a search: nothing pruned or recorded.
+
+        lrsearch builds the context of each trial and range-test repeat itself.
+
+        Example:
+            >>> ctx = TrialContext(OneCycle(3e-3, 600), epochs=10, steps_per_epoch=60)
+        """
         if epochs < 1 or steps_per_epoch < 1:
             raise ValueError(
                 f"epochs and steps_per_epoch must be >= 1, got {epochs=}, {steps_per_epoch=}"
             )
-        self.mode: Mode = mode
+        self.mode: Mode = "trial"
         self.schedule = schedule
         self.params: Mapping[str, Any] = dict(params or {})
         self.epochs = epochs
         self.steps_per_epoch = steps_per_epoch
         self.device = device
         self.seed = seed
-        self.number = number
+        self.number: int | None = None
         self.reports: list[tuple[int, float]] = []
         self.diverged: str | None = None
         self.pruned = False
-        self._trial = trial
-        self._observer = observer
-        self._maximize = direction == "maximize"
-        self._ramp = ramp
+        self.on_report: Callable[[int], None] | None = None  # progress: called per epoch
+        self._trial: optuna.Trial | None = None
+        self._observer: TrialObserver | None = None
+        self._maximize = False
+        self._ramp: _Ramp | None = None
         self._driver: TrialDriver | None = None
         self._last_step = -1
-
-    @classmethod
-    def standalone(
-        cls,
-        schedule: Schedule,
-        *,
-        epochs: int,
-        steps_per_epoch: int,
-        params: Mapping[str, Any] | None = None,
-        device: str = "cpu",
-        seed: int = 0,
-    ) -> TrialContext:
-        """A context for one run outside a search: nothing is pruned, nothing recorded.
-
-        Example:
-            >>> ctx = TrialContext.standalone(OneCycle(3e-3, 600), epochs=10, steps_per_epoch=60)
-        """
-        return cls(
-            schedule,
-            epochs=epochs,
-            steps_per_epoch=steps_per_epoch,
-            params=params,
-            device=device,
-            seed=seed,
-        )
 
     @property
     def total_steps(self) -> int:
@@ -294,6 +271,8 @@ class TrialContext:
         if isinstance(self.schedule, MetricDriven):  # plateau decay: lower is better
             self.schedule.report(-value if self._maximize else value)
         self._observe_epoch(epoch, value)
+        if self.on_report is not None:
+            self.on_report(epoch)
         if self._trial is not None:
             self._trial.report(value, epoch)
             self.pruned = epoch < self.epochs and self._trial.should_prune()
@@ -302,9 +281,8 @@ class TrialContext:
     def _observe_epoch(self, epoch: int, value: float) -> None:
         if self._observer is None:
             return
-        step = self._driver.steps if self._driver is not None else self._last_step + 1
         # The loop reports its metric only: its losses on this record are NaN.
-        self._observer.epoch(EpochInfo(epoch, step, math.nan, math.nan, value))
+        self._observer.epoch(EpochInfo(epoch, self.steps, math.nan, math.nan, value))
 
     def _close(self) -> None:
         if self._driver is not None:
@@ -344,6 +322,13 @@ def _refuse(*args: Any, **kwargs: Any) -> Any:
     )
 
 
+def _loops_optimizer(*args: Any, **kwargs: Any) -> Any:
+    _refuse()
+
+
+_loops_optimizer.__qualname__ = "loop's own optimizer"  # how reports and exports name it
+
+
 def loop_workload(section: StudySection) -> Workload:
     """A stand-in :class:`Workload` for a loop study: its name, metric and sizes, no data.
 
@@ -360,7 +345,7 @@ def loop_workload(section: StudySection) -> Workload:
         val_data=[],
         loss_fn=_refuse,
         metric=Metric(section.metric, section.direction),
-        optimizer=_refuse,
+        optimizer=_loops_optimizer,
         batch_size=1,
         epochs=section.epochs or 1,
         batches_per_epoch=section.steps_per_epoch,
@@ -392,20 +377,11 @@ def run_loop(
         params=spec.params,
         device=spec.device,
         seed=spec.seed,
-        number=spec.number,
-        trial=trial,
-        observer=observer,
-        direction=metric.direction,
     )
+    ctx.number, ctx._trial, ctx._observer = spec.number, trial, observer
+    ctx._maximize = metric.direction == "maximize"
     if on_epoch is not None:
-        report = ctx.report
-
-        def report_and_tell(epoch: int, value: float) -> bool:
-            stop = report(epoch, value)
-            on_epoch(spec.number, epoch, epochs)
-            return stop
-
-        ctx.report = report_and_tell  # type: ignore[method-assign]
+        ctx.on_report = lambda epoch: on_epoch(spec.number, epoch, epochs)
     started = time.perf_counter()
     try:
         returned = loop(ctx)
@@ -496,9 +472,8 @@ def range_test_loop(
             params={"weight_decay": 0.0},
             device=device,
             seed=study.seed + r,
-            mode="range_test",
-            ramp=ramp,
         )
+        ctx.mode, ctx._ramp = "range_test", ramp
         with _rng_restored():
             _call_for_range_test(loop, ctx, study.loop)
         steps = sorted(ramp.losses)

@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING
 import optuna
 from optuna.study import MaxTrialsCallback
 from optuna.trial import FrozenTrial, TrialState
-from sqlalchemy.exc import SQLAlchemyError
 
 from lrsearch import interrupt
 from lrsearch.config import StudyConfig
@@ -27,7 +26,7 @@ from lrsearch.devices import Slot, parse_devices
 from lrsearch.errors import LrsearchError, StorageError
 from lrsearch.objective import Objective
 from lrsearch.recording import close_orphans, close_study, observe_trials, open_recorder
-from lrsearch.storage import default_home, redact
+from lrsearch.storage import STORAGE_ERRORS, default_home, redact
 from lrsearch.study import FINISHED, StudyHandle, build_workload, load_study, open_study
 
 if TYPE_CHECKING:
@@ -334,7 +333,7 @@ def _execute(
                 ).run(progress)
         except KeyboardInterrupt:
             return True
-        except SQLAlchemyError as exc:
+        except STORAGE_ERRORS as exc:
             reason = redact(str(exc).splitlines()[0]) if str(exc) else type(exc).__name__
             raise StorageError(
                 f"the storage became unreachable during the study ({reason}); finished trials "

@@ -144,6 +144,17 @@ def test_char_transformer_trains_reproducibly_on_cpu() -> None:
     assert (first.val_metric, first.test_metric) == (second.val_metric, second.test_metric)
 
 
+def test_char_transformer_is_causal() -> None:
+    model = get_workload("char-transformer", **SMALL_LM).build_model().eval()
+    x = torch.randint(0, 50, (2, 32))
+    changed = x.clone()
+    changed[:, 20:] = (changed[:, 20:] + 1) % 50
+    with torch.no_grad():
+        a, b = model(x), model(changed)
+    assert torch.allclose(a[:, :20], b[:, :20], atol=1e-6)
+    assert not torch.allclose(a[:, 20:], b[:, 20:], atol=1e-6)
+
+
 def test_char_transformer_decays_weight_matrices_only() -> None:
     from torch import nn
 

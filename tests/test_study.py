@@ -90,6 +90,7 @@ def test_study_end_to_end(home) -> None:
         "range_test.png",
         "optimization_history.png",
         "max_lr_vs_metric.png",
+        "schedules.png",
     } <= parent_files
 
     total = load_study("tiny", storage).plan.total_steps

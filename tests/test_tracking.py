@@ -225,20 +225,40 @@ class TestTrackerContract:
         assert view.history(trial.run_id, "val_loss") == [(n - 1, 0.5)]
         assert trial.points_logged == tracker.points_logged == n + 1
 
-    def test_epoch_metrics_go_out_at_once(self, tracked: Tracked, study: str) -> None:
+    def test_epoch_metrics_go_out_once_the_last_send_is_old(
+        self, tracked: Tracked, study: str
+    ) -> None:
         tracker, view = tracked
+        tracker.flush_seconds = 0.0  # every epoch's end is old enough
         trial = tracker.start_trial(
             tracker.start_study(study, params={}, tags={}), 0, params={}, tags={}
         )
         trial.log_step(0, lr=0.1, train_loss=2.0)
         assert view.history(trial.run_id, "lr") == []  # still buffered
-        trial.log_epoch(0, val_acc=0.25)  # handed to the sender thread at once
+        trial.log_epoch(0, val_acc=0.25)  # handed to the sender thread now
         trial._collect(block=True)  # wait for it, without sending anything new
         assert view.history(trial.run_id, "lr") == [(0, 0.1)]
         assert view.history(trial.run_id, "val_acc") == [(0, 0.25)]
         trial.log_step(1, lr=0.2)
         tracker.flush()
         assert view.history(trial.run_id, "lr") == [(0, 0.1), (1, 0.2)]
+
+    def test_epoch_metrics_of_a_short_trial_travel_with_its_steps(
+        self, tracked: Tracked, study: str
+    ) -> None:
+        tracker, view = tracked
+        tracker.flush_seconds = 3600.0
+        trial = tracker.start_trial(
+            tracker.start_study(study, params={}, tags={}), 0, params={}, tags={}
+        )
+        for epoch in range(3):
+            trial.log_step(epoch, lr=0.1)
+            trial.log_epoch(epoch, val_acc=0.5)
+        trial._collect(block=True)
+        assert view.history(trial.run_id, "val_acc") == []  # nothing sent yet: one batch at the end
+        trial.end("FINISHED")
+        assert view.history(trial.run_id, "val_acc") == [(0, 0.5), (1, 0.5), (2, 0.5)]
+        assert view.history(trial.run_id, "lr") == [(0, 0.1), (1, 0.1), (2, 0.1)]
 
     def test_non_finite_values_are_kept(self, tracked: Tracked, study: str) -> None:
         tracker, view = tracked

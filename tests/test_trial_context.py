@@ -24,6 +24,7 @@ from lrsearch.tracking import MemoryTracker
 from lrsearch.tracking.recorder import StudyRecorder
 from lrsearch.trial_context import range_test_loop
 from lrsearch.workers import run_trials
+from lrsearch.workloads import check_allowed
 
 PRIOR = LRPrior(center=0.05, sigma_decades=0.3, low=1e-3, high=1.0)
 EPOCHS, STEPS_PER_EPOCH, BATCH = 3, 6, 32
@@ -129,7 +130,7 @@ def test_the_context_has_the_users_steps_and_the_sampled_params() -> None:
 
 def test_attach_drives_every_group_at_its_ratio() -> None:
     schedule = OneCycle(0.5, 30)
-    ctx = TrialContext.standalone(schedule, epochs=3, steps_per_epoch=10)
+    ctx = TrialContext(schedule, epochs=3, steps_per_epoch=10)
     model = nn.Linear(2, 2)
     groups = [{"params": [model.weight]}, {"params": [model.bias], "lr": 0.1}]
     optimizer = torch.optim.SGD(groups, lr=1.0, momentum=0.9)
@@ -158,10 +159,10 @@ def test_a_pruned_loop_ends_pruned_and_never_at_its_last_epoch() -> None:
 
 
 def test_report_and_should_stop_standalone(monkeypatch) -> None:
-    ctx = TrialContext.standalone(OneCycle(0.1, 20), epochs=2, steps_per_epoch=10)
+    ctx = TrialContext(OneCycle(0.1, 20), epochs=2, steps_per_epoch=10)
     assert ctx.report(1, 50.0) is False and not ctx.should_stop
     assert ctx.report(2, math.nan) is True and ctx.should_stop and ctx.diverged
-    calm = TrialContext.standalone(OneCycle(0.1, 20), epochs=2, steps_per_epoch=10)
+    calm = TrialContext(OneCycle(0.1, 20), epochs=2, steps_per_epoch=10)
     monkeypatch.setattr("lrsearch.interrupt.requested", lambda: True)
     assert calm.should_stop  # Ctrl-C asked to stop
 
@@ -224,6 +225,11 @@ def test_loop_fields_are_checked_with_clear_errors() -> None:
         parse_study_config({"study": {"name": "x", "workload": "digits-mlp", "metric": "acc"}})
     with pytest.raises(ConfigError, match="give loop or workload, not both"):
         parse_study_config(_config(workload="digits-mlp"))
+    config = parse_study_config(_config())
+    assert config.study.workload == config.study.loop  # workers check it against their allow-list
+    with pytest.raises(WorkloadError, match="does not trust"):
+        check_allowed(config.study.workload)
+    check_allowed(config.study.workload, ["tests.*"])
     with pytest.raises(WorkloadError, match="must take one argument"):
         build_workload(parse_study_config(_config("two_arguments")))
 
@@ -251,7 +257,10 @@ def test_lrsearch_run_runs_a_loop_study_end_to_end(tmp_path) -> None:
         "n_trials = 2\n[range_test]\nrepeats = 1\nnum_iter = 20\n"
     )
     result = CliRunner().invoke(
-        cli, ["run", str(study), "--devices", "cpu"], obj={}, env={"LRSEARCH_HOME": str(tmp_path)}
+        cli,
+        ["run", str(study), "--devices", "cpu", "--no-tracking"],
+        obj={},
+        env={"LRSEARCH_HOME": str(tmp_path)},
     )
     assert result.exit_code == 0, result.output
     assert "study 'own-e2e': 2 complete" in result.output

@@ -120,10 +120,10 @@ def closing_report(outcome: RunOutcome) -> str:
 def validate(file: str) -> None:
     """Check a study file without running anything."""
     from lrsearch.config import load_study_config
-    from lrsearch.workloads import get_workload
+    from lrsearch.study import build_workload
 
     config = load_study_config(file)
-    workload = get_workload(config.study.workload, **config.study.workload_options)
+    workload = build_workload(config)
     click.echo(
         f"{file}: ok (study {config.study.name!r}, workload {workload.name}, "
         f"{config.study.n_trials} trials, pruner {config.pruner.name})"

@@ -139,10 +139,15 @@ def train(**opts: Any) -> None:
     if job.origin:
         click.echo(f"retraining {job.origin} with seed {seed}", err=True)
     results = [_train_once(job, device, seed + k) for k in range(opts["seeds"])]
-    has_test = job.workload.has_test
     if opts["as_json"]:
-        click.echo(json.dumps(_json_record(results, seed, job, has_test)))
-        return
+        click.echo(json.dumps(_json_record(results, seed, job)))
+    else:
+        _print_results(results, seed, job)
+
+
+def _print_results(results: list[TrainResult], seed: int, job: _Job) -> None:
+    """One line per seed, then the mean ± std over seeds; test next to validation if any."""
+    has_test = job.workload.has_test
     for result in results:
         status = f"diverged: {result.diverge_reason}" if result.diverged else "finished"
         test = f" test_{result.metric_name}={result.test_metric:.2f}" if has_test else ""
@@ -158,11 +163,10 @@ def train(**opts: Any) -> None:
         click.echo(line + (f" test_{name}={_mean_std(record, 'test_metric')}" if has_test else ""))
 
 
-def _json_record(
-    results: list[TrainResult], seed: int, job: _Job, has_test: bool
-) -> dict[str, Any]:
+def _json_record(results: list[TrainResult], seed: int, job: _Job) -> dict[str, Any]:
     """``train --json``'s object: one run's result, or the seeds' summary; test scores only
     where the workload has a test split."""
+    has_test = job.workload.has_test
     if len(results) == 1:
         record = results[0].to_dict()
         record.pop("history", None)

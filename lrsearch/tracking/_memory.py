@@ -43,8 +43,8 @@ class MemoryTracker(Tracker):
         metric_batches: how many metric batches were written (what ``log_batch`` calls would be).
     """
 
-    def __init__(self, *, flush_every: int = 1000) -> None:
-        super().__init__(flush_every=flush_every)
+    def __init__(self, *, flush_every: int = 1000, flush_seconds: float = 5.0) -> None:
+        super().__init__(flush_every=flush_every, flush_seconds=flush_seconds)
         self.runs: dict[str, MemoryRun] = {}
         self.experiments: dict[str, str] = {}
         self.metric_batches = 0

@@ -105,6 +105,7 @@ class MlflowTracker(Tracker):
         artifact_root: where new experiments keep artifacts (``<root>/<experiment>``); by default
             ``artifacts/`` beside a SQLite file, and the server's choice otherwise.
         flush_every: points a :class:`TrialRun` buffers before it sends them.
+        flush_seconds: at an epoch's end, send what is buffered once the last send is this old.
         timeout_s: how long the reachability check of a server or database may take.
 
     Raises:
@@ -117,9 +118,10 @@ class MlflowTracker(Tracker):
         *,
         artifact_root: str | None = None,
         flush_every: int = 1000,
+        flush_seconds: float = 5.0,
         timeout_s: float = 3.0,
     ) -> None:
-        super().__init__(flush_every=flush_every)
+        super().__init__(flush_every=flush_every, flush_seconds=flush_seconds)
         self.tracking_uri = tracking_uri
         remote = tracking_uri.startswith(("http://", "https://"))
         _preflight(tracking_uri, timeout_s)

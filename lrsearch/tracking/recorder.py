@@ -224,12 +224,11 @@ class StudyRecorder:
         params: Mapping[str, Any],
         tags: Mapping[str, Any],
         schedule: Schedule,
-        total_steps: int,
     ) -> TrialRecord | None:
         """A nested run for trial ``number``; None (with a warning) when the store refuses.
 
-        The schedule's JSON and PNG are drawn and uploaded on the sender thread while the
-        trial trains (drawing takes ~0.5 s); :meth:`TrialRecord.end` waits for them.
+        The schedule's JSON is uploaded on the sender thread while the trial trains;
+        :meth:`TrialRecord.end` waits for it.
         """
         if self.parent_run_id is None:
             return None
@@ -244,7 +243,7 @@ class StudyRecorder:
             # Training matters more than its record: the trial goes on without MLflow.
             _warn(f"no MLflow run for trial {number}: {exc}")
             return None
-        artifacts = self.tracker._sender().submit(_log_schedule, run, schedule, total_steps, number)
+        artifacts = self.tracker._sender().submit(_log_schedule, run, schedule)
         return TrialRecord(run, artifacts, number=number, metric=self.metric)
 
     def close_lost(self, run_id: str, *, reason: str, retried_as: int | None = None) -> None:
@@ -277,12 +276,6 @@ class StudyRecorder:
         return closed
 
 
-def _log_schedule(run: TrialRun, schedule: Schedule, total_steps: int, number: int) -> None:
-    from lrsearch.plots import schedule_png
-
+def _log_schedule(run: TrialRun, schedule: Schedule) -> None:
+    """The trial's schedule as JSON (the parent run draws every trial's in one PNG)."""
     run.log_text("schedule.json", json.dumps(schedule.to_dict(), indent=2))
-    with tempfile.TemporaryDirectory() as tmp:
-        path = schedule_png(
-            schedule, Path(tmp) / "schedule.png", n_steps=total_steps, title=f"trial {number}"
-        )
-        run.log_file(path)

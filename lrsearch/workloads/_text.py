@@ -88,7 +88,8 @@ class _Block(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.mlp(self.ln2(x := x + self._attend(self.ln1(x))))
+        x = x + self._attend(self.ln1(x))
+        return x + self.mlp(self.ln2(x))
 
     def _attend(self, x: torch.Tensor) -> torch.Tensor:
         b, t, c = x.shape

@@ -182,7 +182,7 @@ def _summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def _schedule_png_seconds(handle: StudyHandle, workdir: Path) -> float:
-    """What rendering one trial's schedule PNG costs (the MLflow variant does it per trial)."""
+    """What rendering one schedule PNG costs (why trial runs no longer get one each)."""
     from lrsearch.plots import schedule_png
     from lrsearch.reporting import trial_schedule
 

@@ -253,8 +253,9 @@ def _overhead_md(report: dict[str, Any]) -> list[str]:
     ]
     note = (
         "Medians over pairs; a pair whose trial the pruner stopped is left out. CPU time is "
-        "this process's (not other processes' load, nor time spent waiting on disk). Rendering the "
-        f"schedule PNG that each MLflow trial run gets costs {o['schedule_png_s']:.3f} s."
+        "this process's (not other processes' load, nor time spent waiting on disk). Rendering a "
+        f"schedule PNG costs {o['schedule_png_s']:.3f} s: the study's parent run gets one for "
+        "all trials at the end, trial runs get the schedule as JSON only."
     )
     return [*lines, *_table(head, rows), "", note]
 
