@@ -278,8 +278,11 @@ def test_a_lost_host_leaves_nothing_running(tmp_path, pg_url) -> None:
     )
     assert created.returncode == 0, created.stderr[-3000:]
     host = subprocess.Popen(
-        [sys.executable, "-m", "lrsearch.cli", "worker", "--study", "lost", "--devices", "cpu"]
-        + ["--trials-per-device", "2", "--n-trials", "3", "--allow-workload", "tests.*"],
+        [
+            *(sys.executable, "-m", "lrsearch.cli", "worker", "--study", "lost"),
+            *("--devices", "cpu", "--trials-per-device", "2", "--n-trials", "3"),
+            *("--allow-workload", "tests.*"),
+        ],
         env={**env, "LRSEARCH_STORAGE": pg_url},
         cwd=ROOT,
         stdout=subprocess.DEVNULL,

@@ -14,12 +14,12 @@ from optuna.trial import TrialState
 
 import lrsearch.range_test
 import lrsearch.training
+from lrsearch.cli._study import closing_report
 from lrsearch.config import parse_study_config
 from lrsearch.errors import ConfigError, LrsearchError
 from lrsearch.schedules import schedule_from_dict
 from lrsearch.study import KEY_RANGE_TEST, load_study, open_study
 from lrsearch.tracking import local_tracking_uri
-from lrsearch.cli._study import closing_report
 from lrsearch.workers import run_study
 
 TINY = {

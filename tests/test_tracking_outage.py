@@ -9,8 +9,8 @@ from optuna.trial import TrialState
 from lrsearch.config import parse_study_config
 from lrsearch.errors import TrackingError
 from lrsearch.study import open_study
-from lrsearch.tracking.recorder import StudyRecorder
 from lrsearch.tracking import MemoryTracker
+from lrsearch.tracking.recorder import StudyRecorder
 from lrsearch.workers import run_trials
 
 
