@@ -5,7 +5,7 @@ spread between repeats says how much to trust the suggestions. Afterwards the mo
 and train/eval modes), the optimizer, the gradient scaler and every RNG (torch's CPU and CUDA
 generators, numpy's, Python's ``random``) are exactly as before the test.
 
-The steps are a workload's own (:class:`~lrsearch.training.TrainStep`): its data (tensors or
+The steps are a workload's own (:class:`~lrsearch.train_step.TrainStep`): its data (tensors or
 loaders), loss or ``step_fn``, micro-batches per step, gradient clipping and precision.
 """
 
@@ -40,7 +40,7 @@ from lrsearch.suggest import (
     summarize,
 )
 from lrsearch.torch_schedule import ScheduleDriver
-from lrsearch.training import TrainStep
+from lrsearch.train_step import TrainStep
 from lrsearch.workloads import Batches, compute_loss
 
 if TYPE_CHECKING:

@@ -6,11 +6,8 @@ and ``on_epoch``.
 
 from __future__ import annotations
 
-import contextlib
-import functools
 import itertools
 import math
-import re
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -21,7 +18,8 @@ import torch
 from lrsearch.errors import WorkloadError
 from lrsearch.schedules import MetricDriven
 from lrsearch.torch_schedule import ScheduleDriver
-from lrsearch.workloads import describe, split_batch
+from lrsearch.train_step import TrainStep, autocast_for
+from lrsearch.workloads import split_batch
 
 if TYPE_CHECKING:
     from lrsearch.schedules import Schedule
@@ -110,7 +108,7 @@ def evaluate(
         batches = workload.test_batches(device, batch_size)
     else:
         batches = workload.val_batches(device, batch_size)
-    autocast = _autocast_for(workload.precision, device)
+    autocast = autocast_for(workload.precision, device)
     if workload.eval_fn is not None:
         with autocast():
             loss, metric = workload.eval_fn(model, batches)
@@ -399,154 +397,6 @@ def _update_ratio(before: Sequence[torch.Tensor], params: Sequence[torch.Tensor]
     )
     norm = torch.stack([b.pow(2).sum() for b in before])
     return float(delta.sum().sqrt() / norm.sum().sqrt().clamp_min(1e-12))
-
-
-# --- one optimizer step under the workload's options ------------------------------------
-
-
-def _autocast_for(precision: str, device: torch.device) -> Callable[[], Any]:
-    """A factory of the context that forward passes run in: autocast, or nothing for fp32.
-
-    Raises:
-        WorkloadError: fp16 off CUDA, or bf16 where this device or torch build lacks it.
-    """
-    if precision == "fp32":
-        return contextlib.nullcontext
-    if precision == "fp16" and device.type != "cuda":
-        raise WorkloadError(
-            f"precision='fp16' needs a CUDA device, this run is on {device} — fix: set the "
-            "workload's precision to 'bf16' or 'fp32' (workload.with_options(precision='bf16'))"
-        )
-    bf16_ok = device.type != "cuda" or torch.cuda.is_bf16_supported()
-    if not torch.amp.is_autocast_available(device.type) or (precision == "bf16" and not bf16_ok):
-        raise WorkloadError(
-            f"precision={precision!r} is not supported on {device} by this torch build — "
-            "fix: set the workload's precision to 'fp32'"
-        )
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-    return functools.partial(torch.autocast, device.type, dtype=dtype)
-
-
-_MISFIT = re.compile(
-    r"shape|size|dimension|\bdim\b|channels|out of bounds|match|scalar type|dtype", re.IGNORECASE
-)
-
-
-def _misfit(exc: Exception) -> bool:
-    """Whether an error in the first step says the data does not fit the model or loss.
-
-    A TypeError (a batch of the wrong structure) or a shape, size or dtype complaint does;
-    anything else is the user's own bug (or out of memory) and keeps its type and message.
-    """
-    if isinstance(exc, torch.cuda.OutOfMemoryError):
-        return False
-    return isinstance(exc, TypeError) or bool(_MISFIT.search(str(exc)))
-
-
-class TrainStep:
-    """One optimizer step over a list of micro-batches, under a workload's options.
-
-    Each micro-batch: forward and loss under autocast (bf16/fp16), backward of the loss
-    divided by the number of micro-batches (through the gradient scaler for fp16); then the
-    global gradient norm clipped to ``grad_clip``, and the optimizer step. A first step that
-    fails because the data, the model and the loss do not fit together (a shape, size or
-    dtype complaint, or a TypeError) raises a :class:`~lrsearch.errors.WorkloadError` that
-    shows the batch; other errors (the user's own bugs) pass through as they are.
-
-    Args:
-        model: the model.
-        optimizer: its optimizer (LRs set by the caller).
-        batch_loss: ``batch_loss(model, batch) -> scalar tensor``.
-        device: where the model is.
-        grad_clip: max global gradient norm (None: no clipping).
-        precision: ``"fp32"``, ``"bf16"`` or ``"fp16"``.
-        scaler: the gradient scaler to use; fp16 gets a fresh one where not given.
-    """
-
-    def __init__(
-        self,
-        model: torch.nn.Module,
-        optimizer: torch.optim.Optimizer,
-        batch_loss: Callable[[torch.nn.Module, Any], torch.Tensor],
-        *,
-        device: torch.device,
-        grad_clip: float | None = None,
-        precision: str = "fp32",
-        scaler: torch.amp.GradScaler | None = None,
-    ) -> None:
-        self.model = model
-        self.optimizer = optimizer
-        self.batch_loss = batch_loss
-        self.grad_clip = grad_clip
-        self.autocast = _autocast_for(precision, device)
-        if scaler is None and precision == "fp16":
-            scaler = torch.amp.GradScaler(device.type)
-        self.scaler = scaler
-        self.checked = False
-
-    @classmethod
-    def for_workload(
-        cls,
-        workload: Workload,
-        model: torch.nn.Module,
-        optimizer: torch.optim.Optimizer,
-        device: torch.device,
-        scaler: torch.amp.GradScaler | None = None,
-    ) -> TrainStep:
-        """The step ``workload`` asks for (its loss, grad_clip and precision)."""
-        return cls(
-            model,
-            optimizer,
-            workload.batch_loss,
-            device=device,
-            grad_clip=workload.grad_clip,
-            precision=workload.precision,
-            scaler=scaler,
-        )
-
-    def run(self, batches: Sequence[Any]) -> torch.Tensor:
-        """One optimizer step over ``batches``; returns their mean loss, still on the device."""
-        if self.checked:
-            return self._run(batches)
-        try:
-            loss = self._run(batches)
-        except (TypeError, ValueError, IndexError, RuntimeError) as exc:
-            if not _misfit(exc):
-                raise
-            what = f"{type(exc).__name__}: {exc}".splitlines()[0]
-            raise WorkloadError(
-                f"train batch {describe(batches[0])}: {what} — fix: make the batches what "
-                "the model and loss_fn (or step_fn) take"
-            ) from exc
-        self.checked = True
-        return loss
-
-    def _run(self, batches: Sequence[Any]) -> torch.Tensor:
-        self.optimizer.zero_grad(set_to_none=True)
-        n = len(batches)
-        total: torch.Tensor | None = None
-        for batch in batches:
-            with self.autocast():
-                loss = self.batch_loss(self.model, batch)
-            part = loss if n == 1 else loss / n
-            (part if self.scaler is None else self.scaler.scale(part)).backward()
-            total = loss.detach() if total is None else total + loss.detach()
-        self._update()
-        assert total is not None
-        return total if n == 1 else total / n
-
-    def _update(self) -> None:
-        """Clip (grads unscaled first) and step the optimizer, through the scaler if any."""
-        if self.grad_clip is not None:
-            if self.scaler is not None:
-                self.scaler.unscale_(self.optimizer)
-            params = [p for g in self.optimizer.param_groups for p in g["params"]]
-            torch.nn.utils.clip_grad_norm_(params, self.grad_clip)
-        if self.scaler is None:
-            self.optimizer.step()
-            return
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
 
 
 def _non_finite_validation(val_loss: float, val_metric: float) -> str | None:

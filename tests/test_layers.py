@@ -22,7 +22,7 @@ PKG = Path(lrsearch.__file__).parent
 LAYERS: list[tuple[str, set[str]]] = [
     ("schedule math", {"errors", "interrupt", "schedules", "policies"}),
     ("prior math", {"prior", "suggest", "config"}),
-    ("torch parts", {"torch_schedule", "workloads", "training", "range_test"}),
+    ("torch parts", {"torch_schedule", "workloads", "training", "train_step", "range_test"}),
     ("drawing", {"plots"}),
     ("tracking", {"tracking"}),
     (
