@@ -251,6 +251,20 @@ class StudyConfig(_Model):
     def to_json(self) -> str:
         return self.model_dump_json()
 
+    def flat(self) -> dict[str, Any]:
+        """Every setting as ``section.key -> value`` (e.g. ``space.div_factor.low``)."""
+        out: dict[str, Any] = {}
+
+        def walk(prefix: str, value: Any) -> None:
+            if isinstance(value, dict):
+                for key, inner in value.items():
+                    walk(f"{prefix}.{key}" if prefix else key, inner)
+            else:
+                out[prefix] = value
+
+        walk("", self.model_dump(mode="json"))
+        return out
+
     @classmethod
     def from_json(cls, text: str) -> StudyConfig:
         return cls.model_validate_json(text)

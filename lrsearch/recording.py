@@ -37,15 +37,6 @@ __all__ = [
 DIED_REASON = "worker process died"
 
 
-def _flat(prefix: str, data: Any) -> dict[str, Any]:
-    if not isinstance(data, dict):
-        return {prefix: data}
-    out: dict[str, Any] = {}
-    for key, value in data.items():
-        out.update(_flat(f"{prefix}.{key}" if prefix else key, value))
-    return out
-
-
 def open_recorder(handle: StudyHandle, tracker: Tracker, *, log_parent: bool) -> StudyRecorder:
     """The study's recorder; with ``log_parent``, its parent run opened (created or resumed).
 
@@ -56,7 +47,7 @@ def open_recorder(handle: StudyHandle, tracker: Tracker, *, log_parent: bool) ->
         return recorder
     first_time = handle.parent_run_id is None
     params = {
-        **_flat("", json.loads(handle.config.to_json())),
+        **handle.config.flat(),
         "storage": redact(handle.storage_url),
     }
     params.update({f"prior.{k}": v for k, v in handle.prior.to_dict().items()})

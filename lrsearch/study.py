@@ -182,6 +182,8 @@ def open_study(
             "direction": workload.metric.direction,
         }
         study.set_user_attr(KEY_WORKLOAD_INFO, info)
+        for key, value in config.flat().items():  # one row each in optuna-dashboard
+            study.set_user_attr(f"config.{key}", value)
         with warnings.catch_warnings():  # flagged experimental; it names Optuna's objective
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             study.set_metric_names([f"val_{workload.metric.name}"])

@@ -153,3 +153,28 @@ def test_a_fresh_trial_is_no_retry_and_seeded_by_its_number() -> None:
     spec = Objective(handle).sample(handle.study.ask())
     assert spec.retry_of is None and spec.seed == handle.config.study.seed + spec.number
     assert spec.schedule.total_steps == handle.plan.total_steps
+
+
+def test_the_embedded_storage_is_a_journal_unless_an_sqlite_file_is_there(tmp_path, monkeypatch):
+    from lrsearch.storage import default_storage
+
+    monkeypatch.delenv("LRSEARCH_STORAGE", raising=False)
+    assert default_storage(tmp_path) == f"journal:{tmp_path / 'optuna.journal'}"
+    (tmp_path / "optuna.db").touch()  # a home from an earlier version keeps its studies
+    assert default_storage(tmp_path) == f"sqlite:///{tmp_path / 'optuna.db'}"
+
+
+def test_a_study_shows_its_config_one_setting_per_attribute(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("LRSEARCH_HOME", str(tmp_path))
+    config = parse_study_config({**CONFIG, "study": {**CONFIG["study"], "n_trials": 1}})
+    outcome = run_study(
+        config,
+        storage_url=f"journal:{tmp_path / 'optuna.journal'}",
+        tracking=False,
+        show_progress=False,
+        echo=lambda s: None,
+    )
+    attrs = outcome.handle.study.user_attrs
+    assert attrs["config.study.workload"] == "tests.tiny_workloads:blobs"
+    assert attrs["config.space.div_factor.low"] == config.space.div_factor.low
+    assert outcome.handle.study.metric_names == ["val_accuracy"]
