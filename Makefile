@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.lrsearch-installed
 
-.PHONY: install demo test test-distributed test-slow test-load lint bench clean
+.PHONY: install demo test test-distributed test-slow test-load lint bench gpu-check clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -43,6 +43,11 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/lrsearch bench --quick --out bench-report
+
+# On a CUDA host: a short char-transformer study at GPU size, measured (docs/gpu.md).
+# Options: make gpu-check GPU_CHECK_ARGS="--trials 8 --minutes 10"
+gpu-check: $(STAMP)
+	$(BIN)/python -m lrsearch.harness.gpu_check --out docs/gpu.md $(GPU_CHECK_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache lrsearch.egg-info

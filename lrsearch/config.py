@@ -17,7 +17,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from lrsearch.errors import ConfigError
 from lrsearch.policies import DEFAULT_POLICY, study_policies
 
-__all__ = ["POLICIES", "StudyConfig", "load_study_config", "parse_study_config"]
+__all__ = [
+    "POLICIES",
+    "StudyConfig",
+    "TrainingSection",
+    "load_study_config",
+    "parse_study_config",
+]
 
 POLICIES = study_policies()  # the policies a study may search over
 PRUNER_NAMES = ("plateau", "median", "hyperband", "none")
@@ -58,6 +64,32 @@ def _range(value: Any) -> Any:
     return value
 
 
+class TrainingSection(_Model):
+    """``[study.training]``: the workload's training options, overridden (unset: its own).
+
+    Example::
+
+        [study.training]
+        optimizer = "Adagrad"   # sgd, adam, adamw or any torch.optim class name
+        grad_clip = 1.0
+        accumulate = 2
+        precision = "bf16"      # fp32, bf16 or fp16
+
+    The names are checked here; whether the workload takes a value (an optimizer name that
+    ``torch.optim`` lacks, say) is checked when the workload is built.
+    """
+
+    optimizer: str | None = Field(default=None, pattern=r"^[A-Za-z][A-Za-z0-9_]*$")
+    grad_clip: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+    accumulate: int | None = Field(default=None, ge=1)
+    precision: Literal["fp32", "bf16", "fp16"] | None = None
+    batches_per_epoch: int | None = Field(default=None, ge=1)
+
+    def options(self) -> dict[str, Any]:
+        """The options the file sets, as ``Workload.with_options`` keywords."""
+        return self.model_dump(exclude_none=True)
+
+
 class StudySection(_Model):
     """``[study]``: what is searched, and how much."""
 
@@ -69,6 +101,7 @@ class StudySection(_Model):
     batch_size: int | None = Field(default=None, ge=1)
     timeout: float | None = Field(default=None, gt=0)
     seed: int = 0
+    training: TrainingSection = TrainingSection()
     # --- your own training loop (lrsearch.trial_context) ----------------------------------
     # ``loop = "pkg.module:train"`` names a ``train(ctx) -> float | None`` function instead
     # of a Workload. There is no Workload to ask, so the file states the metric, its
@@ -110,6 +143,11 @@ class StudySection(_Model):
         if self.workload_options or self.batch_size is not None:
             raise ValueError(
                 "workload_options and batch_size do not apply to a loop; the loop sets them itself"
+            )
+        if self.training.options():
+            raise ValueError(
+                f"[study.training] ({', '.join(self.training.options())}) does not "
+                "apply to a loop; the loop owns its optimizer and training, set them there"
             )
         if self.metric == "loss":
             raise ValueError(
@@ -245,6 +283,11 @@ class StudyConfig(_Model):
         for key in ("loop", "metric", "direction", "steps_per_epoch"):  # unset: hashes as before
             if data["study"].get(key) is None:
                 data["study"].pop(key, None)
+        training = self.study.training.options()  # unset: hashes as before
+        if training:
+            data["study"]["training"] = training
+        else:
+            data["study"].pop("training", None)
         data.pop("tracking")
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 

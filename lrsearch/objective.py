@@ -12,6 +12,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 import os
 import socket
 import time
@@ -208,6 +209,9 @@ class Objective:
                 self._end(trial, observer, outcome, started)
             raise
         outcome = _outcome(result)
+        if outcome.state == "COMPLETE" and math.isfinite(result.test_metric):
+            # Kept for reporting only (best, bench): the sampler and pruner see validation.
+            trial.set_user_attr("test_metric", float(result.test_metric))
         self._end(trial, observer, outcome, started)
         if outcome.state == "PRUNED":
             raise optuna.TrialPruned(
@@ -218,7 +222,9 @@ class Objective:
     def sample(self, trial: optuna.Trial) -> TrialSpec:
         """The trial's parameters and schedule (and which trial it repeats, for a retry)."""
         plan = self.handle.plan
-        params = suggest_params(trial, self.handle.config.space, self.handle.prior)
+        params = suggest_params(
+            trial, self.handle.config.space, self.handle.prior, momentum=plan.drives_momentum
+        )
         schedule = build_schedule(
             params, total_steps=plan.total_steps, steps_per_epoch=plan.steps_per_epoch
         )

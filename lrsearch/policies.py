@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_POLICY",
+    "MOMENTUM_PARAMS",
     "POLICIES",
     "SMITH_DEFAULTS",
     "Policy",
@@ -50,6 +51,8 @@ SMITH_DEFAULTS: Mapping[str, float] = MappingProxyType(
     }
 )
 DEFAULT_POLICY = "one-cycle"
+# Optional together: without both, a schedule leaves momentum alone (an optimizer with none).
+MOMENTUM_PARAMS = ("momentum_high", "momentum_low")
 
 Factory = Callable[..., "Schedule"]
 
@@ -77,11 +80,17 @@ class Policy:
     ) -> Schedule:
         """The schedule ``params`` describe; keys the policy does not read are ignored.
 
+        ``momentum_high`` and ``momentum_low`` may both be left out: the schedule then has
+        no momentum (for an optimizer without one, Adagrad say).
+
         Raises:
             ValueError: if a parameter it reads is missing or out of range (the message
                 names it).
         """
-        missing = sorted(({"max_lr"} | set(self.defaults)) - set(params))
+        needed = {"max_lr"} | set(self.defaults)
+        if not any(name in params for name in MOMENTUM_PARAMS):
+            needed -= set(MOMENTUM_PARAMS)
+        missing = sorted(needed - set(params))
         if missing:
             raise ValueError(
                 f"policy {self.name!r} needs parameters {missing}, got {sorted(params)}"
@@ -91,7 +100,9 @@ class Policy:
         )
 
 
-def _momentum(params: Mapping[str, Any]) -> tuple[float, float]:
+def _momentum(params: Mapping[str, Any]) -> tuple[float, float] | None:
+    if not any(name in params for name in MOMENTUM_PARAMS):
+        return None
     return params["momentum_high"], params["momentum_low"]
 
 

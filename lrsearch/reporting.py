@@ -47,10 +47,15 @@ def trial_params(handle: StudyHandle, trial: FrozenTrial) -> dict[str, Any]:
     """Every parameter a finished trial trained with, as its sampling produced them.
 
     The sampling is replayed on the stored values, so what ``suggest_params`` adds (fixed
-    parameters, the only policy, ``momentum_low`` clipped to ``momentum_high``) comes back
-    exactly as the trial had it.
+    parameters, the only policy, ``momentum_low`` clipped to ``momentum_high``, no momentum
+    where the study's optimizer has none) comes back exactly as the trial had it.
     """
-    return suggest_params(FixedTrial(dict(trial.params)), handle.config.space, handle.prior)
+    return suggest_params(
+        FixedTrial(dict(trial.params)),
+        handle.config.space,
+        handle.prior,
+        momentum=handle.plan.drives_momentum,
+    )
 
 
 def trial_schedule(handle: StudyHandle, trial: FrozenTrial) -> Schedule:

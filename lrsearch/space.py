@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from lrsearch import policies
-from lrsearch.policies import DEFAULT_POLICY, SMITH_DEFAULTS
+from lrsearch.policies import DEFAULT_POLICY, MOMENTUM_PARAMS, SMITH_DEFAULTS
 
 if TYPE_CHECKING:
     from optuna.trial import BaseTrial
@@ -25,8 +25,15 @@ def _suggest(trial: BaseTrial, name: str, r: Range) -> float:
     return trial.suggest_float(name, r.low, r.high, log=r.log)
 
 
-def suggest_params(trial: BaseTrial, space: SpaceSection, prior: LRPrior) -> dict[str, Any]:
-    """Sample every parameter of a trial; ``max_lr`` spans the prior's bounds on a log scale."""
+def suggest_params(
+    trial: BaseTrial, space: SpaceSection, prior: LRPrior, *, momentum: bool = True
+) -> dict[str, Any]:
+    """Sample every parameter of a trial; ``max_lr`` spans the prior's bounds on a log scale.
+
+    ``momentum=False`` (the study's optimizer has none: Adagrad, say; see
+    :attr:`lrsearch.study.TrialPlan.drives_momentum`) leaves ``momentum_high`` and
+    ``momentum_low`` out: they are not sampled, and the schedule leaves momentum alone.
+    """
     params: dict[str, Any] = {
         "policy": trial.suggest_categorical("policy", space.policies)
         if len(space.policies) > 1
@@ -38,10 +45,11 @@ def suggest_params(trial: BaseTrial, space: SpaceSection, prior: LRPrior) -> dic
     for name in ("cycle_frac", "annihilation"):
         if name in reads:
             params[name] = _suggest(trial, name, getattr(space, name))
-    params["momentum_high"] = _suggest(trial, "momentum_high", space.momentum_high)
-    params["momentum_low"] = min(
-        _suggest(trial, "momentum_low", space.momentum_low), params["momentum_high"]
-    )
+    if momentum:
+        params["momentum_high"] = _suggest(trial, "momentum_high", space.momentum_high)
+        params["momentum_low"] = min(
+            _suggest(trial, "momentum_low", space.momentum_low), params["momentum_high"]
+        )
     params["weight_decay"] = _suggest(trial, "weight_decay", space.weight_decay)
     return params
 
@@ -50,12 +58,17 @@ def _clip(value: float, r: Range) -> float:
     return min(max(value, r.low), r.high)
 
 
-def default_params(space: SpaceSection, prior: LRPrior) -> dict[str, Any]:
-    """The first trial: the prior's centre, Smith's defaults clipped into the space."""
+def default_params(space: SpaceSection, prior: LRPrior, *, momentum: bool = True) -> dict[str, Any]:
+    """The first trial: the prior's centre, Smith's defaults clipped into the space.
+
+    ``momentum=False`` leaves the momentum parameters out, as :func:`suggest_params` does.
+    """
     params: dict[str, Any] = {"max_lr": prior.center}
     if len(space.policies) > 1:
         params["policy"] = DEFAULT_POLICY if DEFAULT_POLICY in space.policies else space.policies[0]
     for name, value in SMITH_DEFAULTS.items():
+        if not momentum and name in MOMENTUM_PARAMS:
+            continue
         r = getattr(space, name)
         if r.low != r.high:
             params[name] = _clip(value, r)

@@ -43,11 +43,17 @@ FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
 @dataclass(frozen=True)
 class TrialPlan:
-    """What every trial of a study trains: the workload, for how long, in how many steps."""
+    """What every trial of a study trains: the workload, for how long, in how many steps.
+
+    ``drives_momentum`` is whether the workload's optimizer has a momentum (SGD's, or the
+    Adam family's beta1) for the schedule to drive; where it has none (Adagrad, say) the
+    study's trials neither sample nor carry ``momentum_high``/``momentum_low``.
+    """
 
     workload: Workload
     epochs: int
     steps_per_epoch: int
+    drives_momentum: bool = True
 
     @property
     def total_steps(self) -> int:
@@ -68,7 +74,30 @@ def build_workload(config: StudyConfig) -> Workload:
 
         return loop_workload(config.study)
 
-    return get_workload(config.study.workload, **config.study.workload_options)
+    workload = get_workload(config.study.workload, **config.study.workload_options)
+    for key, value in config.study.training.options().items():  # one by one: errors name it
+        try:
+            workload = workload.with_options(**{key: value})
+        except ValueError as exc:
+            raise ConfigError(
+                f"study.training.{key}: workload {workload.name!r} refuses {value!r}: {exc}"
+            ) from None
+    return workload
+
+
+def _drives_momentum(workload: Workload) -> bool:
+    """Whether ``workload``'s optimizer has a momentum a schedule can drive.
+
+    Builds its model and optimizer once (torch's RNG left as it was) and asks
+    :func:`~lrsearch.torch_schedule.momentum_key`.
+    """
+    import torch
+
+    from lrsearch.torch_schedule import momentum_key
+
+    with torch.random.fork_rng(devices=[]):
+        optimizer = workload.make_optimizer(workload.build_model(), lr=1e-3, momentum=0.9)
+    return momentum_key(optimizer) is not None
 
 
 @dataclass
@@ -104,11 +133,16 @@ class StudyHandle:
 
     @cached_property
     def plan(self) -> TrialPlan:
-        """The workload, epochs per trial and steps per epoch, built once per handle."""
+        """The workload, epochs per trial, steps per epoch and whether momentum is searched.
+
+        Built once per handle. A study with its own loop always searches momentum (its loop
+        owns the optimizer).
+        """
         workload = self.workload or build_workload(self.config)
         cfg = self.config.study
         epochs = cfg.epochs or workload.epochs
-        return TrialPlan(workload, epochs, workload.steps_per_epoch(cfg.batch_size))
+        momentum = cfg.loop is not None or _drives_momentum(workload)
+        return TrialPlan(workload, epochs, workload.steps_per_epoch(cfg.batch_size), momentum)
 
     @classmethod
     def in_memory(
@@ -195,8 +229,10 @@ def open_study(
             on_range_test("running the LR range test (first time for this study)")
         prior = _store_range_test(study, config, workload, device)
         if not study.trials:
+            momentum = config.study.loop is not None or _drives_momentum(workload)
             study.enqueue_trial(
-                default_params(config.space, prior), user_attrs={"lrsearch.origin": "prior-centre"}
+                default_params(config.space, prior, momentum=momentum),
+                user_attrs={"lrsearch.origin": "prior-centre"},
             )
     handle = load_study(name, storage_url, storage=storage)
     handle.workload = workload

@@ -21,10 +21,20 @@ from lrsearch.harness.bench import (
     torch_one_cycle,
 )
 from lrsearch.harness.bench._report import HEADERS
-from lrsearch.harness.bench._stats import best_at, first_reach, median_or_none, summarize_search
+from lrsearch.harness.bench._stats import (
+    TEST,
+    VAL,
+    best_at,
+    chosen,
+    first_reach,
+    median_or_none,
+    summarize_pruning,
+    summarize_search,
+)
 
 ARM_KEYS = (
     "median_best",
+    "median_best_val",
     "q25_best",
     "q75_best",
     "median_best_at_quarter",
@@ -47,6 +57,7 @@ MAYBE_NONE = (
 PRUNER_KEYS = (
     "median_trial_epochs",
     "median_best",
+    "median_best_val",
     "median_pruned",
     "median_wall_s",
     "median_saved_fraction",
@@ -56,6 +67,19 @@ PRUNER_KEYS = (
 
 def _number(value: object) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _check_run(run: dict[str, object]) -> None:
+    """Each point keeps both numbers of the chosen trial: validation and test."""
+    curve = run["curve"]
+    assert isinstance(curve, list)
+    for point in curve:
+        assert len(point) == 4  # [trial_epochs, wall_s, val, test]
+        assert (point[VAL] is None) == (point[TEST] is None), point
+    assert run["best"] == run["best_test"]  # scored on test
+    assert run["best_val"] == curve[-1][VAL] and run["best_test"] == curve[-1][TEST]
+    assert run["best_val"] is None or _number(run["best_val"])
+    assert run["best_test"] is None or _number(run["best_test"])
 
 
 def test_smoke_bench_writes_a_well_formed_report(tmp_path) -> None:
@@ -68,9 +92,16 @@ def test_smoke_bench_writes_a_well_formed_report(tmp_path) -> None:
     for header in HEADERS:
         assert f"\n{header}\n" in markdown
     assert "lrsearch bench --smoke" in markdown
+    # digits-mlp has a test split: tables and targets score the validation-chosen trial on it
+    assert "best test metric (chosen on validation)" in markdown
+    assert "on best test metric (chosen on validation)" in markdown
+    assert "test points lost vs none" in markdown
+    assert "(validation: no test split)" not in markdown
+    assert "best validation metric (no test split)" not in markdown
 
     report = json.loads((out / "report.json").read_text())
     for name, section in report["search"].items():
+        assert section["scored_on"] == "test" and section["summary"]["scored_on"] == "test"
         assert set(section["summary"]["arms"]) == set(ARMS)
         assert _number(section["summary"]["target"])
         for arm, summary in section["summary"]["arms"].items():
@@ -78,10 +109,16 @@ def test_smoke_bench_writes_a_well_formed_report(tmp_path) -> None:
                 ok = _number(summary[key]) or (key in MAYBE_NONE and summary[key] is None)
                 assert ok, (name, arm, key, summary[key])
             assert len(section["runs"][arm]) == report["settings"]["seeds"]
+            for run in section["runs"][arm]:
+                _check_run(run)
     for section in report["pruning"].values():
+        assert section["scored_on"] == "test"
         assert set(section["summary"]) == set(PRUNER_ARMS)
         for summary in section["summary"].values():
             assert all(_number(summary[key]) for key in PRUNER_KEYS)
+        for runs in section["runs"].values():
+            for run in runs:
+                _check_run(run)
     for variant in report["overhead"]["variants"].values():
         assert _number(variant["median_ratio"]) and variant["median_ratio"] > 0
         assert variant["same_result"] is True  # the bare twin trained exactly the same run
@@ -218,3 +255,67 @@ def test_summaries_and_targets() -> None:
     assert arms["fastai-valley"]["median_trial_epochs_to_target"] is None
     targets = evaluate_targets({"search": {"w": {**section, "summary": summary}}})
     assert [t["status"] for t in targets] == ["missed", "met"]
+
+
+def test_the_chosen_trial_is_the_best_on_validation_not_on_test() -> None:
+    trials = [
+        {"number": 0, "value": 90.0, "test_metric": 95.0},  # best on test
+        {"number": 1, "value": 97.0, "test_metric": 91.0},  # best on validation: chosen
+        {"number": 2, "value": float("nan"), "test_metric": 99.0},  # diverged: never chosen
+        {"number": 3, "value": 97.0, "test_metric": 93.0},  # a tie keeps the earlier
+        {"number": 4, "value": None, "test_metric": None},
+    ]
+    best = chosen(trials, maximize=True)
+    assert best is not None and best["number"] == 1 and best["test_metric"] == 91.0
+    lowest = chosen(trials, maximize=False)
+    assert lowest is not None and lowest["number"] == 0
+    assert chosen([], maximize=True) is None
+    assert chosen([trials[2], trials[4]], maximize=True) is None
+
+
+def test_summaries_score_test_of_the_validation_choice() -> None:
+    # validation rises 90 -> 97 while the chosen trial's test falls 95 -> 91: reported is 91
+    ours = [[0.0, 0.0, None, None], [10.0, 1.0, 90.0, 95.0], [20.0, 2.0, 97.0, 91.0]]
+    theirs = [[0.0, 0.0, None, None], [10.0, 1.0, 92.0, 93.0], [20.0, 2.0, 92.0, 93.0]]
+    runs = {
+        "lrsearch": [_run(0, ours)],
+        "tpe-wide": [_run(0, theirs)],
+        "random-wide": [_run(0, theirs)],
+        "fastai-valley": [_run(0, theirs)],
+        "torch-steep": [_run(0, theirs)],
+    }
+    section = {"direction": "maximize", "budget": 20, "scored_on": "test", "runs": runs}
+    summary = summarize_search(section, tolerance=0.3)
+    lrs = summary["arms"]["lrsearch"]
+    assert summary["scored_on"] == "test"
+    assert lrs["median_best"] == 91.0 and lrs["median_best_val"] == 97.0
+    assert summary["target"] == pytest.approx(92.7)  # from test: tpe-wide's 93, not our 97
+    assert lrs["median_trial_epochs_to_target"] == 10.0  # test 95 at the first trial
+    # the same curves without a test split: validation stands in
+    val = summarize_search({**section, "scored_on": "validation"}, tolerance=0.3)
+    assert val["arms"]["lrsearch"]["median_best"] == 97.0
+    assert val["target"] == pytest.approx(96.7)
+
+    def prune_run(val_best: float, test_best: float, epochs: float) -> dict[str, object]:
+        return {
+            "seed": 0,
+            "trial_epochs": epochs,
+            "pruned": 1,
+            "wall_s": 1.0,
+            "best": test_best,
+            "best_val": val_best,
+            "best_test": test_best,
+        }
+
+    pruning = {
+        "direction": "maximize",
+        "scored_on": "test",
+        "runs": {"plateau": [prune_run(97.0, 91.0, 10.0)], "none": [prune_run(96.0, 94.0, 20.0)]},
+    }
+    p = summarize_pruning(pruning)["plateau"]
+    # plateau's chosen trial is better on validation but 3 test points worse
+    assert p["median_points_lost"] == pytest.approx(3.0)
+    assert p["median_best"] == 91.0 and p["median_best_val"] == 97.0
+    assert p["median_saved_fraction"] == pytest.approx(0.5)
+    targets = evaluate_targets({"pruning": {"w": {**pruning, "summary": {"plateau": p}}}})
+    assert "3.00 test points" in targets[0]["measured"] and targets[0]["status"] == "missed"

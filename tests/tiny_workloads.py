@@ -34,6 +34,11 @@ def blobs(
     )
 
 
+def blobs_adagrad(**kwargs: int) -> Workload:
+    """``blobs`` trained with Adagrad: an optimizer without momentum."""
+    return dataclasses.replace(blobs(**kwargs), name="blobs-adagrad", optimizer="adagrad")
+
+
 def not_a_workload() -> dict[str, int]:
     return {"model": 1}
 

@@ -122,7 +122,9 @@ SIZES: dict[str, BenchConfig] = {
     "smoke": BenchConfig(
         workloads=("digits-mlp",),
         seeds=2,
-        trials=3,
+        # budget 8 trial-epochs: the range test (2 x 40 steps = 5 epochs of digits-mlp's
+        # train split) leaves room for a trial of lrsearch's own
+        trials=4,
         epochs=2,
         range_test={"repeats": 2, "num_iter": 40},
         overhead_workload="digits-mlp",

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from lrsearch.harness.bench._config import ARMS, SEARCH_ARMS
-from lrsearch.harness.bench._stats import TE, WALL, best_at, within
+from lrsearch.harness.bench._stats import TE, WALL, best_at, score_index, within
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -36,11 +36,11 @@ def _save(fig: Figure, path: Path) -> Path:
     return path
 
 
-def _band(ax: Axes, runs: list[list[Any]], axis: int, end: float, arm: str) -> None:
+def _band(ax: Axes, runs: list[list[Any]], axis: int, end: float, arm: str, value: int) -> None:
     """Median best-so-far over seeds, and the band between the 25th and 75th percentile."""
     xs = np.linspace(0.0, end, GRID)
     values = np.array(
-        [[np.nan if (b := best_at(c, x, axis)) is None else b for x in xs] for c in runs],
+        [[np.nan if (b := best_at(c, x, axis, value)) is None else b for x in xs] for c in runs],
         dtype=np.float64,
     )
     present = np.isfinite(values).sum(axis=0) * 2 > len(runs)  # a majority of seeds has a value
@@ -51,6 +51,13 @@ def _band(ax: Axes, runs: list[list[Any]], axis: int, end: float, arm: str) -> N
         q25, q50, q75 = (np.nanpercentile(values, q, axis=0) for q in (25, 50, 75))
     ax.plot(xs[present], q50[present], color=COLOURS[arm], lw=1.8, label=arm)
     ax.fill_between(xs[present], q25[present], q75[present], color=COLOURS[arm], alpha=0.2)
+
+
+def _what(section: dict[str, Any]) -> str:
+    """What the y axis shows: the chosen trial's test metric, or validation without a test split."""
+    if section.get("scored_on") == "test":
+        return f"test {section['metric']} (chosen on validation)"
+    return f"validation {section['metric']} (no test split)"
 
 
 def _point(ax: Axes, runs: list[dict[str, Any]], axis: int, arm: str) -> None:
@@ -73,7 +80,8 @@ def _point(ax: Axes, runs: list[dict[str, Any]], axis: int, arm: str) -> None:
 
 
 def search_png(name: str, section: dict[str, Any], summary: dict[str, Any], path: Path) -> Path:
-    """Best validation metric vs trial-epochs and vs wall time, one line per arm."""
+    """Best metric (the validation-chosen trial's test score) vs trial-epochs and vs wall time,
+    one line per arm."""
     fig = _figure(figsize=(12, 4.5))
     budget = float(section["budget"])
     curves = {arm: [within(r["curve"], budget) for r in section["runs"][arm]] for arm in ARMS}
@@ -84,12 +92,12 @@ def search_png(name: str, section: dict[str, Any], summary: dict[str, Any], path
         ax = fig.add_subplot(1, 2, i + 1)
         for arm in ARMS:
             if arm in SEARCH_ARMS:
-                _band(ax, curves[arm], axis, end, arm)
+                _band(ax, curves[arm], axis, end, arm, score_index(section))
             else:
                 _point(ax, section["runs"][arm], axis, arm)
         _finish_search_axes(ax, summary, label)
     fig.suptitle(
-        f"{name}: best validation {section['metric']} so far (median over "
+        f"{name}: best {_what(section)} so far (median over "
         f"{len(section['runs']['lrsearch'])} seeds, band: 25-75%)"
     )
     return _save(fig, path)
@@ -108,7 +116,7 @@ def _finish_search_axes(ax: Axes, summary: dict[str, Any], label: str) -> None:
 
 
 def pruning_png(sections: dict[str, Any], path: Path) -> Path:
-    """Per workload: each study's trial-epochs against its best metric, by pruner."""
+    """Per workload: each study's trial-epochs against its chosen trial's score, by pruner."""
     fig = _figure(figsize=(6 * len(sections), 4.5))
     for i, (name, section) in enumerate(sections.items()):
         ax = fig.add_subplot(1, len(sections), i + 1)
@@ -118,7 +126,7 @@ def pruning_png(sections: dict[str, Any], path: Path) -> Path:
                 xs, ys = zip(*pts, strict=True)
                 ax.scatter(xs, ys, color=f"C{j}", label=pruner, alpha=0.8)
         ax.set_xlabel(f"trial-epochs spent on {section['trials']} trials")
-        ax.set_ylabel(f"best validation {section['metric']}")
+        ax.set_ylabel(f"best {_what(section)}")
         ax.set_title(name)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)

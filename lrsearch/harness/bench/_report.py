@@ -27,6 +27,22 @@ def _status(ok: bool) -> str:
     return "met" if ok else "missed"
 
 
+def _scored(section: dict[str, Any]) -> str:
+    """What a section's "best" is, for its table: test, or validation without a test split."""
+    if section.get("scored_on") == "test":
+        return "best test metric (chosen on validation)"
+    return "best validation metric (no test split)"
+
+
+def _fallback(section: dict[str, Any]) -> str:
+    """A cell's note where the workload has no test split, so validation stands in."""
+    return "" if section.get("scored_on") == "test" else " (validation: no test split)"
+
+
+def _points(section: dict[str, Any]) -> str:
+    return "test" if section.get("scored_on") == "test" else "validation"
+
+
 def _rank(value: float | None, maximize: bool) -> float:
     if value is None:
         return -math.inf if maximize else math.inf
@@ -54,7 +70,7 @@ def _search_targets(name: str, section: dict[str, Any]) -> list[dict[str, str]]:
     beats = all(best > v if maximize else best < v for v in others.values())
     rows.append(
         {
-            "target": f"{name}: lrsearch beats the fastai and torch recipes on best metric",
+            "target": f"{name}: lrsearch beats the fastai and torch recipes on " + _scored(section),
             "status": _status(beats),
             "measured": f"{_fmt(ours['median_best'])} vs "
             + ", ".join(
@@ -78,7 +94,8 @@ def evaluate_targets(report: dict[str, Any]) -> list[dict[str, str]]:
                 "target": f"{name}: PlateauPruner saves >= 50% trial-epochs, loses <= 0.2 points",
                 "status": _status(ok),
                 "measured": f"saves {p['median_saved_fraction']:.0%}, loses "
-                f"{p['median_points_lost']:.2f} points (median over seeds)",
+                f"{p['median_points_lost']:.2f} {_points(section)} points of the "
+                "validation-chosen trial (median over seeds)",
             }
         )
     if "overhead" in report:
@@ -118,10 +135,13 @@ def _search_md(report: dict[str, Any], prefix: str) -> list[str]:
         f"Same workload, {s['epochs']} epochs per trial, a budget of {s['trials']} trials x "
         f"{s['epochs']} epochs = {s['trials'] * s['epochs']} trial-epochs per arm and seed "
         f"({s['seeds']} seeds). Range-test steps count as trial-epochs (steps / steps per "
-        "epoch); a trial crossing the budget does not count. Best = the best final "
-        f"validation metric of a completed trial. Target = {s['target_tolerance']:g} points "
-        "short of the best arm's median best. Trials, trial-epochs and wall s: what was "
-        "spent within the budget.",
+        "epoch); a trial crossing the budget does not count. Every arm selects on validation "
+        "and is scored on test: best = the test metric of the completed trial with the best "
+        "final validation metric so far (a workload without a test split is scored on "
+        "validation, as its table says). Target = "
+        f"{s['target_tolerance']:g} points short of the best arm's median best. Trials, "
+        "trial-epochs and wall s: what was spent within the budget; report.json keeps the "
+        "chosen trial's validation value too.",
         "",
     ]
     lines += [f"- **{arm}**: {desc}" for arm, desc in ARMS.items()]
@@ -129,10 +149,10 @@ def _search_md(report: dict[str, Any], prefix: str) -> list[str]:
         summary = section["summary"]
         head = [
             "arm",
-            "best",
-            "best 25-75%",
-            "best at 1/4 budget",
-            "best at 1/2 budget",
+            _scored(section),
+            "25-75%",
+            "at 1/4 budget",
+            "at 1/2 budget",
             "trial-epochs to target",
             "wall s to target",
             "seeds reaching it",
@@ -160,7 +180,8 @@ def _search_md(report: dict[str, Any], prefix: str) -> list[str]:
             "",
             f"### {name}",
             "",
-            f"Validation {section['metric']}, {section['steps_per_epoch']} steps per epoch; "
+            f"{_scored(section).capitalize()}: {section['metric']}, "
+            f"{section['steps_per_epoch']} steps per epoch; "
             f"target {_fmt(summary['target'])}. Medians over seeds; the range test of "
             f"lrsearch cost {summary['arms']['lrsearch']['median_range_test_trial_epochs']:.1f}"
             " trial-epochs, that of the recipes "
@@ -181,7 +202,9 @@ def _pruning_md(report: dict[str, Any], prefix: str) -> list[str]:
         f"{report['settings']['trials']} trials per study; pruners as `lrsearch run` builds "
         "them (plateau: patience 3, warm-up 2 epochs, 3 startup trials; median: warm-up 2, "
         "3 startup trials; hyperband: Optuna defaults). Saved and lost are paired with "
-        "`none` seed by seed.",
+        "`none` seed by seed. Best = the test metric of the trial with the best validation "
+        "metric (validation where the workload has no test split); lost compares those "
+        "test scores.",
         "",
     ]
     head = [
@@ -189,8 +212,8 @@ def _pruning_md(report: dict[str, Any], prefix: str) -> list[str]:
         "pruner",
         "trial-epochs",
         "saved vs none",
-        "best",
-        "lost vs none",
+        "best test metric (chosen on validation)",
+        "test points lost vs none",
         "pruned trials",
         "wall s",
     ]
@@ -204,8 +227,8 @@ def _pruning_md(report: dict[str, Any], prefix: str) -> list[str]:
                     pruner,
                     _fmt(p["median_trial_epochs"], ".1f"),
                     f"{p['median_saved_fraction']:.0%}",
-                    _fmt(p["median_best"], none="-"),
-                    _fmt(p["median_points_lost"]),
+                    _fmt(p["median_best"], none="-") + _fallback(section),
+                    _fmt(p["median_points_lost"]) + _fallback(section),
                     _fmt(p["median_pruned"], ".0f"),
                     _fmt(p["median_wall_s"], ".1f"),
                 ]

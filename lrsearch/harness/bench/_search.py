@@ -5,6 +5,12 @@ The search arms' trials are those of ``lrsearch run``, without MLflow: lrsearch'
 validation metric reported per epoch to the pruner, and tells the outcome. Compute is counted
 in trial-epochs (optimizer steps / steps per epoch), range-test steps included; each trial
 keeps the steps it trained as its ``steps`` attribute (the objective's observer sees them).
+
+Every arm selects on validation and is scored on test: at each point the chosen trial is the
+one with the best validation value so far, and its score is that trial's ``test_metric``
+(the objective's user attribute, or ``TrainResult.test_metric`` for the one-shot recipes),
+which neither sampler nor pruner ever sees. A workload without a test split is scored on
+validation (``"scored_on"`` in each section says which).
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from lrsearch.config import StudyConfig, parse_study_config
 from lrsearch.harness.bench._config import PRUNER_ARMS, BenchConfig
+from lrsearch.harness.bench._stats import chosen
 from lrsearch.objective import Objective, Outcome, TrialSpec
 from lrsearch.policies import SMITH_DEFAULTS
 from lrsearch.prior import LRPrior
@@ -38,6 +45,7 @@ __all__ = ["RangeTests", "Task", "run_pruning", "run_search"]
 WIDE = LRPrior(center=1e-2, sigma_decades=1.0, low=1e-5, high=10.0)  # only its bounds are used
 RECIPE_WEIGHT_DECAY = SMITH_DEFAULTS["weight_decay"]
 STEPS = "steps"  # trial attribute: optimizer steps the trial trained
+TEST_METRIC = "test_metric"  # trial attribute (Objective): the final model's test metric
 Advance = Callable[[], None]
 
 
@@ -56,6 +64,11 @@ class Task:
     @property
     def maximize(self) -> bool:
         return self.workload.metric.direction == "maximize"
+
+    @property
+    def has_test(self) -> bool:
+        """Whether the workload has a test split (its arms are scored on it)."""
+        return bool(self.workload.has_test)
 
     @classmethod
     def load(cls, name: str, epochs: int) -> Task:
@@ -102,10 +115,8 @@ def study_config(task: Task, seed: int, pruner: str = "plateau") -> StudyConfig:
     )
 
 
-def _better(best: float | None, value: float, maximize: bool) -> float:
-    if best is None:
-        return value
-    return max(best, value) if maximize else min(best, value)
+def _finite(value: float | None) -> float | None:
+    return None if value is None or not math.isfinite(value) else float(value)
 
 
 class _StepCount:
@@ -128,18 +139,29 @@ def _count_steps(spec: TrialSpec) -> _StepCount:
 
 
 class _Curve:
-    """Optuna callback: a point ``[trial_epochs, wall_s, best]`` per trial; stops at the budget.
+    """Optuna callback: a point ``[trial_epochs, wall_s, val, test]`` per trial; stops at the
+    budget.
 
-    Wall time runs from one trial's end to the next's (ask, sample, train, tell), from the
-    callback's creation for the first.
+    ``val`` is the best validation value so far and ``test`` the test metric of the trial
+    holding it (:func:`~lrsearch.harness.bench._stats.chosen`). Wall time runs from one
+    trial's end to the next's (ask, sample, train, tell), from the callback's creation for
+    the first.
     """
 
     def __init__(self, task: Task, budget: float, spent: float, wall: float) -> None:
         self.task, self.budget = task, budget
         self.spent, self.wall, self.last = spent, wall, time.perf_counter()
-        self.best: float | None = None
+        self.best: Mapping[str, Any] | None = None
         self.counts = {"complete": 0, "pruned": 0}
-        self.points: list[list[float | None]] = [[spent, wall, None]]
+        self.points: list[list[float | None]] = [[spent, wall, None, None]]
+
+    @property
+    def best_val(self) -> float | None:
+        return None if self.best is None else self.best["value"]
+
+    @property
+    def best_test(self) -> float | None:
+        return None if self.best is None else self.best["test_metric"]
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
         now = time.perf_counter()
@@ -147,9 +169,16 @@ class _Curve:
         self.spent += trial.user_attrs[STEPS] / self.task.steps_per_epoch
         complete = trial.state == TrialState.COMPLETE
         self.counts["complete" if complete else "pruned"] += 1
-        if complete and trial.value is not None and math.isfinite(trial.value):
-            self.best = _better(self.best, trial.value, self.task.maximize)
-        self.points.append([self.spent, self.wall, self.best])
+        if complete:
+            candidate = {
+                "number": trial.number,
+                "value": _finite(trial.value),
+                "test_metric": _finite(trial.user_attrs.get(TEST_METRIC)),
+            }
+            self.best = chosen(
+                [c for c in (self.best, candidate) if c], maximize=self.task.maximize
+            )
+        self.points.append([self.spent, self.wall, self.best_val, self.best_test])
         if self.spent >= self.budget:
             study.stop()
 
@@ -176,9 +205,15 @@ def _search(
         "wall_s": curve.wall,
         "range_test_trial_epochs": spent,
         "range_test_s": wall,
-        "best": curve.best,
+        **_bests(task, curve.best_val, curve.best_test),
+        "chosen_trial": None if curve.best is None else curve.best["number"],
         "curve": curve.points,
     }
+
+
+def _bests(task: Task, val: float | None, test: float | None) -> dict[str, float | None]:
+    """``best_val`` and ``best_test`` of the chosen trial, and ``best``: the one scored."""
+    return {"best": test if task.has_test else val, "best_val": val, "best_test": test}
 
 
 def _handle(
@@ -261,18 +296,20 @@ def _recipe_arm(task: Task, seed: int, arm: str, ranges: RangeTests) -> dict[str
     wall = test.seconds + time.perf_counter() - started
     test_cost = ranges.trial_epochs(test, task)
     spent = test_cost + result.steps / task.steps_per_epoch
-    best = None if result.diverged else float(result.val_metric)
+    # one trial, chosen whatever its validation value: scored on its test split
+    val = None if result.diverged else _finite(result.val_metric)
+    test_metric = None if val is None else _finite(result.test_metric)
     return {
         "trials": 1,
-        "complete": int(best is not None),
-        "pruned": int(best is None),
+        "complete": int(val is not None),
+        "pruned": int(val is None),
         "trial_epochs": spent,
         "wall_s": wall,
         "range_test_trial_epochs": test_cost,
         "range_test_s": test.seconds,
-        "best": best,
+        **_bests(task, val, test_metric),
         "max_lr": max_lr,
-        "curve": [[test_cost, test.seconds, None], [spent, wall, best]],
+        "curve": [[test_cost, test.seconds, None, None], [spent, wall, val, test_metric]],
     }
 
 
@@ -282,6 +319,9 @@ def _section_head(task: Task) -> dict[str, Any]:
         "steps_per_epoch": task.steps_per_epoch,
         "metric": task.workload.metric.name,
         "direction": task.workload.metric.direction,
+        # what "best" means: the validation-chosen trial's test score, or (no test split)
+        # its validation value
+        "scored_on": "test" if task.has_test else "validation",
     }
 
 

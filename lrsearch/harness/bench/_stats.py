@@ -1,22 +1,57 @@
 """Summaries of the raw runs: medians over seeds, compute to a target, targets met or missed.
 
-Pure numpy. A curve is a list of points ``[trial_epochs, wall_s, best_so_far]`` (best None
-until a trial completes). "Worst" is direction-aware: a missing value (diverged, or no
-completed trial) ranks below every real one, and a median that falls on one is None.
+Pure numpy. A curve is a list of points ``[trial_epochs, wall_s, val, test]``: ``val`` is the
+best validation value so far, ``test`` the test metric of the trial that holds it (the trial
+selection picks, :func:`chosen`); both None until a trial completes, ``test`` None where the
+workload has no test split. A section scores its arms on ``test`` where it has one
+(``"scored_on": "test"``), else on ``val`` (:func:`score_index`). "Worst" is direction-aware:
+a missing value (diverged, or no completed trial) ranks below every real one, and a median
+that falls on one is None.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
-__all__ = ["best_at", "first_reach", "median_or_none", "summarize_pruning", "summarize_search"]
+__all__ = [
+    "best_at",
+    "chosen",
+    "first_reach",
+    "median_or_none",
+    "run_score",
+    "score_index",
+    "summarize_pruning",
+    "summarize_search",
+]
 
 Curve = Sequence[Sequence[float | None]]
-TE, WALL, BEST = 0, 1, 2
+TE, WALL, VAL, TEST = 0, 1, 2, 3
+BEST = VAL  # older three-element curves: ``[trial_epochs, wall_s, best validation]``
+
+
+def chosen(trials: Sequence[Mapping[str, Any]], *, maximize: bool) -> Mapping[str, Any] | None:
+    """The trial a validation-based selection picks: the best finite ``"value"`` (validation).
+
+    Its ``"test_metric"`` is what the benchmark reports; the test score plays no part in the
+    choice. Ties keep the earlier trial; None if no trial has a finite value.
+    """
+    best: Mapping[str, Any] | None = None
+    for trial in trials:
+        value = trial.get("value")
+        if value is None or not math.isfinite(value):
+            continue
+        if best is None or (value > best["value"] if maximize else value < best["value"]):
+            best = trial
+    return best
+
+
+def score_index(section: Mapping[str, Any]) -> int:
+    """Where a section's curves keep the number it is scored on: test, or validation."""
+    return TEST if section.get("scored_on") == "test" else VAL
 
 
 def median_or_none(values: Sequence[float | None], *, worst: float) -> float | None:
@@ -42,20 +77,28 @@ def within(curve: Curve, budget: float) -> list[Sequence[float | None]]:
     return [p for p in curve if float(p[TE] or 0.0) <= budget + 1e-9]
 
 
-def best_at(curve: Curve, x: float, axis: int = TE) -> float | None:
-    """Best value reached by compute ``x`` (trial-epochs or wall seconds); None if none yet."""
+def _at(point: Sequence[float | None], value: int) -> float | None:
+    return point[value] if value < len(point) else None
+
+
+def best_at(curve: Curve, x: float, axis: int = TE, value: int = VAL) -> float | None:
+    """The chosen trial's ``value`` (VAL or TEST) at compute ``x`` (trial-epochs or wall
+    seconds); None if none yet."""
     best = None
     for point in curve:
         if float(point[axis] or 0.0) > x + 1e-9:
             break
-        best = point[BEST]
+        best = _at(point, value)
     return None if best is None else float(best)
 
 
-def first_reach(curve: Curve, target: float, *, maximize: bool, axis: int = TE) -> float | None:
-    """Compute (on ``axis``) at which the best first reaches ``target``; None if never."""
+def first_reach(
+    curve: Curve, target: float, *, maximize: bool, axis: int = TE, value: int = VAL
+) -> float | None:
+    """Compute (on ``axis``) at which the chosen trial's ``value`` first reaches ``target``;
+    None if never."""
     for point in curve:
-        best = point[BEST]
+        best = _at(point, value)
         if best is not None and (best >= target if maximize else best <= target):
             return float(point[axis] or 0.0)
     return None
@@ -69,16 +112,19 @@ def _signs(maximize: bool) -> tuple[float, float]:
 def summarize_search(section: dict[str, Any], *, tolerance: float) -> dict[str, Any]:
     """Per arm: best at the budget, compute to the target; the target itself.
 
-    The target is ``tolerance`` points short of the best arm's median best (median over
-    seeds, so one lucky seed does not set it).
+    "Best" is the score (test where the section has a test split, see :func:`score_index`)
+    of the trial with the best validation value so far; ``median_best_val`` keeps that
+    trial's validation value. The target is ``tolerance`` points short of the best arm's
+    median best (median over seeds, so one lucky seed does not set it).
     """
     maximize = section["direction"] == "maximize"
     worst, never = _signs(maximize)
     budget = float(section["budget"])
+    score = score_index(section)
     curves = {
         arm: [within(r["curve"], budget) for r in runs] for arm, runs in section["runs"].items()
     }
-    finals = {arm: [best_at(c, budget) for c in cs] for arm, cs in curves.items()}
+    finals = {arm: [best_at(c, budget, value=score) for c in cs] for arm, cs in curves.items()}
     medians = {arm: median_or_none(v, worst=worst) for arm, v in finals.items()}
     real = [m for m in medians.values() if m is not None]
     target = None
@@ -87,24 +133,29 @@ def summarize_search(section: dict[str, Any], *, tolerance: float) -> dict[str, 
     arms: dict[str, Any] = {}
     for arm, runs in section["runs"].items():
         to_te = [
-            first_reach(c, target, maximize=maximize) if target is not None else None
+            first_reach(c, target, maximize=maximize, value=score) if target is not None else None
             for c in curves[arm]
         ]
         to_wall = [
-            first_reach(c, target, maximize=maximize, axis=WALL) if target is not None else None
+            first_reach(c, target, maximize=maximize, axis=WALL, value=score)
+            if target is not None
+            else None
             for c in curves[arm]
         ]
         arms[arm] = {
             "seeds": len(runs),
             "median_best": medians[arm],
+            "median_best_val": median_or_none(
+                [best_at(c, budget) for c in curves[arm]], worst=worst
+            ),
             "q25_best": quantile(finals[arm], 0.25, worst=worst),
             "q75_best": quantile(finals[arm], 0.75, worst=worst),
             # anytime view: how good the search is a quarter and half way into its budget
             "median_best_at_quarter": median_or_none(
-                [best_at(c, budget / 4) for c in curves[arm]], worst=worst
+                [best_at(c, budget / 4, value=score) for c in curves[arm]], worst=worst
             ),
             "median_best_at_half": median_or_none(
-                [best_at(c, budget / 2) for c in curves[arm]], worst=worst
+                [best_at(c, budget / 2, value=score) for c in curves[arm]], worst=worst
             ),
             "median_trial_epochs_to_target": median_or_none(to_te, worst=never),
             "median_wall_s_to_target": median_or_none(to_wall, worst=never),
@@ -117,11 +168,26 @@ def summarize_search(section: dict[str, Any], *, tolerance: float) -> dict[str, 
                 np.median([r["range_test_trial_epochs"] for r in runs])
             ),
         }
-    return {"target": target, "arms": arms}
+    return {"target": target, "scored_on": _scored_on(section), "arms": arms}
+
+
+def _scored_on(section: Mapping[str, Any]) -> str:
+    return "test" if score_index(section) == TEST else "validation"
+
+
+def run_score(section: Mapping[str, Any], run: Mapping[str, Any]) -> float | None:
+    """A run's score: its chosen trial's test metric, or its validation value without one."""
+    key = "best_test" if score_index(section) == TEST else "best_val"
+    value = run.get(key, run.get("best"))
+    return None if value is None else float(value)
 
 
 def summarize_pruning(section: dict[str, Any]) -> dict[str, Any]:
-    """Per pruner: trial-epochs and best (medians), and both paired with ``none`` per seed."""
+    """Per pruner: trial-epochs and best (medians), and both paired with ``none`` per seed.
+
+    Best and lost are scored like the search (the validation-chosen trial's test metric
+    where the section has a test split); ``median_best_val`` keeps the validation value.
+    """
     maximize = section["direction"] == "maximize"
     worst, _ = _signs(maximize)
     runs = section["runs"]
@@ -134,13 +200,18 @@ def summarize_pruning(section: dict[str, Any]) -> dict[str, Any]:
             if ref is None:
                 continue
             saved.append(1.0 - r["trial_epochs"] / ref["trial_epochs"])
-            if r["best"] is not None and ref["best"] is not None:
-                gap = ref["best"] - r["best"]
+            ours, theirs = run_score(section, r), run_score(section, ref)
+            if ours is not None and theirs is not None:
+                gap = theirs - ours
                 lost.append(gap if maximize else -gap)
         out[pruner] = {
             "seeds": len(rows),
+            "scored_on": _scored_on(section),
             "median_trial_epochs": float(np.median([r["trial_epochs"] for r in rows])),
-            "median_best": median_or_none([r["best"] for r in rows], worst=worst),
+            "median_best": median_or_none([run_score(section, r) for r in rows], worst=worst),
+            "median_best_val": median_or_none(
+                [r.get("best_val", r.get("best")) for r in rows], worst=worst
+            ),
             "median_pruned": float(np.median([r["pruned"] for r in rows])),
             "median_wall_s": float(np.median([r["wall_s"] for r in rows])),
             "median_saved_fraction": float(np.median(saved)) if saved else 0.0,
