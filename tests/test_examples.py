@@ -12,6 +12,10 @@ from click.testing import CliRunner
 
 from lrsearch.cli import cli
 
+# Whole studies and a script in a subprocess: CI runs them with `make test-distributed`,
+# which keeps the default suite under its time budget.
+pytestmark = pytest.mark.process
+
 
 def _run(study: str, home: Path, repo_root: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     # `examples.own_loop:train` imports from the working directory, as `lrsearch run` does

@@ -130,7 +130,7 @@ def _resume_to_the_end(home: Path, f: Path, n_trials: int) -> None:
 def test_ctrl_c_at_the_moments_that_matter(tmp_path) -> None:
     f = tmp_path / "ctrlc.toml"
     f.write_text(STUDY.format(n_trials=4))
-    for moment in ("range test", "mid-trial", "between trials", "mid-trial"):
+    for moment in ("range test", "mid-trial", "between trials"):
         _interrupt(tmp_path, f, moment)
     _resume_to_the_end(tmp_path, f, 4)
 

@@ -223,6 +223,7 @@ def test_storage_proxy_refuses_what_it_cannot_serve(tmp_path: Path) -> None:
 
 
 @pytest.mark.postgres
+@pytest.mark.load  # opt-in (`make test-load`): keeps CI's distributed stage inside its budget
 def test_a_study_runs_through_the_proxy(tmp_path: Path, pg_url: str, proxy_over) -> None:  # noqa: F811
     grpc_url = proxy_over(pg_url)
     f = _study_file(tmp_path, "proxied", n_trials=4)
@@ -253,6 +254,7 @@ def test_a_study_runs_through_the_proxy(tmp_path: Path, pg_url: str, proxy_over)
 
 
 @pytest.mark.postgres
+@pytest.mark.load  # opt-in (`make test-load`): keeps CI's distributed stage inside its budget
 def test_a_sigkilled_worker_behind_the_proxy_is_failed_retried_and_its_run_failed(
     tmp_path: Path,
     pg_url: str,  # noqa: F811
