@@ -62,6 +62,7 @@ class StudyProgress:
     def __exit__(
         self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
     ) -> None:
+        self._progress.update(self._epochs, visible=False)  # no stale epoch bar left behind
         self._progress.__exit__(et, ev, tb)
 
     def epoch_done(self, trial_number: int, epoch: int, epochs: int) -> None:
