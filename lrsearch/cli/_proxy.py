@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import socket
+import sys
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 
 import click
 
@@ -50,12 +53,19 @@ def storage_proxy(storage: str | None, host: str, port: int) -> None:
         f"storage proxy for {redact(storage)} listening on {host}:{port}; "
         f"workers: --storage grpc://{reach}:{port}"
     )
+    pool = ThreadPoolExecutor(max_workers=10, thread_name_prefix="lrsearch-proxy")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            optuna.storages.run_grpc_proxy_server(served, host=host, port=port)
+            optuna.storages.run_grpc_proxy_server(served, host=host, port=port, thread_pool=pool)
     except KeyboardInterrupt:
+        pool.shutdown(wait=False, cancel_futures=True)
         click.echo("storage proxy stopped")
+        sys.stdout.flush()
+        # gRPC's server threads can keep the interpreter from exiting (seen as a hang now and
+        # then); the proxy holds no state of its own (every call is a committed transaction
+        # of the database), so leave at once.
+        os._exit(0)
 
 
 def _check_free(host: str, port: int) -> None:
