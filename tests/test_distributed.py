@@ -271,7 +271,9 @@ def test_a_lost_host_leaves_nothing_running(tmp_path, pg_url) -> None:
     Both of the host's trials become FAIL; one is retried and fills the budget, so the other
     retry never runs. Its MLflow run must still be closed (FAILED, with a reason).
     """
-    f = _study_file(tmp_path, "lost", n_trials=3, epochs=8, n=2048)
+    # Trials long enough that the host's second worker (a process start later) still finds
+    # the first one training: the test needs both trials running when the host is lost.
+    f = _study_file(tmp_path, "lost", n_trials=3, epochs=30, n=2048)
     env = _env(tmp_path, LRSEARCH_HEARTBEAT_S="1", LRSEARCH_GRACE_S="3")
     created = _lrsearch(
         "run", str(f), "--storage", pg_url, "--devices", "cpu", "--n-trials", "1", env=env
@@ -289,16 +291,18 @@ def test_a_lost_host_leaves_nothing_running(tmp_path, pg_url) -> None:
         stderr=subprocess.DEVNULL,
         start_new_session=True,  # its own process group: the "host"
     )
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        running = _load("lost", pg_url).get_trials(states=(TrialState.RUNNING,))
-        if len(running) == 2 and all(t.last_step for t in running):
-            break
-        time.sleep(0.2)
-    else:
-        raise AssertionError("the host's two workers never both trained")
-    os.killpg(host.pid, signal.SIGKILL)
-    host.wait()
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            running = _load("lost", pg_url).get_trials(states=(TrialState.RUNNING,))
+            if len(running) == 2 and all(t.last_step for t in running):
+                break
+            time.sleep(0.2)
+        else:
+            raise AssertionError("the host's two workers never both trained")
+    finally:
+        os.killpg(host.pid, signal.SIGKILL)  # the host is lost (or the test gives up on it)
+        host.wait()
 
     out = _lrsearch(
         "run", str(f), "--storage", pg_url, "--devices", "cpu", "--n-trials", "2", env=env
