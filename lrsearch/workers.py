@@ -288,7 +288,7 @@ def join_study(
             show_progress=show_progress,
             echo=echo,
         )
-        if recorder is not None:
+        if recorder is not None and not quiet:  # a supervised worker's supervisor does it once
             close_orphans(handle, recorder)
     return RunOutcome(handle, time.perf_counter() - started, handle.tracking_uri, interrupted)
 
