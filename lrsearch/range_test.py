@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from lrsearch import interrupt
 from lrsearch.errors import WorkloadError
 from lrsearch.prior import LRPrior
 from lrsearch.schedules import ExpRamp, LinearRamp
@@ -205,6 +206,7 @@ def _one_repeat(
     step.model.train()
     try:
         for i in range(ramp.schedule.total_steps or 0):
+            interrupt.check()  # Ctrl-C inside deferred_interrupts: stop between steps
             micro = list(itertools.islice(batches, ramp.accumulate))
             lr, _ = driver.apply(i)
             loss = step.run(micro)

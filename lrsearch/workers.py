@@ -204,37 +204,41 @@ def run_study(
     Every MLflow run of the study is closed before this returns, also when interrupted.
     """
     slots = parse_devices(devices, trials_per_device)
-    workload, uri, tracker = _prepare(config, tracking_uri=tracking_uri, tracking=tracking)
-    started = time.perf_counter()
-    range_device = (
-        slots[0].device if slots[0].visible_gpu is None else f"cuda:{slots[0].visible_gpu}"
-    )
-    import torch
-
-    torch.set_num_threads(int(os.environ.get("LRSEARCH_THREADS", slots[0].threads)))
-    from lrsearch.progress import describe_study, waiting
-
-    ran_range_test: list[str] = []
-
-    def on_range_test(line: str) -> None:
-        ran_range_test.append(line)
-        echo(line)
-
-    with waiting(
-        "opening the study (the LR range test runs the first time)", enabled=show_progress
-    ):
-        handle = open_study(
-            config,
-            storage_url,
-            tracking_uri=uri,
-            device=range_device,
-            on_range_test=on_range_test,
-            workload=workload,
-        )
-    for line in describe_study(handle, resumed=not ran_range_test):
-        echo(line)
-    # From here on every write is recorded truthfully: Ctrl-C only asks to stop (see interrupt).
+    # Every write is recorded truthfully: Ctrl-C only asks to stop (see interrupt). Opening
+    # the MLflow store (its first migration), the study's attributes and the range test are
+    # never cut in half; the range test and the trials stop at their next step.
     with interrupt.deferred_interrupts(echo):
+        workload, uri, tracker = _prepare(config, tracking_uri=tracking_uri, tracking=tracking)
+        interrupt.check()
+        started = time.perf_counter()
+        range_device = (
+            slots[0].device if slots[0].visible_gpu is None else f"cuda:{slots[0].visible_gpu}"
+        )
+        import torch
+
+        torch.set_num_threads(int(os.environ.get("LRSEARCH_THREADS", slots[0].threads)))
+        from lrsearch.progress import describe_study, waiting
+
+        ran_range_test: list[str] = []
+
+        def on_range_test(line: str) -> None:
+            ran_range_test.append(line)
+            echo(line)
+
+        with waiting(
+            "opening the study (the LR range test runs the first time)", enabled=show_progress
+        ):
+            handle = open_study(
+                config,
+                storage_url,
+                tracking_uri=uri,
+                device=range_device,
+                on_range_test=on_range_test,
+                workload=workload,
+            )
+        interrupt.check()
+        for line in describe_study(handle, resumed=not ran_range_test):
+            echo(line)
         recorder = open_recorder(handle, tracker, log_parent=True) if tracker else None
         interrupted = _execute(
             handle,
@@ -271,14 +275,15 @@ def join_study(
     slots = parse_devices(devices, trials_per_device)
     # Unseeded: workers on other hosts (or in other containers) must not repeat each other's
     # random startup draws; the study's own seed drives the orchestrating `lrsearch run`.
-    handle = load_study(study_name, storage_url, seed=None)
-    check_allowed(handle.config.study.workload, allow_workloads)
-    handle.plan  # builds the workload: a broken one fails here, before any trial  # noqa: B018
-    tracker = _tracker(handle.tracking_uri)
-    recorder = open_recorder(handle, tracker, log_parent=False) if tracker else None
     started = time.perf_counter()
     quiet = os.environ.get("LRSEARCH_QUIET") == "1"  # a supervised worker: its supervisor speaks
     with interrupt.deferred_interrupts(echo if not quiet else lambda line: None):
+        handle = load_study(study_name, storage_url, seed=None)
+        check_allowed(handle.config.study.workload, allow_workloads)
+        handle.plan  # builds the workload: a broken one fails here, before any trial  # noqa: B018
+        interrupt.check()
+        tracker = _tracker(handle.tracking_uri)
+        recorder = open_recorder(handle, tracker, log_parent=False) if tracker else None
         interrupted = _execute(
             handle,
             slots,

@@ -544,3 +544,38 @@ def test_log_range_test(store: Path, tmp_path: Path) -> None:
     assert run.data.metrics["prior_center"] == 0.01
     names = {a.path for a in client.list_artifacts(run_id)}
     assert names == {"range_test.json", "range_test.csv", "range_test.png"}
+
+
+def test_a_store_left_half_migrated_opens_again(tmp_path: Path) -> None:
+    """A process killed inside MLflow's first migration left ``_alembic_tmp_runs`` behind;
+    every later open failed with "table _alembic_tmp_runs already exists" until repaired."""
+    import sqlite3
+
+    db = tmp_path / "mlflow.db"
+    with sqlite3.connect(db) as conn:  # what the killed migration left: the copy, no schema
+        conn.execute("CREATE TABLE _alembic_tmp_runs (run_uuid VARCHAR(32))")
+    tracker = MlflowTracker(f"sqlite:///{db}")
+    tracker.start_run("s", run_name="r", params={"max_lr": 0.1}, tags={}).end("FINISHED")
+    with sqlite3.connect(db) as conn:
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    assert "_alembic_tmp_runs" not in tables and "runs" in tables
+    from mlflow import MlflowClient
+
+    runs = MlflowClient(f"sqlite:///{db}").search_runs([tracker.experiment_id("s")])
+    assert [r.info.status for r in runs] == ["FINISHED"]
+
+
+def test_a_leftover_copy_whose_original_is_gone_takes_its_name_back(tmp_path: Path) -> None:
+    import sqlite3
+
+    from lrsearch.tracking._mlflow import repair_interrupted_migration
+
+    db = tmp_path / "x.db"
+    with sqlite3.connect(db) as conn:
+        conn.execute("CREATE TABLE _alembic_tmp_runs (run_uuid TEXT)")
+        conn.execute("INSERT INTO _alembic_tmp_runs VALUES ('kept')")
+    error = RuntimeError("(sqlite3.OperationalError) table _alembic_tmp_runs already exists")
+    assert repair_interrupted_migration(f"sqlite:///{db}", error)
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT run_uuid FROM runs").fetchall() == [("kept",)]
+    assert not repair_interrupted_migration(f"sqlite:///{db}", RuntimeError("disk full"))

@@ -7,6 +7,8 @@ values become one line on stderr and a non-zero exit in one place (``_common.Lrs
 
 from __future__ import annotations
 
+import signal
+
 from lrsearch.cli import _bench, _calibrate, _proxy, _study, _train  # noqa: F401  (registers the commands)
 from lrsearch.cli._common import cli
 
@@ -15,4 +17,9 @@ __all__ = ["cli", "main"]
 
 def main() -> None:
     """Console-script entry point."""
-    cli(obj={}, prog_name="lrsearch")
+    try:
+        cli(obj={}, prog_name="lrsearch")
+    finally:
+        # The command has ended and said so; a Ctrl-C while the interpreter shuts down has
+        # nothing left to stop and would only kill it silently (exit -2) in its exit hooks.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)

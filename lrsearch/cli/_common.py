@@ -19,15 +19,23 @@ class LrsearchGroup(click.Group):
     """
 
     def invoke(self, ctx: click.Context) -> Any:
+        debug = (ctx.obj or {}).get("debug")
         try:
             return super().invoke(ctx)
         except LrsearchError as exc:
-            if (ctx.obj or {}).get("debug"):
+            if debug:
                 raise
             click.echo(f"error: {exc}", err=True)
             ctx.exit(exc.exit_code)
-        except KeyboardInterrupt:
-            if (ctx.obj or {}).get("debug"):
+        except click.UsageError as exc:
+            if debug:
+                raise
+            hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx else ""
+            click.echo(f"error: {exc.format_message()}{hint}", err=True)
+            ctx.exit(exc.exit_code)
+        except (KeyboardInterrupt, Exception) as exc:
+            # An error raised while a library cleaned up after Ctrl-C is the interrupt too.
+            if debug or not _caused_by_interrupt(exc):
                 raise
             click.echo(
                 "error: interrupted; what was recorded is kept: run the same command again "
@@ -35,12 +43,18 @@ class LrsearchGroup(click.Group):
                 err=True,
             )
             ctx.exit(130)
-        except click.UsageError as exc:
-            if (ctx.obj or {}).get("debug"):
-                raise
-            hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx else ""
-            click.echo(f"error: {exc.format_message()}{hint}", err=True)
-            ctx.exit(exc.exit_code)
+
+
+def _caused_by_interrupt(exc: BaseException) -> bool:
+    """Whether ``exc`` is Ctrl-C or was raised while handling it (its context chain)."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, KeyboardInterrupt):
+            return True
+        seen.add(id(current))
+        current = current.__context__
+    return False
 
 
 @click.group(cls=LrsearchGroup, context_settings={"help_option_names": ["-h", "--help"]})

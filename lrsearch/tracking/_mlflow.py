@@ -10,7 +10,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -129,14 +129,15 @@ class MlflowTracker(Tracker):
             # Otherwise MLflow prints "View run ... at <URI>" to stdout for every ended run: the
             # URI may hold a password, and stdout belongs to the CLI (``--json``).
             os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
-        from mlflow import MlflowClient
-
         with self._errors("opening the store", broad=True):
             self.tracking_uri, default_root = _resolve_uri(tracking_uri)
             self.artifact_root = (artifact_root or default_root or "").rstrip("/") or None
-            self._client = MlflowClient(tracking_uri=self.tracking_uri)
-            if not remote:
-                self._client.search_experiments(max_results=1)  # creates or migrates the schema
+            try:
+                self._client = _open_client(self.tracking_uri, remote)
+            except Exception as exc:
+                if not repair_interrupted_migration(self.tracking_uri, exc):
+                    raise
+                self._client = _open_client(self.tracking_uri, remote)
 
     def __repr__(self) -> str:
         return f"MlflowTracker({redact_url(self.tracking_uri)!r})"
@@ -266,3 +267,44 @@ class MlflowTracker(Tracker):
                 return False
             self._client.set_experiment_tag(experiment_id, EXPERIMENT_KIND_TAG, ML_EXPERIMENT_KIND)
         return True
+
+
+def _open_client(uri: str, remote: bool) -> Any:
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    if not remote:
+        client.search_experiments(max_results=1)  # creates or migrates the schema
+    return client
+
+
+_LEFTOVER = re.compile(r"table (_alembic_tmp_\w+) already exists")
+
+
+def repair_interrupted_migration(uri: str, error: BaseException) -> bool:
+    """Undo what a schema migration of a SQLite store left when it was killed half-way.
+
+    MLflow migrates SQLite tables by copying each into ``_alembic_tmp_<table>``, dropping the
+    original and renaming the copy; a process killed in between (an older lrsearch let Ctrl-C
+    through there) leaves the copy behind, and every later open fails with "table
+    _alembic_tmp_runs already exists". If the original table is still there the copy is a
+    partial duplicate and is dropped; if it is gone the copy holds the data and takes its
+    name back. The migration then runs again. Returns whether anything was repaired.
+    """
+    match = _LEFTOVER.search(str(error))
+    if match is None or not uri.startswith("sqlite:///"):
+        return False
+    import sqlite3
+
+    leftover = match.group(1)
+    original = leftover.removeprefix("_alembic_tmp_")
+    with closing(sqlite3.connect(uri.removeprefix("sqlite:///"))) as db:
+        tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        if leftover not in tables:
+            return False
+        if original in tables:
+            db.execute(f'DROP TABLE "{leftover}"')
+        else:
+            db.execute(f'ALTER TABLE "{leftover}" RENAME TO "{original}"')
+        db.commit()
+    return True
