@@ -240,12 +240,34 @@ class SpaceSection(_Model):
 class PrunerSection(_Model):
     """``[pruner]``: when a trial is stopped early."""
 
-    name: Literal["plateau", "median", "hyperband", "none"] = "plateau"
+    name: Literal["plateau", "stall", "median", "hyperband", "none"] = "plateau"
+    # plateau: keep a trial that could still end among the best keep_top; how sure to be
+    keep_top: int = Field(default=3, ge=1)
+    confidence: float = Field(default=0.9, gt=0.5, lt=1.0)
+    # stall (lrsearch < 0.3's plateau rule)
     patience: int = Field(default=3, ge=1)
     min_delta: float = Field(default=0.0, ge=0)
     percentile: float = Field(default=50.0, ge=0, le=100)
-    n_warmup_steps: int = Field(default=2, ge=0)
+    # None: the pruner's own default (plateau 1, stall and median 2)
+    n_warmup_steps: int | None = Field(default=None, ge=0)
     n_startup_trials: int = Field(default=3, ge=0)
+
+    def warmup(self) -> int:
+        """The warm-up epochs of this pruner: as set, else its own default."""
+        if self.n_warmup_steps is not None:
+            return self.n_warmup_steps
+        return 1 if self.name == "plateau" else 2
+
+    def fingerprint_data(self) -> dict[str, Any]:
+        """What the study fingerprint hashes: settings added later are left out while unset,
+        so that a study created before them resumes with the same fingerprint."""
+        data = self.model_dump(mode="json")
+        for key, default in (("keep_top", 3), ("confidence", 0.9)):
+            if data[key] == default:
+                data.pop(key)
+        if data["n_warmup_steps"] is None:
+            data["n_warmup_steps"] = 2  # the one default before it depended on the pruner
+        return data
 
 
 class SamplerSection(_Model):
@@ -288,6 +310,7 @@ class StudyConfig(_Model):
             data["study"]["training"] = training
         else:
             data["study"].pop("training", None)
+        data["pruner"] = self.pruner.fingerprint_data()
         data.pop("tracking")
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 

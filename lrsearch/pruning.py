@@ -5,7 +5,7 @@ reports its validation metric once per epoch at ``step = epoch`` (1-based). Tria
 compared at the same step, i.e. at the same phase of their learning-rate schedule. A one-cycle
 run often stalls (or gets worse) around the LR peak and recovers in annihilation, so stalling
 alone is no reason to stop, and neither is trailing alone while the trial still improves:
-:class:`PlateauPruner` needs both. A NaN/inf metric stops a trial at once.
+:class:`StallPruner` needs both. A NaN/inf metric stops a trial at once.
 
 Pruners are chosen by name from :data:`PRUNERS` through :func:`make_pruner`.
 """
@@ -13,6 +13,7 @@ Pruners are chosen by name from :data:`PRUNERS` through :func:`make_pruner`.
 from __future__ import annotations
 
 import inspect
+import itertools
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -28,9 +29,18 @@ if TYPE_CHECKING:
 
     from lrsearch.config import PrunerSection
 
-__all__ = ["PRUNERS", "PlateauPruner", "is_stalled", "make_pruner", "pruner_from_config"]
+__all__ = [
+    "PRUNERS",
+    "PlateauPruner",
+    "StallPruner",
+    "final_upper_bound",
+    "is_stalled",
+    "make_pruner",
+    "pruner_from_config",
+    "schedule_phase",
+]
 
-# Trials a running trial is ranked against; see the PlateauPruner docstring for why not RUNNING.
+# Trials a running trial is ranked against; see the StallPruner docstring for why not RUNNING.
 _PEER_STATES = (TrialState.COMPLETE, TrialState.PRUNED)
 
 
@@ -74,7 +84,7 @@ def is_stalled(
     return not recent < baseline - min_delta
 
 
-class PlateauPruner(BasePruner):
+class StallPruner(BasePruner):
     """Prune a trial whose metric has stalled and that trails the other trials at its step.
 
     At each report the trial is pruned when:
@@ -109,7 +119,7 @@ class PlateauPruner(BasePruner):
 
     Example:
         >>> import optuna
-        >>> study = optuna.create_study(pruner=PlateauPruner(patience=2, n_warmup_steps=3))
+        >>> study = optuna.create_study(pruner=StallPruner(patience=2, n_warmup_steps=3))
     """
 
     def __init__(
@@ -200,8 +210,233 @@ def _check_min_delta(min_delta: float) -> None:
         raise ValueError(f"min_delta must be finite and >= 0, got {min_delta=}")
 
 
+# --- phase-aware, comeback-aware pruning (the default) -------------------------------------
+
+
+def schedule_phase(epoch: float, epochs: int, cycle_frac: float = 1.0) -> float:
+    """Where ``epoch`` (1-based, may be fractional) sits in a trial's schedule.
+
+    0 to 1 through the cycle (warm-up and decay), 1 to 2 through the annihilation tail, so
+    trials whose cycles end at different epochs compare at the same phase. Without a tail
+    (``cycle_frac`` 1, or a policy with no cycle) the phase is the fraction of training done.
+
+    Example:
+        >>> schedule_phase(5, 10, 0.5), schedule_phase(8, 10, 0.6)
+        (1.0, 1.5)
+    """
+    u = min(max(epoch / epochs, 0.0), 1.0)
+    c = min(max(cycle_frac, 1e-9), 1.0)
+    return u / c if u <= c or c >= 1.0 else 1.0 + (u - c) / (1.0 - c)
+
+
+def phase_epoch(phase: float, epochs: int, cycle_frac: float = 1.0) -> float:
+    """The inverse of :func:`schedule_phase`: the (fractional) epoch at ``phase``."""
+    c = min(max(cycle_frac, 1e-9), 1.0)
+    u = phase * c if phase <= 1.0 or c >= 1.0 else c + (phase - 1.0) * (1.0 - c)
+    return min(max(u, 0.0), 1.0) * epochs
+
+
+def cycle_frac_of(trial: FrozenTrial) -> float:
+    """The share of a trial's steps in its cycle, from the ``derived`` attribute lrsearch's
+    objective stores before training (``cycle_steps`` / ``total_steps``); 1.0 if unknown."""
+    derived = trial.user_attrs.get("derived") or {}
+    cycle, total = derived.get("cycle_steps"), derived.get("total_steps")
+    if isinstance(cycle, int | float) and isinstance(total, int | float) and total > 0:
+        return min(max(float(cycle) / float(total), 1e-9), 1.0)
+    return 1.0
+
+
+def _running_best_at(values: Mapping[int, float], epoch: float, sign: float) -> float | None:
+    """The best (sign-normalised: higher is better) value reported up to ``epoch``,
+    interpolated linearly between whole epochs; None if nothing finite was reported by then."""
+    best: float | None = None
+    series: list[tuple[int, float]] = []
+    for step in sorted(values):
+        v = values[step]
+        if math.isfinite(v):
+            best = sign * v if best is None else max(best, sign * v)
+        if best is not None:
+            series.append((step, best))
+    if not series:
+        return None
+    if epoch <= series[0][0]:
+        return series[0][1]
+    for (s0, b0), (s1, b1) in itertools.pairwise(series):
+        if s0 <= epoch <= s1:
+            return b0 + (b1 - b0) * (epoch - s0) / (s1 - s0)
+    return series[-1][1]
+
+
+class PlateauPruner(BasePruner):
+    """Stop a trial whose curve, at its schedule phase, cannot plausibly end among the best.
+
+    A one-cycle run keeps improving to its last step, so "it stopped improving" rarely fires,
+    and its value near the LR peak says little about its end. What does say something is how
+    the study's finished trials moved from the same **phase** of their schedule (the fraction
+    of the cycle, then of the annihilation tail: :func:`schedule_phase`) to their end. At each
+    report, a line through the finished trials' (best value up to this phase, final value)
+    predicts this trial's final value from its best value so far, and Student's t prediction
+    interval bounds it (:func:`final_upper_bound`). The interval is wide where curves still
+    cross after this phase (a weak rank correlation between now and the end), with few
+    finished trials, and for a trial unlike them; so the pruner is cautious early in a study
+    and at early phases, and bolder as the study shows how its curves behave. No threshold
+    is in metric units: it works the same for accuracy, perplexity or a loss.
+
+    The trial is pruned when:
+
+    1. its latest value is NaN or inf -- at once, even in warm-up or before the startup trials;
+    2. otherwise never while fewer than ``n_startup_trials`` trials (and at least 3) are
+       complete, the epoch is below ``n_warmup_steps``, or it is the last epoch;
+    3. otherwise iff the upper ``confidence`` bound of its final value is below the
+       ``keep_top``-th best final value of the finished trials: it will most likely not end
+       among the best ``keep_top``.
+
+    Peers are the COMPLETE trials only (their final values are known); RUNNING ones would
+    make the decision depend on worker timing, PRUNED ones have no end.
+
+    The defaults were chosen by replaying recorded studies of five workloads (``lrsearch
+    bench``'s pruning section; ``docs/benchmarks.md``): the boldest confidence that never lost
+    more than 0.2 test points of the chosen trial in any seed.
+
+    Args:
+        epochs: the trials' epochs (the study's); phases need it. None compares trials at
+            equal epochs instead of equal phases.
+        keep_top: a trial that could still end among the best ``keep_top`` finished trials is
+            kept.
+        confidence: how sure the pruner must be that the trial ends below that bar, in
+            (0.5, 1); higher prunes less.
+        n_startup_trials: finished trials before any pruning (except NaN/inf); 3 at least.
+        n_warmup_steps: no pruning (except NaN/inf) before this epoch (1-based).
+
+    Example:
+        >>> import optuna
+        >>> study = optuna.create_study(pruner=PlateauPruner(epochs=10))
+    """
+
+    def __init__(
+        self,
+        *,
+        epochs: int | None = None,
+        keep_top: int = 3,
+        confidence: float = 0.9,
+        n_startup_trials: int = 3,
+        n_warmup_steps: int = 1,
+    ) -> None:
+        if epochs is not None and epochs < 1:
+            raise ValueError(f"epochs must be >= 1, got {epochs=}")
+        if keep_top < 1:
+            raise ValueError(f"keep_top must be >= 1, got {keep_top=}")
+        if not 0.5 < confidence < 1.0:
+            raise ValueError(f"confidence must be in (0.5, 1), got {confidence=}")
+        if n_startup_trials < 0:
+            raise ValueError(f"n_startup_trials must be >= 0, got {n_startup_trials=}")
+        if n_warmup_steps < 0:
+            raise ValueError(f"n_warmup_steps must be >= 0, got {n_warmup_steps=}")
+        self._epochs = epochs
+        self._keep_top = keep_top
+        self._confidence = confidence
+        self._n_startup_trials = max(n_startup_trials, MIN_PEERS)
+        self._n_warmup_steps = n_warmup_steps
+
+    def prune(self, study: Study, trial: FrozenTrial) -> bool:
+        """Judge the trial at its latest step; see the class docstring for the rule."""
+        step = trial.last_step
+        if step is None:
+            return False
+        if not math.isfinite(trial.intermediate_values[step]):
+            return True
+        if step < self._n_warmup_steps or (self._epochs is not None and step >= self._epochs):
+            return False
+        peers = [
+            t
+            for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            if t.number != trial.number and t.value is not None and math.isfinite(t.value)
+        ]
+        if len(peers) < self._n_startup_trials:
+            return False
+        sign = 1.0 if study.direction == StudyDirection.MAXIMIZE else -1.0
+        mine = _running_best_at(trial.intermediate_values, step, sign)
+        if mine is None:
+            return False
+        phase = self._phase(step, trial)
+        pairs = []
+        for t in peers:
+            then = _running_best_at(t.intermediate_values, self._epoch_at(phase, t, step), sign)
+            if then is not None:
+                pairs.append((then, sign * float(t.value)))  # type: ignore[arg-type]
+        finals = sorted((f for _, f in pairs), reverse=True)
+        if len(pairs) < MIN_PEERS:
+            return False
+        bar = finals[min(self._keep_top, len(finals)) - 1]
+        return final_upper_bound(mine, pairs, self._confidence) < bar
+
+    def _phase(self, step: int, trial: FrozenTrial) -> float:
+        if self._epochs is None:
+            return float(step)
+        return schedule_phase(step, self._epochs, cycle_frac_of(trial))
+
+    def _epoch_at(self, phase: float, peer: FrozenTrial, step: int) -> float:
+        if self._epochs is None:
+            return float(step)
+        return phase_epoch(phase, self._epochs, cycle_frac_of(peer))
+
+
+MIN_PEERS = 3  # a line and its residual spread need three finished trials
+
+
+def _t_quantile(p: float, dof: int) -> float:
+    """Student's t quantile: exact for 1 and 2 degrees of freedom, else the Cornish-Fisher
+    expansion of the normal quantile (within 1% for ``dof >= 3`` at p <= 0.99)."""
+    from statistics import NormalDist
+
+    if dof <= 1:
+        return math.tan(math.pi * (p - 0.5))
+    if dof == 2:
+        return (2 * p - 1) / math.sqrt(2 * p * (1 - p))
+    z = NormalDist().inv_cdf(p)
+    v = float(dof)
+    return z + (z**3 + z) / (4 * v) + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * v**2)
+
+
+def final_upper_bound(
+    mine: float, pairs: Sequence[tuple[float, float]], confidence: float
+) -> float:
+    """Upper ``confidence`` prediction bound of a trial's final value from its value now.
+
+    Args:
+        mine: the trial's best value so far (higher is better: negate a loss).
+        pairs: (best value up to the same phase, final value) of finished trials.
+        confidence: one-sided coverage of the bound, in (0.5, 1).
+
+    Returns:
+        ``a + b * mine + t * s * sqrt(1 + 1/n + (mine - mean)^2 / Sxx)``: the least-squares
+        line through ``pairs`` (its slope floored at 0: being worse now never predicts a
+        better end) plus Student's t prediction interval with n - 2 degrees of freedom.
+        +inf (no judgement) with fewer than 3 pairs or no spread in their values now.
+
+    Example:
+        >>> pairs = [(50.0, 90.0), (60.0, 92.0), (70.0, 95.0), (40.0, 85.0)]
+        >>> final_upper_bound(20.0, pairs, 0.9) < 85.0
+        True
+    """
+    n = len(pairs)
+    if n < MIN_PEERS:
+        return math.inf
+    x = np.array([a for a, _ in pairs], dtype=float)
+    y = np.array([f for _, f in pairs], dtype=float)
+    sxx = float(((x - x.mean()) ** 2).sum())
+    if sxx <= 0.0:
+        return math.inf
+    slope = max(float(((x - x.mean()) * (y - y.mean())).sum()) / sxx, 0.0)
+    intercept = float(y.mean()) - slope * float(x.mean())
+    s = math.sqrt(float(((y - intercept - slope * x) ** 2).sum()) / (n - 2))
+    spread = s * math.sqrt(1.0 + 1.0 / n + (mine - float(x.mean())) ** 2 / sxx)
+    return intercept + slope * mine + _t_quantile(confidence, n - 2) * spread
+
+
 PRUNERS: dict[str, Callable[..., BasePruner]] = {
     "plateau": PlateauPruner,
+    "stall": StallPruner,
     "median": MedianPruner,
     "percentile": PercentilePruner,
     "hyperband": HyperbandPruner,
@@ -228,7 +463,7 @@ def make_pruner(name: str, **options: Any) -> BasePruner:
 
     Example:
         >>> make_pruner("plateau", patience=2).__class__.__name__
-        'PlateauPruner'
+        'StallPruner'
     """
     factory = PRUNERS.get(name)
     if factory is None:
@@ -254,21 +489,31 @@ def _check_options(name: str, factory: Callable[..., Any], options: Mapping[str,
         raise TypeError(f"pruner {name!r} needs option {need}; valid options: {valid}")
 
 
-def pruner_from_config(section: PrunerSection) -> BasePruner:
-    """The pruner a study file's ``[pruner]`` section asks for."""
+def pruner_from_config(section: PrunerSection, *, epochs: int | None = None) -> BasePruner:
+    """The pruner a study file's ``[pruner]`` section asks for; ``epochs`` are the study's
+    (the plateau pruner compares trials at equal schedule phase with them)."""
     if section.name == "plateau":
         return make_pruner(
             "plateau",
+            epochs=epochs,
+            keep_top=section.keep_top,
+            confidence=section.confidence,
+            n_warmup_steps=section.warmup(),
+            n_startup_trials=section.n_startup_trials,
+        )
+    if section.name == "stall":
+        return make_pruner(
+            "stall",
             patience=section.patience,
             min_delta=section.min_delta,
             percentile=section.percentile,
-            n_warmup_steps=section.n_warmup_steps,
+            n_warmup_steps=section.warmup(),
             n_startup_trials=section.n_startup_trials,
         )
     if section.name == "median":
         return make_pruner(
             "median",
-            n_warmup_steps=section.n_warmup_steps,
+            n_warmup_steps=section.warmup(),
             n_startup_trials=section.n_startup_trials,
         )
     return make_pruner(section.name)

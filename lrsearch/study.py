@@ -158,7 +158,7 @@ class StudyHandle:
             sampler=sampler_from_config(
                 config, prior, seed=config.study.seed if seed is None else seed
             ),
-            pruner=pruner_from_config(config.pruner),
+            pruner=pruner_from_config(config.pruner, epochs=config.study.epochs),
         )
         return cls(study, config, prior, {}, "memory", None, None, workload=workload)
 
@@ -313,7 +313,7 @@ def load_study(
         sampler=sampler_from_config(
             config, prior, seed=config.study.seed if seed is _STUDY_SEED else seed
         ),
-        pruner=pruner_from_config(config.pruner),
+        pruner=pruner_from_config(config.pruner, epochs=config.study.epochs),
     )
     return StudyHandle(
         study=study,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from typing import Any
 
 import numpy as np
 import pytest
@@ -62,6 +63,9 @@ PRUNER_KEYS = (
     "median_wall_s",
     "median_saved_fraction",
     "median_points_lost",
+    "max_points_lost",
+    "median_relative_lost",
+    "seeds_top3_pruned",
 )
 
 
@@ -82,6 +86,16 @@ def _check_run(run: dict[str, object]) -> None:
     assert run["best_test"] is None or _number(run["best_test"])
 
 
+def _check_pruning_run(run: dict[str, Any], trials: int) -> None:
+    """A replayed pruner: what it pruned, and the chosen trial's two scores."""
+    assert isinstance(run["pruned_trials"], list) and run["pruned"] == len(run["pruned_trials"])
+    assert all(0 <= n < trials for n in run["pruned_trials"])
+    assert run["chosen_trial"] is None or run["chosen_trial"] not in run["pruned_trials"]
+    assert run["best"] == run["best_test"]  # scored on test
+    assert run["best_val"] is None or _number(run["best_val"])
+    assert isinstance(run["top3_pruned"], bool)
+
+
 def test_smoke_bench_writes_a_well_formed_report(tmp_path) -> None:
     out = tmp_path / "report"
     result = CliRunner().invoke(cli, ["bench", "--smoke", "--out", str(out), "-q"], obj={})
@@ -95,7 +109,7 @@ def test_smoke_bench_writes_a_well_formed_report(tmp_path) -> None:
     # digits-mlp has a test split: tables and targets score the validation-chosen trial on it
     assert "best test metric (chosen on validation)" in markdown
     assert "on best test metric (chosen on validation)" in markdown
-    assert "test points lost vs none" in markdown
+    assert "test points lost (median / worst)" in markdown
     assert "(validation: no test split)" not in markdown
     assert "best validation metric (no test split)" not in markdown
 
@@ -118,7 +132,7 @@ def test_smoke_bench_writes_a_well_formed_report(tmp_path) -> None:
             assert all(_number(summary[key]) for key in PRUNER_KEYS)
         for runs in section["runs"].values():
             for run in runs:
-                _check_run(run)
+                _check_pruning_run(run, section["trials"])
     for variant in report["overhead"]["variants"].values():
         assert _number(variant["median_ratio"]) and variant["median_ratio"] > 0
         assert variant["same_result"] is True  # the bare twin trained exactly the same run
@@ -319,3 +333,50 @@ def test_summaries_score_test_of_the_validation_choice() -> None:
     assert p["median_saved_fraction"] == pytest.approx(0.5)
     targets = evaluate_targets({"pruning": {"w": {**pruning, "summary": {"plateau": p}}}})
     assert "3.00 test points" in targets[0]["measured"] and targets[0]["status"] == "missed"
+
+
+def _curves() -> dict[str, Any]:
+    """Four recorded trials of 4 epochs: two good, one poor, one that diverged at epoch 2."""
+
+    def trial(n: int, values: list[float | None], test: float | None) -> dict[str, Any]:
+        diverged = values[-1] is None
+        return {
+            "number": n,
+            "params": {},
+            "derived": {"cycle_steps": 90, "total_steps": 100},
+            "values": values,
+            "value": None if diverged else values[-1],
+            "test_metric": test,
+            "diverged": diverged,
+            "epochs_trained": float(len(values)),
+        }
+
+    return {
+        "workload": "w",
+        "seed": 0,
+        "epochs": 4,
+        "direction": "maximize",
+        "trials": [
+            trial(0, [50.0, 70.0, 80.0, 90.0], 89.0),
+            trial(1, [20.0, 25.0, 30.0, 35.0], 34.0),
+            trial(2, [60.0, None], None),
+            trial(3, [55.0, 72.0, 85.0, 92.0], 90.5),
+        ],
+    }
+
+
+def test_replay_counts_every_epoch_trained_and_picks_on_validation() -> None:
+    from optuna.pruners import NopPruner, ThresholdPruner
+
+    from lrsearch.harness.bench._curves import replay, top_numbers
+
+    curves = _curves()
+    none = replay(curves, NopPruner())
+    assert none["epochs"] == none["epochs_unpruned"] == 4 + 4 + 2 + 4
+    assert none["saved"] == 0.0 and none["pruned"] == []
+    assert none["chosen"] == none["chosen_unpruned"] == 3 and none["test"] == 90.5
+    # stops a trial below 40 at its first report: trial 1 trains 1 epoch instead of 4
+    cut = replay(curves, ThresholdPruner(lower=40.0))
+    assert cut["pruned"] == [1] and cut["epochs"] == 1 + 4 + 2 + 4
+    assert cut["saved"] == pytest.approx(3 / 14) and cut["test"] == 90.5
+    assert top_numbers(curves) == [3, 0, 1]

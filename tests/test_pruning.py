@@ -15,7 +15,15 @@ from optuna.study import Study
 from optuna.trial import FrozenTrial, TrialState
 
 from lrsearch import pruning
-from lrsearch.pruning import PRUNERS, PlateauPruner, is_stalled, make_pruner
+from lrsearch.pruning import (
+    PRUNERS,
+    PlateauPruner,
+    StallPruner,
+    final_upper_bound,
+    is_stalled,
+    make_pruner,
+    schedule_phase,
+)
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -70,8 +78,8 @@ def _pruned_at_end(study: Study, curve: Sequence[float]) -> bool:
     return _decisions(study, curve)[-1]
 
 
-def _plateau(**options: Any) -> PlateauPruner:
-    return PlateauPruner(**{"patience": 3, "n_startup_trials": 2, **options})
+def _plateau(**options: Any) -> StallPruner:
+    return StallPruner(**{"patience": 3, "n_startup_trials": 2, **options})
 
 
 class TestIsStalled:
@@ -166,7 +174,7 @@ class TestIsStalled:
         )
 
 
-class TestPlateauPrunerRule:
+class TestStallPrunerRule:
     def test_stalled_and_trailing_is_pruned(self) -> None:
         study = _study(_plateau(), GOOD, FAIR)
         # stalled from epoch 2 on: patience 3 is used up at epoch 5
@@ -216,7 +224,7 @@ class TestPlateauPrunerRule:
         assert _decisions(study, STALLED_HIGH) == [False, False, True, True, True, True]
 
 
-class TestPlateauPrunerGuards:
+class TestStallPrunerGuards:
     def test_warmup_is_respected(self) -> None:
         study = _study(_plateau(n_warmup_steps=6), GOOD, FAIR)
         assert _decisions(study, STALLED_HIGH) == [False] * 5 + [True]  # step 6 == warm-up
@@ -310,7 +318,7 @@ class TestPercentile:
         assert not _pruned_at_end(study, [1.0, 0.2, 0.2, 0.2, 0.2, 0.2])
 
 
-class TestPlateauPrunerArgs:
+class TestStallPrunerArgs:
     @pytest.mark.parametrize(
         ("options", "message"),
         [
@@ -325,12 +333,12 @@ class TestPlateauPrunerArgs:
     )
     def test_rejects_bad_values(self, options: dict[str, float], message: str) -> None:
         with pytest.raises(ValueError) as info:
-            PlateauPruner(**options)  # type: ignore[arg-type]
+            StallPruner(**options)  # type: ignore[arg-type]
         assert str(info.value) == message
 
     def test_options_are_keyword_only(self) -> None:
         with pytest.raises(TypeError):
-            PlateauPruner(3)  # type: ignore[misc]
+            StallPruner(3)  # type: ignore[misc]
 
 
 # Options each registered pruner needs to run in the contract tests.
@@ -372,14 +380,15 @@ class TestPrunerContract:
 class TestMakePruner:
     def test_registry(self) -> None:
         assert PRUNERS["plateau"] is PlateauPruner
+        assert PRUNERS["stall"] is StallPruner
         assert PRUNERS["median"] is MedianPruner
         assert PRUNERS["hyperband"] is HyperbandPruner
         assert PRUNERS["none"] is NopPruner
-        assert {"plateau", "median", "hyperband", "none"} <= set(PRUNERS)
+        assert {"plateau", "stall", "median", "hyperband", "none"} <= set(PRUNERS)
 
     def test_passes_options(self) -> None:
-        pruner = make_pruner("plateau", patience=5, min_delta=0.01)
-        assert isinstance(pruner, PlateauPruner)
+        pruner = make_pruner("stall", patience=5, min_delta=0.01)
+        assert isinstance(pruner, StallPruner)
         assert pruner._patience == 5
         assert pruner._min_delta == 0.01
 
@@ -403,14 +412,137 @@ class TestMakePruner:
 
     def test_bad_value_keeps_the_pruners_message(self) -> None:
         with pytest.raises(ValueError, match=r"patience must be >= 1, got patience=0"):
-            make_pruner("plateau", patience=0)
+            make_pruner("stall", patience=0)
+        with pytest.raises(ValueError, match=r"confidence must be in \(0.5, 1\)"):
+            make_pruner("plateau", confidence=1.0)
 
 
 def test_public_surface() -> None:
     assert sorted(pruning.__all__) == [
         "PRUNERS",
         "PlateauPruner",
+        "StallPruner",
+        "final_upper_bound",
         "is_stalled",
         "make_pruner",
         "pruner_from_config",
+        "schedule_phase",
     ]
+
+
+# -- PlateauPruner: phase-aware, judged by finished trials' comebacks ---------------------------
+
+
+def _derived(cycle_frac: float, total: int = 1000) -> dict[str, Any]:
+    return {"derived": {"cycle_steps": int(cycle_frac * total), "total_steps": total}}
+
+
+def _accuracy_trial(curve: Sequence[float], cycle_frac: float) -> FrozenTrial:
+    return optuna.trial.create_trial(
+        state=TrialState.COMPLETE,
+        value=curve[-1],
+        intermediate_values={step: v for step, v in enumerate(curve, start=1)},
+        user_attrs=_derived(cycle_frac),
+        params={},
+        distributions={},
+    )
+
+
+# Peers whose cycle ends at epoch 5 of 10: slow climb, then the annihilation tail jumps.
+SHORT_CYCLE = [40.0, 50.0, 55.0, 60.0, 65.0, 85.0, 88.0, 90.0, 91.0, 92.0]
+OFFSETS = (-3.0, -1.2, 0.8, 3.1)  # levels of the four peers (the finals differ a little more)
+
+
+def _peer_study(pruner: BasePruner) -> Study:
+    study = optuna.create_study(direction="maximize", pruner=pruner)
+    for k, off in enumerate(OFFSETS):
+        curve = [v + off for v in SHORT_CYCLE]
+        curve[-1] += (-0.4, 0.3, -0.2, 0.5)[k]
+        study.add_trial(_accuracy_trial(curve, cycle_frac=0.5))
+    return study
+
+
+def _first_prune(study: Study, curve: Sequence[float], cycle_frac: float) -> int | None:
+    trial = study.ask()
+    trial.set_user_attr("derived", _derived(cycle_frac)["derived"])
+    for step, value in enumerate(curve, start=1):
+        trial.report(value, step)
+        if trial.should_prune():
+            return step
+    return None
+
+
+class TestPlateauPruner:
+    def test_prunes_a_trial_far_behind_its_peers_at_the_same_phase(self) -> None:
+        study = _peer_study(PlateauPruner(epochs=10))
+        hopeless = [v - 30.0 for v in SHORT_CYCLE]
+        assert _first_prune(study, hopeless, cycle_frac=0.5) == 1
+
+    def test_keeps_a_trial_level_with_its_peers(self) -> None:
+        study = _peer_study(PlateauPruner(epochs=10))
+        assert _first_prune(study, [v + 0.5 for v in SHORT_CYCLE], cycle_frac=0.5) is None
+
+    def test_a_longer_cycle_is_judged_at_its_phase_not_its_epoch(self) -> None:
+        # No tail: at epoch 6 it is at phase 0.6, where its peers were at epoch 3 (55).
+        long_cycle = [45.0, 50.0, 53.0, 56.0, 59.0, 62.0, 66.0, 70.0, 80.0, 93.0]
+        by_phase = _peer_study(PlateauPruner(epochs=10))
+        assert _first_prune(by_phase, long_cycle, cycle_frac=1.0) is None
+        # The same curve judged at equal epochs falls behind its peers and is pruned.
+        by_epoch = _peer_study(PlateauPruner(epochs=None))
+        assert _first_prune(by_epoch, long_cycle, cycle_frac=1.0) is not None
+
+    def test_nan_prunes_at_once_even_before_any_peer(self) -> None:
+        study = optuna.create_study(direction="maximize", pruner=PlateauPruner(epochs=10))
+        assert _first_prune(study, [10.0, math.nan], cycle_frac=0.9) == 2
+
+    def test_waits_for_startup_trials_and_warmup_and_never_judges_the_last_epoch(self) -> None:
+        hopeless = [v - 30.0 for v in SHORT_CYCLE]
+        few = optuna.create_study(
+            direction="maximize", pruner=PlateauPruner(epochs=10, n_startup_trials=5)
+        )
+        for off in OFFSETS:
+            few.add_trial(_accuracy_trial([v + off for v in SHORT_CYCLE], 0.5))
+        assert _first_prune(few, hopeless, cycle_frac=0.5) is None  # 4 < 5 finished
+        late = _peer_study(PlateauPruner(epochs=10, n_warmup_steps=3))
+        assert _first_prune(late, hopeless, cycle_frac=0.5) == 3
+        last = _peer_study(PlateauPruner(epochs=10))
+        trial = last.ask()
+        trial.report(0.0, 10)
+        assert not trial.should_prune()
+
+    def test_minimize_is_the_mirror_image(self) -> None:
+        study = optuna.create_study(direction="minimize", pruner=PlateauPruner(epochs=10))
+        for k, off in enumerate(OFFSETS):
+            curve = [-(v + off) for v in SHORT_CYCLE]
+            curve[-1] -= (-0.4, 0.3, -0.2, 0.5)[k]
+            study.add_trial(_accuracy_trial(curve, cycle_frac=0.5))
+        assert _first_prune(study, [-(v - 30.0) for v in SHORT_CYCLE], cycle_frac=0.5) == 1
+        assert _first_prune(study, [-(v + 0.5) for v in SHORT_CYCLE], cycle_frac=0.5) is None
+
+
+class TestFinalUpperBound:
+    PAIRS = ((50.0, 90.0), (60.0, 92.0), (70.0, 95.0), (40.0, 85.0), (55.0, 91.5))
+
+    def test_needs_three_peers_with_spread(self) -> None:
+        assert final_upper_bound(10.0, self.PAIRS[:2], 0.9) == math.inf
+        assert final_upper_bound(10.0, [(5.0, 1.0), (5.0, 2.0), (5.0, 3.0)], 0.9) == math.inf
+
+    def test_curves_that_cross_after_this_phase_forbid_pruning(self) -> None:
+        # now and the end are unrelated (ranks reversed): nothing is predictable
+        crossing = [(40.0, 95.0), (70.0, 85.0), (50.0, 93.0), (60.0, 88.0), (55.0, 96.0)]
+        assert final_upper_bound(40.0, crossing, 0.9) >= max(f for _, f in crossing) - 1.0
+
+    def test_higher_confidence_and_fewer_peers_widen_the_bound(self) -> None:
+        lo = final_upper_bound(45.0, self.PAIRS, 0.75)
+        hi = final_upper_bound(45.0, self.PAIRS, 0.99)
+        few = final_upper_bound(45.0, self.PAIRS[:3], 0.75)
+        assert lo < hi and lo < few
+
+    @FAST
+    @given(epoch=st.floats(0.0, 10.0), cycle=st.floats(0.05, 1.0))
+    def test_phase_round_trips_to_the_epoch(self, epoch: float, cycle: float) -> None:
+        from lrsearch.pruning import phase_epoch
+
+        phase = schedule_phase(epoch, 10, cycle)
+        assert 0.0 <= phase <= 2.0
+        assert phase_epoch(phase, 10, cycle) == pytest.approx(epoch, abs=1e-6)

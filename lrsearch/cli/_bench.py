@@ -88,6 +88,13 @@ def _names(value: str | None, option: str) -> tuple[str, ...] | None:
     help="PostgreSQL server for the storage section; a throwaway database is created "
     "there and dropped (default: postgresql://postgres@127.0.0.1:5432).",
 )
+@click.option(
+    "--curves",
+    default=None,
+    type=click.Path(file_okay=False),
+    help="Directory where the pruning section keeps its unpruned studies (one JSON per "
+    "workload and seed) and reuses them on the next run with the same settings.",
+)
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars or section timings.")
 def bench(**opts: Any) -> None:
     """Measure that the method pays off: search efficiency, pruning, overhead, storage.
@@ -112,6 +119,7 @@ def bench(**opts: Any) -> None:
             storage_trials=opts["storage_trials"],
             storage_trials_fewer=opts["storage_trials_fewer"],
             postgres=opts["postgres"],
+            curves=opts["curves"],
         )
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
@@ -137,6 +145,7 @@ def _command(size: str, opts: dict[str, Any]) -> str:
         "sections",
         "storage_trials",
         "storage_trials_fewer",
+        "curves",
     ):
         if opts[name] is not None:
             parts.append(f"--{name.replace('_', '-')} {opts[name]}")

@@ -19,7 +19,23 @@ ARMS: dict[str, str] = {
     "torch-steep": "one range test, torch OneCycleLR defaults at its steep point, one trial",
 }
 SEARCH_ARMS = ("lrsearch", "tpe-wide", "random-wide")
-PRUNER_ARMS = ("plateau", "median", "hyperband", "none")
+PRUNER_ARMS = (
+    "plateau",
+    "plateau-bold",
+    "plateau-by-epoch",
+    "stall",
+    "median",
+    "percentile",
+    "successive-halving",
+    "hyperband",
+    "patient-median",
+    "none",
+)
+"""The pruning section's arms: lrsearch's pruner (``plateau``; ``plateau-bold``: confidence
+0.75; ``plateau-by-epoch``: trials compared at equal epochs, not phases), its predecessor
+(``stall``),
+Optuna's pruners with their defaults (percentile keeps the best 25%; patient-median: patience
+2; Hyperband: 1 to ``epochs``), and no pruning."""
 
 
 @dataclass(frozen=True)
@@ -45,6 +61,8 @@ class BenchConfig:
         storage_trials: trials the study of the most workers grows to.
         storage_trials_fewer: trials the studies of fewer workers grow to (None: the same).
         postgres: PostgreSQL server URL (a throwaway database is created there).
+        curves: directory where the pruning section keeps its unpruned studies and reuses
+            them (same workload, seed, epochs and trials); None records them every run.
     """
 
     workloads: tuple[str, ...] = ("digits-mlp", "mnist1d-cnn")
@@ -62,6 +80,7 @@ class BenchConfig:
     storage_trials: int = 5000
     storage_trials_fewer: int | None = None
     postgres: str = "postgresql://postgres@127.0.0.1:5432"
+    curves: str | None = None
 
     def __post_init__(self) -> None:
         for name in (

@@ -116,20 +116,27 @@ def _finish_search_axes(ax: Axes, summary: dict[str, Any], label: str) -> None:
 
 
 def pruning_png(sections: dict[str, Any], path: Path) -> Path:
-    """Per workload: each study's trial-epochs against its chosen trial's score, by pruner."""
-    fig = _figure(figsize=(6 * len(sections), 4.5))
+    """Per workload: each pruner's median share of trial-epochs saved against the median
+    score lost (the saved-lost plane; up and left is better), one point per pruner."""
+    fig = _figure(figsize=(5 * len(sections), 4.5))
     for i, (name, section) in enumerate(sections.items()):
         ax = fig.add_subplot(1, len(sections), i + 1)
-        for j, (pruner, runs) in enumerate(section["runs"].items()):
-            pts = [(r["trial_epochs"], r["best"]) for r in runs if r["best"] is not None]
-            if pts:
-                xs, ys = zip(*pts, strict=True)
-                ax.scatter(xs, ys, color=f"C{j}", label=pruner, alpha=0.8)
-        ax.set_xlabel(f"trial-epochs spent on {section['trials']} trials")
-        ax.set_ylabel(f"best {_what(section)}")
+        for j, (pruner, p) in enumerate(section["summary"].items()):
+            ax.scatter(
+                p["median_points_lost"],
+                100 * p["median_saved_fraction"],
+                color=f"C{j % 10}",
+                marker="*" if pruner == "plateau" else "o",
+                s=160 if pruner == "plateau" else 50,
+                label=pruner,
+            )
+        ax.axhline(50, color="grey", ls="--", lw=1)
+        ax.axvline(0.2, color="grey", ls=":", lw=1)
+        ax.set_xlabel(f"median {section['metric']} points lost vs no pruning")
+        ax.set_ylabel("trial-epochs saved (%)")
         ax.set_title(name)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=7)
     return _save(fig, path)
 
 

@@ -228,7 +228,7 @@ def _handle(
         study_name=f"{task.name}-{name}",
         direction=task.workload.metric.direction,
         sampler=sampler,
-        pruner=pruner_from_config(config.pruner),
+        pruner=pruner_from_config(config.pruner, epochs=config.study.epochs),
     )
     return StudyHandle(study, config, prior, {}, "memory", None, None, workload=task.workload)
 
@@ -355,21 +355,22 @@ def run_search(
 def run_pruning(
     config: BenchConfig, tasks: dict[str, Task], ranges: RangeTests, advance: Advance
 ) -> dict[str, Any]:
-    """PriorGuidedSampler with each pruner of :data:`PRUNER_ARMS`, ``trials`` trials per study.
+    """Every pruner of :data:`PRUNER_ARMS`, replayed on one unpruned study per workload and seed.
 
-    The range test is the lrsearch arm's and is not counted here: the section compares
-    what the trials spend.
+    Each (workload, seed) study runs once without pruning (lrsearch's sampler and range-test
+    prior, ``trials`` trials; :func:`~lrsearch.harness.bench._curves.record_curves`), and
+    every pruner is replayed on its trials (:func:`~lrsearch.harness.bench._curves.replay`).
+    With ``config.curves`` set, recorded studies are kept there and reused.
     """
+    from lrsearch.harness.bench._curves import pruning_runs, record_or_load
+
     out: dict[str, Any] = {}
     for name, task in tasks.items():
         runs: dict[str, list[dict[str, Any]]] = {p: [] for p in PRUNER_ARMS}
         for seed in range(config.seeds):
-            prior = ranges.get(task, seed).prior
-            for pruner in PRUNER_ARMS:
-                cfg = study_config(task, seed * 1000, pruner)
-                handle = _guided(task, f"{pruner}-{seed}", cfg, prior, seed)
-                run = _search(handle, task, budget=math.inf, max_trials=config.trials)
+            curves = record_or_load(task, seed, config.trials, ranges, config.curves)
+            for pruner, run in pruning_runs(curves).items():
                 runs[pruner].append({"seed": seed, **run})
-                advance()
+            advance()
         out[name] = {**_section_head(task), "trials": config.trials, "runs": runs}
     return out

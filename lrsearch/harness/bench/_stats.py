@@ -194,7 +194,7 @@ def summarize_pruning(section: dict[str, Any]) -> dict[str, Any]:
     base = {r["seed"]: r for r in runs.get("none", [])}
     out: dict[str, Any] = {}
     for pruner, rows in runs.items():
-        saved, lost = [], []
+        saved, lost, relative = [], [], []
         for r in rows:
             ref = base.get(r["seed"])
             if ref is None:
@@ -202,8 +202,9 @@ def summarize_pruning(section: dict[str, Any]) -> dict[str, Any]:
             saved.append(1.0 - r["trial_epochs"] / ref["trial_epochs"])
             ours, theirs = run_score(section, r), run_score(section, ref)
             if ours is not None and theirs is not None:
-                gap = theirs - ours
-                lost.append(gap if maximize else -gap)
+                gap = theirs - ours if maximize else ours - theirs
+                lost.append(gap)
+                relative.append(gap / abs(theirs) if theirs else 0.0)
         out[pruner] = {
             "seeds": len(rows),
             "scored_on": _scored_on(section),
@@ -216,5 +217,9 @@ def summarize_pruning(section: dict[str, Any]) -> dict[str, Any]:
             "median_wall_s": float(np.median([r["wall_s"] for r in rows])),
             "median_saved_fraction": float(np.median(saved)) if saved else 0.0,
             "median_points_lost": float(np.median(lost)) if lost else 0.0,
+            "max_points_lost": float(max(lost)) if lost else 0.0,
+            "median_relative_lost": float(np.median(relative)) if relative else 0.0,
+            # seeds in which a trial of the top 3 without pruning was pruned
+            "seeds_top3_pruned": int(sum(bool(r.get("top3_pruned")) for r in rows)),
         }
     return out
