@@ -81,9 +81,12 @@ class StudyProgress:
 
     def trial_done(self, trial: FrozenTrial) -> None:
         """A trial of this process ended: counts, best value, and a fresh epoch bar."""
+        from lrsearch.storage import read_trials
+
         if not self.enabled:
             return
-        self._show(self.handle.study.get_trials(deepcopy=False))
+        # The budget check just read the trials (lrsearch.workers): no round trip of its own.
+        self._show(read_trials(self.handle.study, fresh=False))
         self._progress.update(self._epochs, completed=0, description="  next trial")
 
     def _show(self, trials: list[FrozenTrial], extra: str = "") -> None:

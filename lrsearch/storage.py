@@ -5,11 +5,12 @@ database, directly or through Optuna's gRPC storage proxy (``grpc://host:port``,
 ``lrsearch storage-proxy``). Every message that names a storage URL passes through
 :func:`redact` first.
 
-Optuna has no public API for four things lrsearch must do from outside a trial (a
+Optuna has no public API for five things lrsearch must do from outside a trial (a
 supervisor failing the trial of a worker it saw die, a retry reading which trial it
-repeats, a trial's storage id for the heartbeat, whether a storage has Optuna's heartbeat);
-:func:`trial_storage_id`, :func:`system_attrs`, :func:`storage_of` and
-:func:`has_optuna_heartbeat` are the one place that reaches for them.
+repeats, a trial's storage id for the heartbeat, whether a storage has Optuna's heartbeat,
+one read of the trial list that a trial's budget check and its sampler share);
+:func:`trial_storage_id`, :func:`system_attrs`, :func:`storage_of`,
+:func:`has_optuna_heartbeat` and :func:`read_trials` are the one place that reaches for them.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ __all__ = [
     "list_studies",
     "open_rdb_storage",
     "open_storage",
+    "read_trials",
     "redact",
     "retry_callback",
     "storage_of",
@@ -193,8 +195,31 @@ def trial_storage_id(trial: optuna.Trial | FrozenTrial) -> int:
 
 
 def system_attrs(trial: optuna.Trial) -> dict[str, Any]:
-    """A running trial's system attributes (``failed_trial`` on a heartbeat retry)."""
-    return dict(trial.storage.get_trial_system_attrs(trial._trial_id))
+    """A running trial's system attributes as they were when it started (no storage read).
+
+    ``failed_trial`` (a heartbeat retry's) is set when the retry is queued, so it is there:
+    Optuna read the trial when ``ask()`` handed it out.
+    """
+    cached = getattr(trial, "_cached_frozen_trial", None)
+    if cached is None:  # an Optuna that keeps no copy: read them
+        return dict(trial.storage.get_trial_system_attrs(trial._trial_id))
+    return dict(cached.system_attrs)
+
+
+def read_trials(study: optuna.Study, *, fresh: bool = True) -> list[FrozenTrial]:
+    """The study's trials, read once for the running trial and its sampler (no deep copy).
+
+    Optuna keeps one read of the trial list per trial (per thread; ``ask()`` and ``tell()``
+    drop it) for its samplers. ``fresh`` reads it now and leaves it there, so the sampler
+    that samples next reuses this read instead of making its own round trip; ``fresh=False``
+    reuses the kept read if there is one.
+    """
+    local: Any = getattr(study, "_thread_local", None)
+    if not hasattr(local, "cached_all_trials"):  # an Optuna without that cache: a read each
+        return study.get_trials(deepcopy=False)
+    if fresh:
+        local.cached_all_trials = None
+    return study._get_trials(deepcopy=False, use_cache=True)
 
 
 def fail_trial(study: optuna.Study, trial: FrozenTrial, reason: str) -> bool:

@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import optuna
-from optuna.study import MaxTrialsCallback
 from optuna.trial import FrozenTrial, TrialState
 
 from lrsearch import interrupt
@@ -26,7 +25,7 @@ from lrsearch.devices import Slot, parse_devices
 from lrsearch.errors import LrsearchError, StorageError
 from lrsearch.objective import Objective
 from lrsearch.recording import close_orphans, close_study, observe_trials, open_recorder
-from lrsearch.storage import STORAGE_ERRORS, default_home, redact
+from lrsearch.storage import STORAGE_ERRORS, default_home, read_trials, redact
 from lrsearch.study import FINISHED, StudyHandle, build_workload, load_study, open_study
 
 if TYPE_CHECKING:
@@ -100,7 +99,7 @@ def run_trials(
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     guard = _FailureGuard(echo=echo)
     callbacks: list[Callable[[optuna.Study, FrozenTrial], None]] = [
-        MaxTrialsCallback(n_trials, states=FINISHED),
+        _StopAtBudget(n_trials),
         guard,
         _stop_on_surplus,
         _stop_on_request,
@@ -132,6 +131,21 @@ def run_trials(
             f"{guard.streak} trials in a row failed; last: {guard.last_reason}. "
             "Fix the workload (see --debug) and run again to resume"
         )
+
+
+class _StopAtBudget:
+    """After a trial is told: stop once the study holds ``n_trials`` finished trials.
+
+    Optuna's MaxTrialsCallback, with its read of the trials kept for the rest of the trial's
+    callbacks (the progress display reuses it: one round trip, not two).
+    """
+
+    def __init__(self, n_trials: int) -> None:
+        self.n_trials = n_trials
+
+    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        if sum(t.state in FINISHED for t in read_trials(study)) >= self.n_trials:
+            study.stop()
 
 
 def _stop_on_surplus(study: optuna.Study, trial: FrozenTrial) -> None:

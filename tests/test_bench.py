@@ -138,6 +138,9 @@ def test_smoke_bench_writes_a_well_formed_report(tmp_path) -> None:
         assert variant["same_result"] is True  # the bare twin trained exactly the same run
     storage = report["storage"]
     assert "skipped" in storage or all(_number(r["p95_ms"]) for r in storage["runs"])
+    if "skipped" not in storage:  # the round trips of one lrsearch trial, and what they are for
+        rt = storage["round_trips"]
+        assert rt["per_trial"] <= rt["max_per_trial"] and rt["by_purpose"], rt
     assert {t["status"] for t in report["targets"]} <= {"met", "missed", "not measured"}
 
     pngs = sorted(out.glob("*.png"))

@@ -34,6 +34,16 @@ def blobs(
     )
 
 
+def blobs_with_test(**kwargs: int) -> Workload:
+    """``blobs`` with half its validation split held out as a test split (``test_metric``)."""
+    base = blobs(**kwargs)
+    x, y = base.val_data
+    half = len(y) // 2
+    return dataclasses.replace(
+        base, name="blobs-test", val_data=(x[:half], y[:half]), test_data=(x[half:], y[half:])
+    )
+
+
 def blobs_adagrad(**kwargs: int) -> Workload:
     """``blobs`` trained with Adagrad: an optimizer without momentum."""
     return dataclasses.replace(blobs(**kwargs), name="blobs-adagrad", optimizer="adagrad")

@@ -8,6 +8,23 @@ opens it (``lrsearch.storage.open_storage``: heartbeats, pre-ping). The sampler 
 ``RandomSampler``, so the latency measured is the storage's, not TPE's (which grows with
 the study whatever the storage).
 
+Then it counts the storage round trips of one lrsearch trial on the same database
+(:mod:`lrsearch.harness.round_trips`: a small study run as ``lrsearch run`` runs it, tracking
+off): each is one database transaction, so the count does not depend on load. With the
+defaults (digits-mlp, 3 epochs, no pruner) a trial makes 22 (prior-drawn ``max_lr``) or 24
+(TPE) of them, Optuna's heartbeat apart:
+
+- ask: look for a queued trial, create the trial, read it back (3);
+- ``suggest_params``: one write per sampled parameter (7), and TPE's own read of the trials
+  and write of its sample (2, TPE trials only; the prior-drawn ones reuse claim's read);
+- ``worker`` (before the budget check, for recovery), claim's read of the trials (the budget,
+  shared with the sampler), ``derived`` (before training, for the pruner) (3);
+- one report per epoch (3), and whatever the pruner reads (none here);
+- ``test_metric`` and ``training`` (``{"device", "seconds"}``) (2);
+- tell: Optuna reads the trial, then writes its state and value (2);
+- after tell: Optuna reads the trial for the callbacks, and the budget check reads the trials
+  (2).
+
 This module stays free of torch: spawned workers import it.
 """
 
@@ -130,6 +147,21 @@ def _summarize(rows: list[tuple[int, float, float]], start: float, workers: int)
     }
 
 
+def _round_trips(url: str) -> dict[str, Any]:
+    """Storage round trips per lrsearch trial on ``url``: the most any trial made, and why."""
+    from lrsearch.harness.round_trips import MAX_PER_TRIAL, WORKLOAD, measure
+
+    trials = measure(url, workload=WORKLOAD)
+    worst = max(trials, key=lambda t: t.total)
+    return {
+        "workload": WORKLOAD,
+        "per_trial": worst.total,
+        "max_per_trial": MAX_PER_TRIAL,
+        "trials": [t.total for t in trials],
+        "by_purpose": worst.by_purpose(),
+    }
+
+
 def run_storage(config: BenchConfig, advance: Callable[[], None]) -> dict[str, Any]:
     """Every worker count of ``storage_workers``; ``{"skipped": why}`` without a server."""
     import optuna
@@ -157,9 +189,15 @@ def run_storage(config: BenchConfig, advance: Callable[[], None]) -> dict[str, A
             advance()
         if isinstance(storage, optuna.storages.RDBStorage):
             storage.engine.dispose()
+        round_trips = _round_trips(url)
     finally:
         admin.execute(
             sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(database))
         )
         admin.close()
-    return {"server": redact(config.postgres), "sampler": "RandomSampler", "runs": runs}
+    return {
+        "server": redact(config.postgres),
+        "sampler": "RandomSampler",
+        "runs": runs,
+        "round_trips": round_trips,
+    }
