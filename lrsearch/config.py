@@ -270,6 +270,13 @@ class PrunerSection(_Model):
         return data
 
 
+class BranchingSection(_Model):
+    """``[branching]``: more annihilation tails from the cycle of a trial among the best."""
+
+    tails: int = Field(default=0, ge=0, le=16)
+    top: int = Field(default=3, ge=1)
+
+
 class SamplerSection(_Model):
     """``[sampler]``: TPE after the prior-driven startup trials."""
 
@@ -293,6 +300,7 @@ class StudyConfig(_Model):
     prior: PriorSection = PriorSection()
     space: SpaceSection = SpaceSection()
     pruner: PrunerSection = PrunerSection()
+    branching: BranchingSection = BranchingSection()
     sampler: SamplerSection = SamplerSection()
     tracking: TrackingSection = TrackingSection()
 
@@ -311,6 +319,8 @@ class StudyConfig(_Model):
         else:
             data["study"].pop("training", None)
         data["pruner"] = self.pruner.fingerprint_data()
+        if data["branching"] == BranchingSection().model_dump(mode="json"):
+            data.pop("branching")  # unset: hashes as before
         data.pop("tracking")
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 

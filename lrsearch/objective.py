@@ -25,17 +25,26 @@ import optuna
 from optuna.trial import TrialState
 
 from lrsearch import interrupt
+from lrsearch.branching import (
+    BRANCH_OF,
+    Snapshots,
+    branch_epoch,
+    enqueue_tails,
+    qualifies,
+    tail_values,
+)
 from lrsearch.heartbeat import beating, fail_stale
 from lrsearch.space import build_schedule, derived_params, suggest_params
-from lrsearch.storage import system_attrs
+from lrsearch.storage import read_trials, system_attrs
 from lrsearch.study import FINISHED, StudyHandle, trial_seed
 
 if TYPE_CHECKING:
     from lrsearch.schedules import Schedule
-    from lrsearch.training import EpochInfo, StepInfo, TrainResult
+    from lrsearch.training import EpochInfo, Snapshot, StepInfo, TrainResult
     from lrsearch.trial_context import Loop
 
 __all__ = [
+    "TRAINING",
     "MetricsObserver",
     "Objective",
     "Outcome",
@@ -47,6 +56,9 @@ __all__ = [
 ]
 
 State = Literal["COMPLETE", "PRUNED", "FAIL"]
+# The user attribute with where and how long a trial trained: {"device": str, "seconds": float}
+# (one storage write at the end of the trial, not one per key).
+TRAINING = "training"
 
 
 class SurplusTrial(Exception):
@@ -60,6 +72,7 @@ class TrialSpec:
     Attributes:
         retry_of: the number of the trial this one repeats (its worker was lost), if any.
         retry_of_attrs: that trial's user attributes (``mlflow_run_id`` among them).
+        branch_of: for an annihilation tail ([branching]), the trial whose cycle it shares.
     """
 
     number: int
@@ -71,6 +84,7 @@ class TrialSpec:
     seed: int
     retry_of: int | None = None
     retry_of_attrs: Mapping[str, Any] = field(default_factory=dict)
+    branch_of: int | None = None
 
 
 @dataclass(frozen=True)
@@ -136,7 +150,7 @@ def claim(study: optuna.Study, trial: optuna.Trial, n_trials: int, *, poll_s: fl
     from optuna.storages import fail_stale_trials
 
     while True:
-        trials = study.get_trials(deepcopy=False)
+        trials = read_trials(study)  # the sampler reuses this read (one round trip, not two)
         if fail_stale(study, trials):  # lost workers on lrsearch's heartbeat (lrsearch.heartbeat)
             continue  # read again: the failed trials and their WAITING retries
         finished = sum(t.state in FINISHED for t in trials)
@@ -154,6 +168,13 @@ def claim(study: optuna.Study, trial: optuna.Trial, n_trials: int, *, poll_s: fl
 
 class Objective:
     """The function Optuna calls per trial: sample, build the schedule, train, tell.
+
+    Each user attribute is one storage round trip, so a trial writes few of them: ``worker``
+    (``host:pid``) before :func:`claim`, so a supervisor can recover it; ``derived`` (and
+    ``retry_of``, the observer's ``attrs``) before training; after it, ``test_metric`` where
+    there is one, :data:`TRAINING` (``{"device", "seconds"}``), ``diverged`` or
+    ``fail_reason`` where the trial ended so, and what the observer's ``end`` returns.
+    ``surplus`` marks a trial that backed off without training.
 
     Args:
         handle: the opened study.
@@ -178,6 +199,7 @@ class Objective:
         self.observe = observe
         self.on_epoch = on_epoch
         self._loop: Loop | None = None  # the study's own loop, imported at its first trial
+        self._snapshots = Snapshots()  # cycle ends of this worker's trials ([branching])
 
     def __call__(self, trial: optuna.Trial) -> float:
         # lrsearch's heartbeat, for storages without Optuna's (the gRPC proxy): lrsearch.heartbeat
@@ -194,7 +216,7 @@ class Objective:
             raise SurplusTrial(f"study already has {self.n_trials} finished or running trials")
         spec = self.sample(trial)
         observer = self.observe(spec) if self.observe else None
-        _keep(trial, {"derived": dict(spec.derived), "device": self.device})
+        trial.set_user_attr("derived", dict(spec.derived))  # before training: pruners read it
         if spec.retry_of is not None:
             trial.set_user_attr("retry_of", spec.retry_of)
         if observer is not None:
@@ -230,8 +252,8 @@ class Objective:
         )
         retry_of = system_attrs(trial).get("failed_trial")
         dead: Mapping[str, Any] = {}
-        if retry_of is not None:
-            trials = self.handle.study.get_trials(deepcopy=False)
+        if retry_of is not None:  # the dead trial has ended: claim's read of the trials has it
+            trials = read_trials(self.handle.study, fresh=False)
             dead = next((t.user_attrs for t in trials if t.number == retry_of), {})
         return TrialSpec(
             number=trial.number,
@@ -240,9 +262,11 @@ class Objective:
             schedule=schedule,
             total_steps=plan.total_steps,
             device=self.device,
-            seed=trial_seed(self.handle.config, trial.number),
+            # a tail is its parent's run with another annihilation: the parent's seed
+            seed=trial_seed(self.handle.config, trial.user_attrs.get(BRANCH_OF, trial.number)),
             retry_of=retry_of,
             retry_of_attrs=dead,
+            branch_of=trial.user_attrs.get(BRANCH_OF),
         )
 
     def _train(
@@ -268,7 +292,12 @@ class Objective:
             # nothing and throws a finished result away.
             return info.epoch < plan.epochs and trial.should_prune()
 
-        return train(
+        tails = self._tails(trial, spec)
+        resume = tails.resume_from(trial)
+        if resume is not None:  # a tail: the shared prefix's epochs are this trial's too
+            for epoch in resume.history:
+                trial.report(epoch.val_metric, epoch.epoch)
+        result = train(
             plan.workload,
             spec.schedule,
             epochs=plan.epochs,
@@ -279,7 +308,15 @@ class Objective:
             on_step=step_done,
             on_epoch=epoch_done,
             update_ratio_every=self.handle.config.tracking.update_ratio_every,
+            snapshot_at=tails.snapshot_epoch,
+            on_snapshot=tails.keep,
+            resume=resume,
         )
+        tails.branch(trial, result)
+        return result
+
+    def _tails(self, trial: optuna.Trial, spec: TrialSpec) -> _Tails:
+        return _Tails(self.handle, self._snapshots, trial, spec)
 
     # --- your own training loop (lrsearch.trial_context) ----------------------------------
     def _train_loop(
@@ -312,7 +349,8 @@ class Objective:
         outcome: Outcome,
         started: float,
     ) -> None:
-        trial.set_user_attr("seconds", time.perf_counter() - started)
+        seconds = time.perf_counter() - started
+        trial.set_user_attr(TRAINING, {"device": self.device, "seconds": seconds})
         if outcome.diverged:
             trial.set_user_attr("diverged", outcome.reason)
         if outcome.state == "FAIL":
@@ -321,13 +359,62 @@ class Objective:
             _keep(trial, observer.end(outcome))
 
 
+class _Tails:
+    """One trial's part in annihilation branching (``[branching]``; :mod:`lrsearch.branching`).
+
+    A trial with a tail to branch takes a snapshot at its cycle's last epoch boundary; if it
+    finishes among the best ``top``, its tails are enqueued. A tail resumes from its parent's
+    snapshot where this worker holds it, else trains from scratch.
+    """
+
+    def __init__(
+        self, handle: StudyHandle, snapshots: Snapshots, trial: optuna.Trial, spec: TrialSpec
+    ) -> None:
+        self.handle, self.snapshots, self.number = handle, snapshots, trial.number
+        self.parent: int | None = trial.user_attrs.get(BRANCH_OF)
+        plan, section = handle.plan, handle.config.branching
+        cut = branch_epoch(spec.derived.get("cycle_steps"), plan.total_steps, plan.steps_per_epoch)
+        branchable = section.tails > 0 and "annihilation" in trial.params
+        self.snapshot_epoch = cut if branchable and self.parent is None else None
+        self.params = dict(trial.params)
+
+    def keep(self, snapshot: Snapshot) -> None:
+        self.snapshots.put(self.number, snapshot)
+
+    def resume_from(self, trial: optuna.Trial) -> Snapshot | None:
+        return None if self.parent is None else self.snapshots.get(self.parent)
+
+    def branch(self, trial: optuna.Trial, result: TrainResult) -> None:
+        """Enqueue the tails of a trial that finished among the best."""
+        if self.snapshot_epoch is None or result.diverged or result.stopped:
+            self.snapshots.drop(self.number)
+            return
+        section, study = self.handle.config.branching, self.handle.study
+        finished = [
+            float(t.value)
+            for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            if t.value is not None
+        ]
+        value = float(result.val_metric)
+        maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
+        if not qualifies(value, [*finished, value], maximize=maximize, top=section.top):
+            self.snapshots.drop(self.number)
+            return
+        space = self.handle.config.space.annihilation
+        values = tail_values(
+            self.params["annihilation"], low=space.low, high=space.high, tails=section.tails
+        )
+        enqueue_tails(study, self.params, self.number, values)
+
+
 def _keep(trial: optuna.Trial, attrs: Mapping[str, Any]) -> None:
     for key, value in attrs.items():
         trial.set_user_attr(key, value)
 
 
 def _outcome(result: TrainResult) -> Outcome:
-    epochs, steps = result.epochs, result.steps
+    # steps this trial trained: a tail's shared prefix was trained (and counted) by its parent
+    epochs, steps = result.epochs, result.steps_trained
     if result.diverged:
         reason = result.diverge_reason or ""
         return Outcome("PRUNED", reason=reason, diverged=True, epochs=epochs, steps=steps)

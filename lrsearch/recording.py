@@ -121,6 +121,12 @@ def observe_trials(recorder: StudyRecorder, handle: StudyHandle) -> Observe:
                 "optuna.study": handle.name,
                 "optuna.trial_number": str(spec.number),
                 "lrsearch.device": spec.device,
+                # an annihilation tail: the trial whose cycle it shares ([branching])
+                **(
+                    {"lrsearch.branch_of": str(spec.branch_of)}
+                    if spec.branch_of is not None
+                    else {}
+                ),
             },
             schedule=spec.schedule,
         )

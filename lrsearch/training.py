@@ -6,6 +6,7 @@ and ``on_epoch``.
 
 from __future__ import annotations
 
+import copy
 import itertools
 import math
 import time
@@ -25,7 +26,7 @@ if TYPE_CHECKING:
     from lrsearch.schedules import Schedule
     from lrsearch.workloads import Batches, Workload
 
-__all__ = ["EpochInfo", "StepInfo", "TrainResult", "TrainStep", "evaluate", "train"]
+__all__ = ["EpochInfo", "Snapshot", "StepInfo", "TrainResult", "TrainStep", "evaluate", "train"]
 
 
 @dataclass(frozen=True)
@@ -76,9 +77,84 @@ class TrainResult:
     test_metric: float = math.nan
     test_loss: float = math.nan
     history: list[EpochInfo] = field(default_factory=list)
+    resumed_at_step: int = 0  # steps of a resumed run's snapshot: trained by another run
+
+    @property
+    def steps_trained(self) -> int:
+        """Optimizer steps this call trained (``steps`` less a resumed snapshot's)."""
+        return self.steps - self.resumed_at_step
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """A run at the end of epoch ``epoch``: all :func:`train` needs to go on from there.
+
+    Model, optimizer and gradient-scaler state (on the CPU), the epochs so far, the divergence
+    baseline, and the random state that decides what comes next (torch's generators and the
+    batch-order generator of tensor data). :func:`train` with ``resume=`` continues it exactly
+    (bit for bit on the CPU) under any schedule that agrees with the original up to ``step``:
+    e.g. one-cycle schedules that differ only in their annihilation tail.
+    """
+
+    epoch: int
+    step: int
+    model: dict[str, Any]
+    optimizer: dict[str, Any]
+    scaler: dict[str, Any] | None
+    history: tuple[EpochInfo, ...]
+    divergence_initial: float | None
+    rng: torch.Tensor
+    cuda_rng: tuple[torch.Tensor, ...] | None
+    order: torch.Tensor | None
+
+
+def _to_cpu(state: Any) -> Any:
+    if isinstance(state, torch.Tensor):
+        return state.detach().to("cpu", copy=True)
+    if isinstance(state, dict):
+        return {k: _to_cpu(v) for k, v in state.items()}
+    if isinstance(state, list | tuple):
+        return type(state)(_to_cpu(v) for v in state)
+    return state
+
+
+def _snapshot(loop: _Loop, history: list[EpochInfo], dev: torch.device) -> Snapshot:
+    order = getattr(loop.batches, "order", None)
+    return Snapshot(
+        epoch=len(history),
+        step=loop.step,
+        model=_to_cpu(loop.model.state_dict()),
+        optimizer=_to_cpu(loop.stepper.optimizer.state_dict()),
+        scaler=None if loop.stepper.scaler is None else loop.stepper.scaler.state_dict(),
+        history=tuple(history),
+        divergence_initial=loop.divergence.initial,
+        rng=torch.get_rng_state(),
+        cuda_rng=tuple(torch.cuda.get_rng_state_all()) if dev.type == "cuda" else None,
+        order=order.get_state() if isinstance(order, torch.Generator) else None,
+    )
+
+
+def _restore(loop: _Loop, snapshot: Snapshot, dev: torch.device) -> list[EpochInfo]:
+    if loop.metric_driven is not None:
+        raise WorkloadError("a metric-driven schedule (plateau) cannot resume from a snapshot")
+    loop.model.load_state_dict(snapshot.model)
+    # torch keeps the loaded state's tensors (momentum buffers) and updates them in place:
+    # a copy leaves the snapshot as it was for the next run that resumes from it
+    loop.stepper.optimizer.load_state_dict(copy.deepcopy(snapshot.optimizer))
+    if snapshot.scaler is not None and loop.stepper.scaler is not None:
+        loop.stepper.scaler.load_state_dict(snapshot.scaler)
+    loop.step = snapshot.step
+    loop.divergence.initial = snapshot.divergence_initial
+    torch.set_rng_state(snapshot.rng)
+    if snapshot.cuda_rng is not None and dev.type == "cuda":
+        torch.cuda.set_rng_state_all(list(snapshot.cuda_rng))
+    order = getattr(loop.batches, "order", None)
+    if snapshot.order is not None and isinstance(order, torch.Generator):
+        order.set_state(snapshot.order)
+    return list(snapshot.history)
 
 
 StepCallback = Callable[[StepInfo], None]
@@ -178,6 +254,9 @@ def train(
     update_ratio_every: int = 0,
     diverge_factor: float = 5.0,
     sync_every: int = 25,
+    snapshot_at: int | None = None,
+    on_snapshot: Callable[[Snapshot], None] | None = None,
+    resume: Snapshot | None = None,
 ) -> TrainResult:
     """Train ``workload`` under ``schedule``; deterministic under ``seed`` on CPU.
 
@@ -209,6 +288,11 @@ def train(
         diverge_factor: stop as diverged once the loss exceeds this multiple of its first
             value (0 disables; non-finite losses always stop).
         sync_every: steps between host syncs of the loss (< 1: once per epoch).
+        snapshot_at: after this epoch (1-based) hand a :class:`Snapshot` to ``on_snapshot``.
+        on_snapshot: gets the snapshot (before ``on_epoch`` of that epoch).
+        resume: go on from this snapshot (taken by a run of the same workload, seed and
+            options, under a schedule equal to this one up to its step) instead of epoch 1;
+            ``on_epoch`` sees only the epochs after it, the result's history all of them.
 
     Returns:
         A :class:`TrainResult`.
@@ -232,9 +316,10 @@ def train(
         update_ratio_every=update_ratio_every,
         sync_every=sync_every,
     )
-    history: list[EpochInfo] = []
+    history: list[EpochInfo] = [] if resume is None else _restore(loop, resume, dev)
     stopped = False
-    for epoch in range(1, epochs + 1):
+    reason = None
+    for epoch in range(len(history) + 1, epochs + 1):
         train_loss, reason = _train_epoch(loop, epoch - 1)
         if reason is None:
             val_loss, val_metric = evaluate(model, workload, dev)
@@ -243,11 +328,14 @@ def train(
             if loop.metric_driven is not None:
                 loop.metric_driven.report(val_loss)
             history.append(EpochInfo(epoch, loop.step, train_loss, val_loss, val_metric))
+            if epoch == snapshot_at and on_snapshot is not None:
+                on_snapshot(_snapshot(loop, history, dev))
             stopped = on_epoch is not None and bool(on_epoch(history[-1]))
         if reason is not None or stopped:
             break
     loop.driver.detach()
     result = _result(workload, history, loop.step, reason, stopped, start, dev)
+    result.resumed_at_step = 0 if resume is None else resume.step
     return _with_test_scores(result, model, workload, dev)
 
 

@@ -35,6 +35,7 @@ LAYERS: list[tuple[str, set[str]]] = [
             "space",
             "sampler",
             "pruning",
+            "branching",
             "reporting",
             "export",
             "trial_context",

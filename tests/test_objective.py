@@ -178,3 +178,65 @@ def test_a_study_shows_its_config_one_setting_per_attribute(tmp_path, monkeypatc
     assert attrs["config.study.workload"] == "tests.tiny_workloads:blobs"
     assert attrs["config.space.div_factor.low"] == config.space.div_factor.low
     assert outcome.handle.study.metric_names == ["val_accuracy"]
+
+
+def test_annihilation_tails_train_only_their_tail_and_equal_training_from_scratch() -> None:
+    from lrsearch.branching import BRANCH_OF
+    from lrsearch.training import train
+
+    config = parse_study_config(
+        {**CONFIG, "study": {**CONFIG["study"], "epochs": 6}, "branching": {"tails": 2, "top": 1}}
+    )
+    handle = StudyHandle.in_memory(config, PRIOR, blobs())
+    seen: list[_Watcher] = []
+    handle.study.optimize(Objective(handle, observe=lambda s: _Watcher(s, seen)), n_trials=3)
+    first, *tails = handle.study.trials
+    plan = handle.plan
+    # trial 0 is the best so far (the only one): its two tails are the next trials
+    assert [t.user_attrs.get(BRANCH_OF) for t in tails] == [0, 0]
+    cut = first.user_attrs["derived"]["cycle_steps"] // plan.steps_per_epoch
+    for tail, watcher in zip(tails, seen[1:], strict=True):
+        assert tail.state == TrialState.COMPLETE
+        assert {k: v for k, v in tail.params.items() if k != "annihilation"} == {
+            k: v for k, v in first.params.items() if k != "annihilation"
+        }
+        assert tail.params["annihilation"] != first.params["annihilation"]
+        # it trained (and counts) only the steps after the shared prefix, and the prefix's
+        # epochs are on its curve
+        assert watcher.outcome is not None
+        assert watcher.outcome.steps == plan.total_steps - cut * plan.steps_per_epoch
+        assert watcher.epochs == list(range(cut + 1, plan.epochs + 1))
+        assert sorted(tail.intermediate_values) == list(range(1, plan.epochs + 1))
+        # the same as training that schedule from scratch, with the parent's seed
+        from lrsearch.reporting import trial_schedule
+        from lrsearch.study import trial_seed
+
+        scratch = train(
+            plan.workload,
+            trial_schedule(handle, tail),
+            epochs=plan.epochs,
+            weight_decay=tail.params["weight_decay"],
+            seed=trial_seed(config, 0),
+        )
+        assert scratch.val_metric == tail.value
+    assert seen[0].outcome is not None and seen[0].outcome.steps == plan.total_steps
+
+
+def test_a_tails_mlflow_run_names_the_trial_it_branched_from() -> None:
+    from lrsearch.recording import observe_trials
+    from lrsearch.tracking import MemoryTracker
+    from lrsearch.tracking.recorder import StudyRecorder
+
+    config = parse_study_config(
+        {**CONFIG, "study": {**CONFIG["study"], "epochs": 6}, "branching": {"tails": 1}}
+    )
+    handle = StudyHandle.in_memory(config, PRIOR, blobs())
+    tracker = MemoryTracker()
+    recorder = StudyRecorder(tracker, handle.name, None, metric="accuracy")
+    handle.set_parent_run(recorder.open_parent({}, {}))
+    handle.study.optimize(Objective(handle, observe=observe_trials(recorder, handle)), n_trials=2)
+    parent, tail = handle.study.trials
+    runs = [tracker.runs[t.user_attrs["mlflow_run_id"]] for t in (parent, tail)]
+    assert "lrsearch.branch_of" not in runs[0].tags
+    assert runs[1].tags["lrsearch.branch_of"] == str(parent.number)
+    assert [r.status for r in runs] == ["FINISHED", "FINISHED"]

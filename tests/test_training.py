@@ -171,3 +171,45 @@ def test_mnist1d_cnn_one_cycle_median_of_three() -> None:
         schedule = OneCycle(0.1, 30 * w.steps_per_epoch())
         accs.append(train(w, schedule, epochs=30, seed=seed).val_metric)
     assert sorted(accs)[1] >= 92.5, accs
+
+
+@pytest.mark.parametrize("with_test", [False, True])
+def test_a_run_resumed_from_a_snapshot_continues_it_exactly(with_test: bool) -> None:
+    """Annihilation branching's base: a tail trained from the cycle end's snapshot is the run
+    that trained the whole way under that tail, bit for bit on the CPU."""
+    w = get_workload(f"tests.tiny_workloads:{'blobs_with_test' if with_test else 'blobs'}")
+    total = 6 * w.steps_per_epoch()
+
+    def schedule(annihilation: float) -> OneCycle:
+        return OneCycle(0.3, total, cycle_frac=0.5, annihilation=annihilation)
+
+    snaps = []
+    first = train(w, schedule(10.0), epochs=6, seed=3, snapshot_at=3, on_snapshot=snaps.append)
+    assert len(snaps) == 1 and snaps[0].epoch == 3 and snaps[0].step == 3 * w.steps_per_epoch()
+    for annihilation in (10.0, 1000.0):
+        whole = train(w, schedule(annihilation), epochs=6, seed=3)
+        seen: list[int] = []
+        tail = train(
+            w,
+            schedule(annihilation),
+            epochs=6,
+            seed=3,
+            resume=snaps[0],
+            on_epoch=lambda e, seen=seen: seen.append(e.epoch),
+        )
+        assert seen == [4, 5, 6]  # callbacks see the tail only
+        assert [e.val_metric for e in tail.history] == [e.val_metric for e in whole.history]
+        assert tail.val_loss == whole.val_loss and tail.steps == whole.steps
+        assert tail.steps_trained == 3 * w.steps_per_epoch()
+        if with_test:
+            assert tail.test_loss == whole.test_loss
+    assert first.val_loss == train(w, schedule(10.0), epochs=6, seed=3).val_loss
+
+
+def test_a_metric_driven_schedule_cannot_resume(blobs) -> None:
+    from lrsearch.errors import WorkloadError
+
+    snaps = []
+    train(blobs, _one_cycle(blobs, 2), epochs=2, snapshot_at=1, on_snapshot=snaps.append)
+    with pytest.raises(WorkloadError, match="cannot resume"):
+        train(blobs, PlateauDecay(0.1), epochs=2, resume=snaps[0])

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from lrsearch.branching import BRANCH_OF
 from lrsearch.cli._common import (
     check_device,
     cli,
@@ -258,7 +259,8 @@ def _from_study(opts: dict[str, Any]) -> _Job:
         epochs=plan.epochs,
         batch_size=handle.config.study.batch_size,
         weight_decay=float(params["weight_decay"]),
-        seed=trial_seed(handle.config, trial.number),
+        # an annihilation tail ([branching]) trained on from its parent's run: its seed
+        seed=trial_seed(handle.config, trial.user_attrs.get(BRANCH_OF, trial.number)),
         label=f"{params.get('policy', 'one-cycle')} max_lr={params['max_lr']:g}",
         origin=f"trial {trial.number} of study {handle.name!r} (val {trial.value:.4g})",
     )

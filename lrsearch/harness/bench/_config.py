@@ -13,6 +13,8 @@ SECTIONS = ("search", "pruning", "overhead", "storage")
 # Search-efficiency arms, in report order: key -> one-line description.
 ARMS: dict[str, str] = {
     "lrsearch": "range-test prior + PriorGuidedSampler (TPE) + PlateauPruner, range test paid",
+    "lrsearch-tails": "lrsearch with [branching] tails = 2: a trial among the best 3 gets two "
+    "more annihilation tails, trained from its cycle's end (only the tail's epochs count)",
     "tpe-wide": "Optuna TPESampler, max_lr log-uniform in [1e-5, 10], MedianPruner",
     "random-wide": "RandomSampler, max_lr log-uniform in [1e-5, 10], no pruning",
     "fastai-valley": "one range test, fastai fit_one_cycle defaults at its valley, one trial",

@@ -101,7 +101,7 @@ class RangeTests:
         return sum(len(c.lrs) for c in result.curves) / task.steps_per_epoch
 
 
-def study_config(task: Task, seed: int, pruner: str = "plateau") -> StudyConfig:
+def study_config(task: Task, seed: int, pruner: str = "plateau", *, tails: int = 0) -> StudyConfig:
     """The config ``lrsearch run`` would use for this workload (defaults everywhere else).
 
     Without MLflow, so without the update-to-weight ratio that only its step metrics show.
@@ -110,6 +110,7 @@ def study_config(task: Task, seed: int, pruner: str = "plateau") -> StudyConfig:
         {
             "study": {"name": "bench", "workload": task.name, "epochs": task.epochs, "seed": seed},
             "pruner": {"name": pruner},
+            "branching": {"tails": tails},
             "tracking": {"enabled": False, "update_ratio_every": 0},
         }
     )
@@ -241,9 +242,9 @@ def _guided(task: Task, name: str, config: StudyConfig, prior: LRPrior, seed: in
 
 
 def _lrsearch_arm(
-    task: Task, seed: int, ranges: RangeTests, budget: float, max_trials: int
+    task: Task, seed: int, ranges: RangeTests, budget: float, max_trials: int, *, tails: int = 0
 ) -> dict[str, Any]:
-    config = study_config(task, seed * 1000)
+    config = study_config(task, seed * 1000, tails=tails)
     test = ranges.get(task, seed)
     handle = _guided(task, f"lrsearch-{seed}", config, test.prior, seed)
     run = _search(
@@ -340,8 +341,9 @@ def run_search(
         runs: dict[str, list[dict[str, Any]]] = {arm: [] for arm in ARMS}
         for seed in range(config.seeds):
             for arm in ARMS:
-                if arm == "lrsearch":
-                    run = _lrsearch_arm(task, seed, ranges, config.budget, max_trials)
+                if arm in ("lrsearch", "lrsearch-tails"):
+                    tails = 2 if arm == "lrsearch-tails" else 0
+                    run = _lrsearch_arm(task, seed, ranges, config.budget, max_trials, tails=tails)
                 elif arm in ("tpe-wide", "random-wide"):
                     run = _wide_arm(task, seed, arm, config.budget, max_trials)
                 else:

@@ -1,0 +1,82 @@
+"""Does annihilation branching pay? lrsearch's search with and without ``[branching]`` tails.
+
+    python -m lrsearch.harness.branching_check --workloads digits-mlp,mnist1d-cnn \\
+        --seeds 5 --trials 20 --epochs 10 --out docs/bench/branching.json
+
+For each workload and seed, the ``lrsearch`` arm of ``lrsearch bench`` (range-test prior,
+its sampler and pruner, range test paid) runs twice at the same budget of trial-epochs: with
+``tails = 0`` and with ``tails = 2`` (each trial among the best 3 gets two more annihilation
+tails, trained from its cycle's end; a tail counts only the epochs it trained). Reported per
+workload: the median (over seeds) test metric of the validation-chosen trial at 1/4, 1/2 and
+the whole budget, and how many trials each arm fitted into the budget.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from pathlib import Path
+from typing import Any
+
+__all__ = ["compare", "main"]
+
+
+def compare(workloads: list[str], seeds: int, trials: int, epochs: int) -> dict[str, Any]:
+    import optuna
+    import torch
+
+    from lrsearch.harness.bench._search import RangeTests, Task, _lrsearch_arm
+    from lrsearch.harness.bench._stats import TEST, VAL, best_at
+
+    torch.set_num_threads(1)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    ranges = RangeTests({"repeats": 3})
+    out: dict[str, Any] = {}
+    for name in workloads:
+        task = Task.load(name, epochs)
+        budget = float(trials * epochs)
+        score = TEST if task.has_test else VAL
+        rows: dict[str, dict[str, Any]] = {}
+        for tails in (0, 2):
+            runs = [
+                _lrsearch_arm(task, seed, ranges, budget, trials * 3, tails=tails)
+                for seed in range(seeds)
+            ]
+            rows[f"tails={tails}"] = {
+                f"best_at_{label}": _median(
+                    [best_at(r["curve"], budget * frac, value=score) for r in runs]
+                )
+                for label, frac in (("quarter", 0.25), ("half", 0.5), ("budget", 1.0))
+            } | {"median_trials": statistics.median(r["trials"] for r in runs)}
+        out[name] = {"direction": task.workload.metric.direction, "arms": rows}
+    return out
+
+
+def _median(values: list[float | None]) -> float | None:
+    real = [v for v in values if v is not None]
+    return statistics.median(real) if real else None
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workloads", default="digits-mlp,mnist1d-cnn")
+    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--trials", type=int, default=20)
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args(argv)
+    result = compare(args.workloads.split(","), args.seeds, args.trials, args.epochs)
+    for name, section in result.items():
+        for arm, row in section["arms"].items():
+            cells = "  ".join(
+                f"{k} {v:.2f}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()
+            )
+            print(f"{name:18s} {arm:8s} {cells}", flush=True)
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()
