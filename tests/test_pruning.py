@@ -546,3 +546,27 @@ class TestFinalUpperBound:
         phase = schedule_phase(epoch, 10, cycle)
         assert 0.0 <= phase <= 2.0
         assert phase_epoch(phase, 10, cycle) == pytest.approx(epoch, abs=1e-6)
+
+
+def test_plateau_reads_the_finished_trials_once_per_trial_not_per_epoch() -> None:
+    reads = []
+
+    class Counting(PlateauPruner):
+        def prune(self, study: Study, trial: FrozenTrial) -> bool:
+            original = study.get_trials
+
+            def counted(*args: Any, **kwargs: Any) -> Any:
+                reads.append(trial.number)
+                return original(*args, **kwargs)
+
+            study.get_trials = counted  # type: ignore[method-assign]
+            try:
+                return super().prune(study, trial)
+            finally:
+                study.get_trials = original  # type: ignore[method-assign]
+
+    study = _peer_study(Counting(epochs=10))
+    for curve in ([v + 0.5 for v in SHORT_CYCLE], [v + 1.0 for v in SHORT_CYCLE]):
+        assert _first_prune(study, curve, cycle_frac=0.5) is None
+        study.tell(study.trials[-1].number, curve[-1])
+    assert reads == [4, 5]  # one read each, though each was judged at 9 epochs
