@@ -15,12 +15,22 @@ ARMS: dict[str, str] = {
     "lrsearch": "range-test prior + PriorGuidedSampler (TPE) + PlateauPruner, range test paid",
     "lrsearch-tails": "lrsearch with [branching] tails = 2: a trial among the best 3 gets two "
     "more annihilation tails, trained from its cycle's end (only the tail's epochs count)",
+    "lrsearch-noprior": "the ablation: lrsearch's sampler (TPE after uniform startup) and "
+    "pruner on the wide range [1e-5, 10], no range test, no prior",
     "tpe-wide": "Optuna TPESampler, max_lr log-uniform in [1e-5, 10], MedianPruner",
+    "gp-wide": "Optuna GPSampler, max_lr log-uniform in [1e-5, 10], MedianPruner",
     "random-wide": "RandomSampler, max_lr log-uniform in [1e-5, 10], no pruning",
     "fastai-valley": "one range test, fastai fit_one_cycle defaults at its valley, one trial",
     "torch-steep": "one range test, torch OneCycleLR defaults at its steep point, one trial",
 }
-SEARCH_ARMS = ("lrsearch", "tpe-wide", "random-wide")
+SEARCH_ARMS = (
+    "lrsearch",
+    "lrsearch-tails",
+    "lrsearch-noprior",
+    "tpe-wide",
+    "gp-wide",
+    "random-wide",
+)
 PRUNER_ARMS = (
     "plateau",
     "plateau-bold",
@@ -60,8 +70,14 @@ class BenchConfig:
         overhead_epochs: epochs of its trial (long enough for a trial of >= 3 s).
         overhead_repeats: timed trials per variant (after one untimed warm-up trial).
         storage_workers: worker-process counts of the storage section.
-        storage_trials: trials the study of the most workers grows to.
+        storage_trials: trials the studies of the most workers grow to (direct and through
+            the proxy); their first and last tenth are compared (the issue: 20,000).
         storage_trials_fewer: trials the studies of fewer workers grow to (None: the same).
+        storage_proxy: also run every worker count through ``lrsearch storage-proxy`` (Optuna's
+            gRPC proxy), started on a free port in front of the same database.
+        storage_fill: the workers of the largest studies make only their first and last tenth;
+            the trials between are written in bulk (see ``_storage``), so a study of 20,000
+            trials costs the CPU time of 4,000.
         postgres: PostgreSQL server URL (a throwaway database is created there).
         curves: directory where the pruning section keeps its unpruned studies and reuses
             them (same workload, seed, epochs and trials); None records them every run.
@@ -79,8 +95,10 @@ class BenchConfig:
     overhead_epochs: int = 25
     overhead_repeats: int = 10
     storage_workers: tuple[int, ...] = (1, 2, 4, 8)
-    storage_trials: int = 5000
-    storage_trials_fewer: int | None = None
+    storage_trials: int = 20_000
+    storage_trials_fewer: int | None = 1000
+    storage_proxy: bool = True
+    storage_fill: bool = False
     postgres: str = "postgresql://postgres@127.0.0.1:5432"
     curves: str | None = None
 
@@ -138,6 +156,7 @@ SIZES: dict[str, BenchConfig] = {
         overhead_epochs=10,
         overhead_repeats=2,
         storage_trials=300,
+        storage_trials_fewer=150,
     ),
     # tests: seconds per section.
     "smoke": BenchConfig(
@@ -151,8 +170,11 @@ SIZES: dict[str, BenchConfig] = {
         overhead_workload="digits-mlp",
         overhead_epochs=2,
         overhead_repeats=1,
+        # storage: both arms, and the largest studies filled (2 + 2 of 20 trials timed)
         storage_workers=(1, 2),
-        storage_trials=40,
+        storage_trials=20,
+        storage_trials_fewer=10,
+        storage_fill=True,
     ),
 }
 """Named sizes: ``full`` (the documented run), ``quick`` (CI), ``smoke`` (tests)."""

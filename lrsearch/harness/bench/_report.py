@@ -49,6 +49,33 @@ def _rank(value: float | None, maximize: bool) -> float:
     return value
 
 
+FRACTIONS = (
+    ("1/8", "median_best_at_eighth"),
+    ("1/4", "median_best_at_quarter"),
+    ("1/2", "median_best_at_half"),
+    ("1", "median_best"),
+)
+
+
+def _anytime_target(name: str, section: dict[str, Any]) -> dict[str, str]:
+    """lrsearch's median best at least every other arm's at every budget fraction."""
+    arms, maximize = section["summary"]["arms"], section["direction"] == "maximize"
+    ours = arms["lrsearch"]
+    behind = []
+    for label, key in FRACTIONS:
+        mine = _rank(ours.get(key), maximize)
+        for arm, a in arms.items():
+            theirs = _rank(a.get(key), maximize)
+            if arm != "lrsearch" and (theirs > mine if maximize else theirs < mine):
+                behind.append(f"{arm} at {label} ({_fmt(a.get(key))} vs {_fmt(ours.get(key))})")
+    return {
+        "target": f"{name}: lrsearch's median best >= every other arm's at 1/8, 1/4, 1/2 and "
+        "the whole budget",
+        "status": _status(not behind),
+        "measured": "behind " + "; ".join(behind) if behind else "never behind",
+    }
+
+
 def _search_targets(name: str, section: dict[str, Any]) -> list[dict[str, str]]:
     arms, maximize = section["summary"]["arms"], section["direction"] == "maximize"
     ours, tpe = arms["lrsearch"], arms["tpe-wide"]
@@ -78,6 +105,7 @@ def _search_targets(name: str, section: dict[str, Any]) -> list[dict[str, str]]:
             ),
         }
     )
+    rows.append(_anytime_target(name, section))
     return rows
 
 
@@ -217,6 +245,7 @@ def _search_md(report: dict[str, Any], prefix: str) -> list[str]:
             "arm",
             _scored(section),
             "25-75%",
+            "at 1/8 budget",
             "at 1/4 budget",
             "at 1/2 budget",
             "trial-epochs to target",
@@ -231,6 +260,7 @@ def _search_md(report: dict[str, Any], prefix: str) -> list[str]:
                 arm,
                 _fmt(a["median_best"], none="diverged"),
                 f"{_fmt(a['q25_best'], none='diverged')} - {_fmt(a['q75_best'], none='diverged')}",
+                _fmt(a.get("median_best_at_eighth"), none="-"),
                 _fmt(a["median_best_at_quarter"], none="-"),
                 _fmt(a["median_best_at_half"], none="-"),
                 _fmt(a["median_trial_epochs_to_target"], ".1f", "not reached"),

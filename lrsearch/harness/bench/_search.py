@@ -259,17 +259,24 @@ def _lrsearch_arm(
 
 
 def _wide_arm(task: Task, seed: int, arm: str, budget: float, max_trials: int) -> dict[str, Any]:
-    from optuna.samplers import RandomSampler, TPESampler
+    import warnings
 
-    config = study_config(task, seed * 1000, "median" if arm == "tpe-wide" else "none")
+    from optuna.samplers import GPSampler, RandomSampler, TPESampler
+
+    pruner = {"tpe-wide": "median", "gp-wide": "median", "lrsearch-noprior": "plateau"}
+    config = study_config(task, seed * 1000, pruner.get(arm, "none"))
     sampler: optuna.samplers.BaseSampler
-    if arm == "tpe-wide":  # TPE as inside PriorGuidedSampler, without the prior
+    if arm in ("tpe-wide", "lrsearch-noprior"):  # TPE as inside PriorGuidedSampler, no prior
         sampler = TPESampler(
             n_startup_trials=config.prior.n_startup_trials,
             multivariate=config.sampler.multivariate,
             constant_liar=config.sampler.constant_liar,
             seed=seed,
         )
+    elif arm == "gp-wide":
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            sampler = GPSampler(n_startup_trials=config.prior.n_startup_trials, seed=seed)
     else:
         sampler = RandomSampler(seed=seed)
     handle = _handle(task, f"{arm}-{seed}", config, WIDE, sampler)
@@ -344,7 +351,7 @@ def run_search(
                 if arm in ("lrsearch", "lrsearch-tails"):
                     tails = 2 if arm == "lrsearch-tails" else 0
                     run = _lrsearch_arm(task, seed, ranges, config.budget, max_trials, tails=tails)
-                elif arm in ("tpe-wide", "random-wide"):
+                elif arm in ("tpe-wide", "gp-wide", "random-wide", "lrsearch-noprior"):
                     run = _wide_arm(task, seed, arm, config.budget, max_trials)
                 else:
                     run = _recipe_arm(task, seed, arm, ranges)

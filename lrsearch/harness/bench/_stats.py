@@ -150,7 +150,10 @@ def summarize_search(section: dict[str, Any], *, tolerance: float) -> dict[str, 
             ),
             "q25_best": quantile(finals[arm], 0.25, worst=worst),
             "q75_best": quantile(finals[arm], 0.75, worst=worst),
-            # anytime view: how good the search is a quarter and half way into its budget
+            # anytime view: how good the search is an eighth, a quarter and half way in
+            "median_best_at_eighth": median_or_none(
+                [best_at(c, budget / 8, value=score) for c in curves[arm]], worst=worst
+            ),
             "median_best_at_quarter": median_or_none(
                 [best_at(c, budget / 4, value=score) for c in curves[arm]], worst=worst
             ),
