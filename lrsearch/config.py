@@ -184,6 +184,8 @@ class PriorSection(_Model):
     high_factor: float | None = Field(default=None, gt=0)
     n_startup_trials: int = Field(default=5, ge=1)
     weight_decay_trials: float = Field(default=0.0, ge=0)
+    # piBO-style weight of the prior after startup: prior ** (pibo_beta / n); 0 = off
+    pibo_beta: float = Field(default=0.0, ge=0)
 
 
 class SpaceSection(_Model):
@@ -319,6 +321,8 @@ class StudyConfig(_Model):
         else:
             data["study"].pop("training", None)
         data["pruner"] = self.pruner.fingerprint_data()
+        if data["prior"].get("pibo_beta") == 0.0:
+            data["prior"].pop("pibo_beta")  # unset: hashes as before
         if data["branching"] == BranchingSection().model_dump(mode="json"):
             data.pop("branching")  # unset: hashes as before
         data.pop("tracking")

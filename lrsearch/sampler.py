@@ -7,9 +7,12 @@ Optuna has no notion of a user prior, so :class:`PriorGuidedSampler` wraps a TPE
   truncated log-normal prior and the other parameters uniformly (TPE's own startup);
 - afterwards multivariate TPE (with the constant liar, so parallel workers spread out)
   samples everything, and Optuna keeps seeing the real ``max_lr`` on a log scale;
-- optionally (``prior_decay_trials`` > 0), in the spirit of piBO, each later trial still
-  draws ``max_lr`` from the prior with probability ``exp(-k / prior_decay_trials)``, k being
-  the number of trials finished after the startup ones.
+- optionally (``prior_decay_trials`` > 0), each later trial still draws ``max_lr`` from the
+  prior with probability ``exp(-k / prior_decay_trials)``, k being the number of trials
+  finished after the startup ones;
+- optionally (``pibo_beta`` > 0, piBO-style, Hvarfner et al. 2022), each later trial takes,
+  among several TPE proposals, the one with the largest ``prior(max_lr) ** (beta / n)``:
+  the prior keeps acting and fades as trials accumulate.
 """
 
 from __future__ import annotations
@@ -48,7 +51,16 @@ class PriorGuidedSampler(BaseSampler):
         constant_liar: bool = True,
         group: bool = False,
         seed: int | None = None,
+        pibo_beta: float = 0.0,
+        pibo_candidates: int = 8,
     ) -> None:
+        if pibo_beta < 0 or pibo_candidates < 1:
+            raise ValueError(
+                f"need pibo_beta >= 0 and pibo_candidates >= 1, got {pibo_beta=}, "
+                f"{pibo_candidates=}"
+            )
+        self.pibo_beta = pibo_beta
+        self.pibo_candidates = pibo_candidates
         if n_startup_trials < 0:
             raise ValueError(f"n_startup_trials must be >= 0, got {n_startup_trials=}")
         if prior_decay_trials < 0:
@@ -96,9 +108,39 @@ class PriorGuidedSampler(BaseSampler):
         self, study: optuna.Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]
     ) -> dict[str, Any]:
         params = self._tpe.sample_relative(study, trial, search_space)
-        if PARAM in params and self._use_prior(study):
+        if PARAM not in params:
+            return params
+        if self._use_prior(study):
             params[PARAM] = self._draw(search_space[PARAM])
+        elif self.pibo_beta > 0:
+            params = self._prior_weighted(study, trial, search_space, params)
         return params
+
+    def _prior_weighted(
+        self,
+        study: optuna.Study,
+        trial: FrozenTrial,
+        search_space: dict[str, BaseDistribution],
+        first: dict[str, Any],
+    ) -> dict[str, Any]:
+        """piBO-style: among TPE's proposals, the one the prior likes best, fading with n.
+
+        piBO multiplies the acquisition by ``prior(x) ** (beta / n)``. Optuna's TPE keeps its
+        acquisition to itself, so this draws ``pibo_candidates`` proposals from TPE (each the
+        best of TPE's own candidates) and keeps the one with the largest
+        ``prior(max_lr) ** (beta / n)``, n counting the trials finished after the startup
+        ones. Early on that is the proposal nearest the prior's centre; as n grows the weights
+        flatten and TPE's first proposal wins ties: the evidence overrules the prior.
+        """
+        n = max(self._n_finished(study) - self.n_startup_trials, 0) + 1
+        exponent = self.pibo_beta / n
+        proposals = [first] + [
+            self._tpe.sample_relative(study, trial, search_space)
+            for _ in range(self.pibo_candidates - 1)
+        ]
+        scores = [exponent * float(self.prior.logpdf(p[PARAM])) for p in proposals]
+        best = max(range(len(proposals)), key=lambda i: (scores[i], -i))
+        return proposals[best]
 
     def sample_independent(
         self,
@@ -136,4 +178,5 @@ def sampler_from_config(
         constant_liar=config.sampler.constant_liar,
         group=len(config.space.policies) > 1,
         seed=seed,
+        pibo_beta=config.prior.pibo_beta,
     )

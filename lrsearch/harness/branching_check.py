@@ -1,14 +1,16 @@
-"""Does annihilation branching pay? lrsearch's search with and without ``[branching]`` tails.
+"""Does a variant of lrsearch's search pay? The same search with one setting changed.
 
     python -m lrsearch.harness.branching_check --workloads digits-mlp,mnist1d-cnn \\
         --seeds 5 --trials 20 --epochs 10 --out docs/bench/branching.json
+    python -m lrsearch.harness.branching_check --variants pibo_beta=0,pibo_beta=10 ...
 
 For each workload and seed, the ``lrsearch`` arm of ``lrsearch bench`` (range-test prior,
-its sampler and pruner, range test paid) runs twice at the same budget of trial-epochs: with
-``tails = 0`` and with ``tails = 2`` (each trial among the best 3 gets two more annihilation
-tails, trained from its cycle's end; a tail counts only the epochs it trained). Reported per
-workload: the median (over seeds) test metric of the validation-chosen trial at 1/4, 1/2 and
-the whole budget, and how many trials each arm fitted into the budget.
+its sampler and pruner, range test paid) runs once per variant at the same budget of
+trial-epochs. Variants: ``tails=N`` (``[branching] tails``: each trial among the best 3 gets N
+more annihilation tails, trained from its cycle's end; a tail counts only the epochs it
+trained) and ``pibo_beta=B`` (``[prior] pibo_beta``). Reported per workload: the median (over
+seeds) test metric of the validation-chosen trial at 1/8, 1/4, 1/2 and the whole budget, and
+how many trials each variant fitted into the budget.
 """
 
 from __future__ import annotations
@@ -22,7 +24,22 @@ from typing import Any
 __all__ = ["compare", "main"]
 
 
-def compare(workloads: list[str], seeds: int, trials: int, epochs: int) -> dict[str, Any]:
+def _variant(spec: str) -> dict[str, Any]:
+    key, _, value = spec.partition("=")
+    if key == "tails":
+        return {"tails": int(value)}
+    if key == "pibo_beta":
+        return {"prior": {"pibo_beta": float(value)}}
+    raise SystemExit(f"unknown variant {spec!r}: use tails=N or pibo_beta=B")
+
+
+def compare(
+    workloads: list[str],
+    seeds: int,
+    trials: int,
+    epochs: int,
+    variants: tuple[str, ...] = ("tails=0", "tails=2"),
+) -> dict[str, Any]:
     import optuna
     import torch
 
@@ -38,16 +55,21 @@ def compare(workloads: list[str], seeds: int, trials: int, epochs: int) -> dict[
         budget = float(trials * epochs)
         score = TEST if task.has_test else VAL
         rows: dict[str, dict[str, Any]] = {}
-        for tails in (0, 2):
+        for spec in variants:
             runs = [
-                _lrsearch_arm(task, seed, ranges, budget, trials * 3, tails=tails)
+                _lrsearch_arm(task, seed, ranges, budget, trials * 3, **_variant(spec))
                 for seed in range(seeds)
             ]
-            rows[f"tails={tails}"] = {
+            rows[spec] = {
                 f"best_at_{label}": _median(
                     [best_at(r["curve"], budget * frac, value=score) for r in runs]
                 )
-                for label, frac in (("quarter", 0.25), ("half", 0.5), ("budget", 1.0))
+                for label, frac in (
+                    ("eighth", 0.125),
+                    ("quarter", 0.25),
+                    ("half", 0.5),
+                    ("budget", 1.0),
+                )
             } | {"median_trials": statistics.median(r["trials"] for r in runs)}
         out[name] = {"direction": task.workload.metric.direction, "arms": rows}
     return out
@@ -64,15 +86,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--trials", type=int, default=20)
     parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--variants", default="tails=0,tails=2")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
-    result = compare(args.workloads.split(","), args.seeds, args.trials, args.epochs)
+    variants = tuple(args.variants.split(","))
+    result = compare(args.workloads.split(","), args.seeds, args.trials, args.epochs, variants)
     for name, section in result.items():
         for arm, row in section["arms"].items():
             cells = "  ".join(
                 f"{k} {v:.2f}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()
             )
-            print(f"{name:18s} {arm:8s} {cells}", flush=True)
+            print(f"{name:18s} {arm:14s} {cells}", flush=True)
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(result, indent=1))

@@ -42,6 +42,7 @@ if TYPE_CHECKING:
 
 __all__ = ["RangeTests", "Task", "run_pruning", "run_search"]
 
+PIBO_BETA = 10.0  # the lrsearch-pibo arm's [prior] pibo_beta (piBO's paper uses 10)
 WIDE = LRPrior(center=1e-2, sigma_decades=1.0, low=1e-5, high=10.0)  # only its bounds are used
 RECIPE_WEIGHT_DECAY = SMITH_DEFAULTS["weight_decay"]
 STEPS = "steps"  # trial attribute: optimizer steps the trial trained
@@ -101,14 +102,23 @@ class RangeTests:
         return sum(len(c.lrs) for c in result.curves) / task.steps_per_epoch
 
 
-def study_config(task: Task, seed: int, pruner: str = "plateau", *, tails: int = 0) -> StudyConfig:
-    """The config ``lrsearch run`` would use for this workload (defaults everywhere else).
+def study_config(
+    task: Task,
+    seed: int,
+    pruner: str = "plateau",
+    *,
+    tails: int = 0,
+    prior: Mapping[str, Any] | None = None,
+) -> StudyConfig:
+    """The config ``lrsearch run`` would use for this workload (defaults everywhere else,
+    ``prior`` settings of the ``[prior]`` section).
 
     Without MLflow, so without the update-to-weight ratio that only its step metrics show.
     """
     return parse_study_config(
         {
             "study": {"name": "bench", "workload": task.name, "epochs": task.epochs, "seed": seed},
+            "prior": dict(prior or {}),
             "pruner": {"name": pruner},
             "branching": {"tails": tails},
             "tracking": {"enabled": False, "update_ratio_every": 0},
@@ -242,9 +252,16 @@ def _guided(task: Task, name: str, config: StudyConfig, prior: LRPrior, seed: in
 
 
 def _lrsearch_arm(
-    task: Task, seed: int, ranges: RangeTests, budget: float, max_trials: int, *, tails: int = 0
+    task: Task,
+    seed: int,
+    ranges: RangeTests,
+    budget: float,
+    max_trials: int,
+    *,
+    tails: int = 0,
+    prior: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    config = study_config(task, seed * 1000, tails=tails)
+    config = study_config(task, seed * 1000, tails=tails, prior=prior)
     test = ranges.get(task, seed)
     handle = _guided(task, f"lrsearch-{seed}", config, test.prior, seed)
     run = _search(
