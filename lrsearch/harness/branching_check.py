@@ -8,7 +8,8 @@ For each workload and seed, the ``lrsearch`` arm of ``lrsearch bench`` (range-te
 its sampler and pruner, range test paid) runs once per variant at the same budget of
 trial-epochs. Variants: ``tails=N`` (``[branching] tails``: each trial among the best 3 gets N
 more annihilation tails, trained from its cycle's end; a tail counts only the epochs it
-trained) and ``pibo_beta=B`` (``[prior] pibo_beta``). Reported per workload: the median (over
+trained), ``pibo_beta=B`` (``[prior] pibo_beta``) and ``shift=D`` (the prior's centre moved D
+decades: a misplaced prior, ``lrsearch.harness.bench._search.misplaced``). Reported per workload: the median (over
 seeds) test metric of the validation-chosen trial at 1/8, 1/4, 1/2 and the whole budget, and
 how many trials each variant fitted into the budget.
 """
@@ -30,7 +31,9 @@ def _variant(spec: str) -> dict[str, Any]:
         return {"tails": int(value)}
     if key == "pibo_beta":
         return {"prior": {"pibo_beta": float(value)}}
-    raise SystemExit(f"unknown variant {spec!r}: use tails=N or pibo_beta=B")
+    if key == "shift":
+        return {"shift_decades": float(value)}
+    raise SystemExit(f"unknown variant {spec!r}: use tails=N, pibo_beta=B or shift=DECADES")
 
 
 def compare(

@@ -260,10 +260,12 @@ def _lrsearch_arm(
     *,
     tails: int = 0,
     prior: Mapping[str, Any] | None = None,
+    shift_decades: float = 0.0,
 ) -> dict[str, Any]:
     config = study_config(task, seed * 1000, tails=tails, prior=prior)
     test = ranges.get(task, seed)
-    handle = _guided(task, f"lrsearch-{seed}", config, test.prior, seed)
+    guess = misplaced(test.prior, shift_decades) if shift_decades else test.prior
+    handle = _guided(task, f"lrsearch-{seed}", config, guess, seed)
     run = _search(
         handle,
         task,
@@ -272,7 +274,19 @@ def _lrsearch_arm(
         spent=ranges.trial_epochs(test, task),
         wall=test.seconds,
     )
-    return {**run, "prior": test.prior.to_dict()}
+    return {**run, "prior": guess.to_dict()}
+
+
+def misplaced(prior: LRPrior, shift_decades: float) -> LRPrior:
+    """``prior`` with its centre moved ``shift_decades`` (a wrong range test, say); a bound the
+    centre crosses moves with it, so the centre really is where the prior believes."""
+    center = prior.center * 10.0**shift_decades
+    return LRPrior(
+        center=center,
+        sigma_decades=prior.sigma_decades,
+        low=min(prior.low, center),
+        high=max(prior.high, center),
+    )
 
 
 def _wide_arm(task: Task, seed: int, arm: str, budget: float, max_trials: int) -> dict[str, Any]:
