@@ -73,14 +73,27 @@ def _names(value: str | None, option: str) -> tuple[str, ...] | None:
     type=int,
     default=None,
     callback=positive("storage-trials"),
-    help="Trials the storage study of the most workers grows to (full size: 5000).",
+    help="Trials the storage studies of the most workers grow to, direct and through the "
+    "proxy; their first and last tenth are compared (full size: 20000).",
 )
 @click.option(
     "--storage-trials-fewer",
     type=int,
     default=None,
     callback=positive("storage-trials-fewer"),
-    help="Trials the storage studies of fewer workers grow to (default: the same).",
+    help="Trials the storage studies of fewer workers grow to (full size: 1000).",
+)
+@click.option(
+    "--storage-proxy/--no-storage-proxy",
+    default=None,
+    help="Also run every storage worker count through lrsearch storage-proxy (Optuna's gRPC "
+    "proxy), started on a free port for the run and stopped after it (default: on).",
+)
+@click.option(
+    "--storage-fill/--no-storage-fill",
+    default=None,
+    help="The workers of the largest storage studies make only the first and last tenth; "
+    "the trials between are written in bulk by SQL (default: off; on at --smoke).",
 )
 @click.option(
     "--postgres",
@@ -118,6 +131,8 @@ def bench(**opts: Any) -> None:
             sections=sections,
             storage_trials=opts["storage_trials"],
             storage_trials_fewer=opts["storage_trials_fewer"],
+            storage_proxy=opts["storage_proxy"],
+            storage_fill=opts["storage_fill"],
             postgres=opts["postgres"],
             curves=opts["curves"],
         )
@@ -149,4 +164,7 @@ def _command(size: str, opts: dict[str, Any]) -> str:
     ):
         if opts[name] is not None:
             parts.append(f"--{name.replace('_', '-')} {opts[name]}")
+    for flag in ("storage_proxy", "storage_fill"):
+        if opts[flag] is not None:
+            parts.append(f"--{'' if opts[flag] else 'no-'}{flag.replace('_', '-')}")
     return " ".join([*parts, f"--out {opts['out']}"])

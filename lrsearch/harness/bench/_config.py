@@ -15,6 +15,8 @@ ARMS: dict[str, str] = {
     "lrsearch": "range-test prior + PriorGuidedSampler (TPE) + PlateauPruner, range test paid",
     "lrsearch-tails": "lrsearch with [branching] tails = 2: a trial among the best 3 gets two "
     "more annihilation tails, trained from its cycle's end (only the tail's epochs count)",
+    "lrsearch-pibo": "lrsearch with [prior] pibo_beta = 10: after startup each trial takes, "
+    "of 8 TPE proposals, the one with the largest prior(max_lr) ** (10 / n)",
     "lrsearch-noprior": "the ablation: lrsearch's sampler (TPE after uniform startup) and "
     "pruner on the wide range [1e-5, 10], no range test, no prior",
     "tpe-wide": "Optuna TPESampler, max_lr log-uniform in [1e-5, 10], MedianPruner",
@@ -170,10 +172,9 @@ SIZES: dict[str, BenchConfig] = {
         overhead_workload="digits-mlp",
         overhead_epochs=2,
         overhead_repeats=1,
-        # storage: both arms, and the largest studies filled (2 + 2 of 20 trials timed)
-        storage_workers=(1, 2),
+        # storage: 2 workers direct and through the proxy, the middle of 20 trials filled
+        storage_workers=(2,),
         storage_trials=20,
-        storage_trials_fewer=10,
         storage_fill=True,
     ),
 }

@@ -141,30 +141,33 @@ def pruning_png(sections: dict[str, Any], path: Path) -> Path:
 
 
 def storage_png(section: dict[str, Any], path: Path) -> Path:
-    """p50 and p95 ask+tell latency against the study's size, one colour per worker count."""
-    fig = _figure(figsize=(7, 4.5))
-    ax = fig.add_subplot()
-    for i, run in enumerate(section["runs"]):
-        who = f"{run['workers']} worker" + ("s" if run["workers"] > 1 else "")
-        xs = [b["trials_done"] for b in run["buckets"]]
-        ax.plot(
-            xs,
-            [b["p95_ms"] for b in run["buckets"]],
-            color=f"C{i}",
-            marker="o",
-            label=f"{who} p95",
-        )
-        ax.plot(
-            xs,
-            [b["p50_ms"] for b in run["buckets"]],
-            color=f"C{i}",
-            ls=":",
-            label=f"{who} p50",
-        )
-    ax.axhline(50, color="grey", ls="--", lw=1, label="50 ms")
-    ax.set_xlabel("trials in the study")
-    ax.set_ylabel("ask + suggest + tell latency (ms)")
-    ax.set_yscale("log")
-    ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=7, ncol=2)
+    """p50 and p95 ask+tell latency against the study's size, one colour per worker count;
+    one panel per way to the database (direct, through the proxy)."""
+    arms = list(dict.fromkeys(r.get("arm", "direct") for r in section["runs"]))
+    fig = _figure(figsize=(6.5 * len(arms), 4.5))
+    colours = {w: f"C{i}" for i, w in enumerate(sorted({r["workers"] for r in section["runs"]}))}
+    first = None
+    for j, arm in enumerate(arms):
+        ax = fig.add_subplot(1, len(arms), j + 1, sharey=first)
+        first = first or ax
+        for run in (r for r in section["runs"] if r.get("arm", "direct") == arm):
+            who = f"{run['workers']} worker" + ("s" if run["workers"] > 1 else "")
+            if run.get("filled"):
+                who += f" ({run['filled']:,} written in bulk)"
+            xs = [b["trials_done"] for b in run["buckets"]]
+            colour = colours[run["workers"]]
+            ls = "--" if run.get("filled") else "-"
+            ax.plot(xs, [b["p95_ms"] for b in run["buckets"]], color=colour, ls=ls, marker="o")
+            ax.plot(xs, [b["p50_ms"] for b in run["buckets"]], color=colour, ls=":", marker=".")
+            ax.plot([], [], color=colour, label=who)
+        ax.plot([], [], color="black", marker="o", label="p95 per tenth")
+        ax.plot([], [], color="black", ls=":", marker=".", label="p50 per tenth")
+        ax.axhline(50, color="grey", ls="--", lw=1, label="50 ms")
+        ax.set_title(arm)
+        ax.set_xlabel("trials in the study")
+        ax.set_ylabel("ask + suggest + tell latency (ms)")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=7)
     return _save(fig, path)

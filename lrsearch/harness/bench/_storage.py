@@ -1,12 +1,36 @@
-"""Storage: worker processes against PostgreSQL with a near-instant objective.
+"""Storage: worker processes against PostgreSQL, directly and through the gRPC proxy.
 
 A throwaway database ``lrsearch_bench_<hex>`` is created on the server and dropped afterwards.
-For each worker count a fresh study grows to its number of trials; each worker asks,
-samples the full lrsearch space (``suggest_params``: every parameter is a storage write),
-and tells a value computed from the parameters. The storage is opened the way lrsearch
-opens it (``lrsearch.storage.open_storage``: heartbeats, pre-ping). The sampler is Optuna's
-``RandomSampler``, so the latency measured is the storage's, not TPE's (which grows with
-the study whatever the storage).
+Two ways to reach it (``arm``): **direct** (each worker opens the database the way lrsearch
+opens it: :func:`lrsearch.storage.open_storage`, heartbeats, pre-ping) and **proxy** (each
+worker opens ``grpc://127.0.0.1:<port>``, served by ``python -m lrsearch.cli storage-proxy``,
+which this section starts on a free port in front of the same database and stops at the end;
+``storage_proxy=False`` leaves it out). For each worker count, and each arm in turn, a fresh
+study grows to its number of trials; each worker asks, samples the full lrsearch space
+(``suggest_params``: every parameter is a storage write), and tells a value computed from the
+parameters. The sampler is Optuna's ``RandomSampler``, so the latency measured is the
+storage's, not TPE's (which grows with the study whatever the storage).
+
+**Growth.** The studies of the most workers grow to ``storage_trials`` (20,000 at full
+size); the p95 of the trials numbered in the study's first tenth is compared with that of its
+last tenth. With ``storage_fill`` the workers make only those two tenths: the trials between
+them are copies of the study's last trial written in bulk by SQL (every column of ``trials``
+and of each table keyed by ``trial_id``, whatever the Optuna schema), then ``VACUUM ANALYZE``
+as autovacuum would have done, so the tables the last tenth works on are as large as a grown
+study's at a fraction of the CPU time. Before each timed phase every worker reads the study's
+trials once, untimed: through the proxy, that is when the proxy's and the workers' caches take
+in the trials written in bulk, which a study grown by workers would have taken in one by one.
+
+**What each run records** (per trial, over the trials the workers made): ask+tell latency
+(p50, p95, overall and per tenth of the study), throughput, the worker's round trips (database
+transactions direct, SQLAlchemy's ``begin`` events; gRPC calls through the proxy), the
+database's transactions (``pg_stat_database``, both arms: through the proxy, what its cache
+leaves to the database), and CPU time: the workers' own (``time.process_time``), the proxy
+process's and PostgreSQL's (``/proc/<pid>/stat``: user + system time of the postmaster and
+every process under it, reaped ones included; the whole server, so other databases' load in
+the same window counts too; ``postgres_backends_cpu_ms_per_trial`` is the bench database's
+own backends alone, a lower bound where connections come and go). Server CPU is read only
+when PostgreSQL runs on this machine (``None`` otherwise).
 
 Then it counts the storage round trips of one lrsearch trial on the same database
 (:mod:`lrsearch.harness.round_trips`: a small study run as ``lrsearch run`` runs it, tracking
@@ -32,10 +56,18 @@ from __future__ import annotations
 
 import math
 import multiprocessing as mp
+import os
+import queue
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
 import time
 import urllib.parse
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -46,6 +78,9 @@ __all__ = ["run_storage"]
 
 BUCKETS = 10
 WORKER_TIMEOUT_S = 1800.0
+PROXY_START_S = 60.0  # importing lrsearch and Optuna on a loaded 2-core machine takes seconds
+SETTLE_S = 0.2  # for the last commits' WAL writes; PostgreSQL's counts may lag up to ~1 s more
+ARMS = ("direct", "proxy")
 
 
 def _urls(server: str, database: str) -> tuple[str, str]:
@@ -59,10 +94,51 @@ def _urls(server: str, database: str) -> tuple[str, str]:
     return admin, bench
 
 
+def _counted(storage: Any) -> Callable[[], int]:
+    """A function returning how many round trips ``storage`` has made so far.
+
+    An RDBStorage's are its database transactions (SQLAlchemy's ``begin`` events); a gRPC
+    proxy client's its calls (its stub, wrapped; Optuna's client cache shares the stub).
+    """
+    count = [0]
+    engine = getattr(storage, "engine", None)
+    if engine is not None:
+        from sqlalchemy import event
+
+        event.listen(engine, "begin", lambda *_: count.__setitem__(0, count[0] + 1))
+        return lambda: count[0]
+    stub = getattr(storage, "_stub", None)
+    if stub is None:
+        return lambda: 0
+
+    class Counted:
+        def __getattr__(self, name: str) -> Any:
+            call = getattr(stub, name)
+
+            def counted(*args: Any, **kwargs: Any) -> Any:
+                count[0] += 1
+                return call(*args, **kwargs)
+
+            return counted
+
+    counted = Counted()
+    storage._stub = counted
+    cache = getattr(storage, "_cache", None)
+    if cache is not None and getattr(cache, "grpc_client", None) is stub:
+        cache.grpc_client = counted
+    return lambda: count[0]
+
+
 def _worker(
-    url: str, study_name: str, n_trials: int, index: int, barrier: Any, results: Any
+    url: str, study_name: str, shares: list[int], index: int, steps: list[Any], results: Any
 ) -> None:
-    """One worker process: ask, suggest the lrsearch space, tell; time each round trip."""
+    """One worker process: ask, suggest the lrsearch space, tell; time each round trip.
+
+    For each phase ``k``: on ``steps[2k]`` reads the study's trials once (through the proxy,
+    the caches take in the trials written in bulk, as they would have while the study grew)
+    and says ``ready``; on ``steps[2k + 1]`` makes its share of trials and puts them on
+    ``results``. Exits on the last step.
+    """
     import warnings
 
     import optuna
@@ -76,75 +152,440 @@ def _worker(
     # lrsearch's storage has heartbeats on, for Study.optimize; ask/tell warns about that on
     # every trial. Heartbeats cost nothing here: only optimize's heartbeat thread writes them.
     warnings.filterwarnings("ignore", "Heartbeat of storage", UserWarning)
+    storage = open_storage(url)
+    round_trips = _counted(storage)
     study = optuna.load_study(
-        study_name=study_name,
-        storage=open_storage(url),
-        sampler=optuna.samplers.RandomSampler(seed=index),
+        study_name=study_name, storage=storage, sampler=optuna.samplers.RandomSampler(seed=index)
     )
     space, prior = SpaceSection(), LRPrior(center=1e-2, sigma_decades=1.0, low=1e-5, high=10.0)
-    rows: list[tuple[int, float, float]] = []
-    barrier.wait()
-    start = time.time()
-    for _ in range(n_trials):
-        began = time.perf_counter()
-        trial = study.ask()
-        params = suggest_params(trial, space, prior)
-        study.tell(trial, -abs(math.log10(params["max_lr"]) + 1.0))
-        rows.append((trial.number, time.perf_counter() - began, time.time()))
-    results.put((index, start, rows))
+    for phase, n_trials in enumerate(shares):
+        if not steps[2 * phase].wait(WORKER_TIMEOUT_S):
+            return
+        study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,))
+        results.put(("ready", index))
+        if not steps[2 * phase + 1].wait(WORKER_TIMEOUT_S):
+            return
+        rows: list[tuple[int, float, float]] = []
+        trips, cpu, start = round_trips(), time.process_time(), time.time()
+        for _ in range(n_trials):
+            began = time.perf_counter()
+            trial = study.ask()
+            params = suggest_params(trial, space, prior)
+            study.tell(trial, -abs(math.log10(params["max_lr"]) + 1.0))
+            rows.append((trial.number, time.perf_counter() - began, time.time()))
+        cpu = time.process_time() - cpu
+        results.put(("done", index, start, rows, cpu, round_trips() - trips))
+    steps[-1].wait(WORKER_TIMEOUT_S)
 
 
-def _grow(url: str, name: str, workers: int, n_trials: int) -> dict[str, Any]:
-    """Grow one study with ``workers`` processes; throughput and latency as it grows."""
+def _ticks(pid: int) -> tuple[int, int] | None:
+    """``(parent pid, CPU ticks of the process and its reaped children)``; None if gone."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = text[text.rindex(")") + 2 :].split()  # fields[i] is stat field i + 3
+    return int(fields[1]), sum(int(f) for f in fields[11:15])
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return (
+            Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        )
+    except OSError:
+        return ""
+
+
+class _Server:
+    """The server side's counters: PostgreSQL's and the proxy's CPU time, the transactions."""
+
+    def __init__(self, admin: Any, database: str) -> None:
+        self.admin, self.database = admin, database
+        self.tick = float(os.sysconf("SC_CLK_TCK")) if hasattr(os, "sysconf") else 100.0
+        self.postmaster: int | None = None
+        self.proxy: int | None = None
+        backend = admin.execute("SELECT pg_backend_pid()").fetchone()[0]
+        own = _ticks(int(backend))
+        # a server on this machine: its backend is a process named postgres under the postmaster
+        if own is not None and "postgres" in _cmdline(int(backend)):
+            self.postmaster = own[0]
+
+    def snapshot(self) -> dict[str, Any]:
+        xacts = self.admin.execute(
+            "SELECT xact_commit + xact_rollback FROM pg_stat_database WHERE datname = %s",
+            (self.database,),
+        ).fetchone()
+        snap: dict[str, Any] = {"xacts": int(xacts[0]) if xacts else None}
+        if self.proxy is not None:
+            proxy = _ticks(self.proxy)
+            snap["proxy"] = proxy[1] / self.tick if proxy else None
+        if self.postmaster is None:
+            return snap
+        root = _ticks(self.postmaster)
+        total = root[1] if root else 0
+        backends = {}
+        for entry in os.scandir("/proc"):
+            if not entry.name.isdigit():
+                continue
+            got = _ticks(int(entry.name))
+            if got is None or got[0] != self.postmaster:
+                continue
+            total += got[1]
+            if f" {self.database} " in _cmdline(int(entry.name)):
+                backends[int(entry.name)] = got[1] / self.tick
+        return snap | {"postgres": total / self.tick, "backends": backends}
+
+    @staticmethod
+    def spent(before: dict[str, Any], after: dict[str, Any]) -> dict[str, float | None]:
+        """What the server spent between two snapshots (seconds; transactions)."""
+
+        def delta(key: str) -> float | None:
+            a, b = before.get(key), after.get(key)
+            return None if a is None or b is None else float(b - a)
+
+        backends = None
+        if "backends" in after:
+            backends = sum(s - before["backends"].get(p, 0.0) for p, s in after["backends"].items())
+        return {
+            "postgres_s": delta("postgres"),
+            "backends_s": backends,
+            "proxy_s": delta("proxy"),
+            "xacts": delta("xacts"),
+        }
+
+
+class _Proxy:
+    """``python -m lrsearch.cli storage-proxy`` on a free port of 127.0.0.1, in front of ``url``."""
+
+    def __init__(self, url: str) -> None:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = int(probe.getsockname()[1])
+        self.log = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115  (closed by stop())
+        env = {**os.environ, "LRSEARCH_STORAGE": url}  # keeps a password off the command line
+        command = [sys.executable, "-m", "lrsearch.cli", "storage-proxy", "--host", "127.0.0.1"]
+        self.process = subprocess.Popen(
+            [*command, "--port", str(self.port)],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
+        self.url = f"grpc://127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def wait_ready(self) -> None:
+        """Until the proxy accepts connections. Raises RuntimeError if it exits or never does."""
+        deadline = time.monotonic() + PROXY_START_S
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"the storage proxy exited ({self._said()})")
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1.0).close()
+                return
+            except OSError:
+                time.sleep(0.2)
+        raise RuntimeError(f"the storage proxy did not listen within {PROXY_START_S:.0f} s")
+
+    def _said(self) -> str:
+        self.log.seek(0)
+        lines = [ln.strip() for ln in self.log.read().splitlines() if ln.strip()]
+        return lines[-1] if lines else f"exit code {self.process.returncode}"
+
+    def stop(self) -> None:
+        """Ctrl-C, as a user stops it; killed if it has not gone in 10 s."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+        self.log.close()
+
+
+def _fill(url: str, study_name: str, count: int) -> None:
+    """Append ``count`` copies of the study's last trial, in bulk; then VACUUM ANALYZE."""
+    import psycopg
+    from psycopg import sql
+
+    libpq = url.replace("postgresql+psycopg://", "postgresql://", 1)
+    with psycopg.connect(libpq, autocommit=True) as conn:
+        with conn.transaction():
+            found = conn.execute(
+                "SELECT s.study_id, t.number, t.trial_id FROM studies s JOIN trials t "
+                "USING (study_id) WHERE s.study_name = %s ORDER BY t.number DESC LIMIT 1",
+                (study_name,),
+            ).fetchone()
+            if found is None:
+                raise RuntimeError(f"study {study_name!r} has no trial to copy")
+            study_id, last, template = found
+
+            def columns(table: str, *leave_out: str) -> list[sql.Identifier]:
+                rows = conn.execute(
+                    "SELECT column_name FROM information_schema.columns WHERE table_name = %s "
+                    "AND table_schema = current_schema() AND is_identity = 'NO' "
+                    "AND coalesce(column_default, '') NOT LIKE 'nextval(%%' "
+                    "ORDER BY ordinal_position",
+                    (table,),
+                ).fetchall()
+                return [sql.Identifier(r[0]) for r in rows if r[0] not in leave_out]
+
+            cols = sql.SQL(", ").join(columns("trials", "trial_id", "number"))
+            conn.execute(
+                sql.SQL(
+                    "INSERT INTO trials (number, {c}) SELECT %s + g, {c} FROM trials "
+                    "CROSS JOIN generate_series(1, %s) AS g WHERE trial_id = %s ORDER BY g"
+                ).format(c=cols),
+                (last, count, template),
+            )
+            children = conn.execute(
+                "SELECT table_name FROM information_schema.columns WHERE column_name = "
+                "'trial_id' AND table_name <> 'trials' AND table_schema = current_schema()"
+            ).fetchall()
+            for (table,) in children:
+                rest = columns(table, "trial_id")
+                if not rest:
+                    continue
+                cols = sql.SQL(", ").join(rest)
+                own = sql.SQL(", ").join(sql.SQL("c.") + c for c in rest)
+                conn.execute(
+                    sql.SQL(
+                        "INSERT INTO {t} (trial_id, {c}) SELECT n.trial_id, {o} FROM trials n "
+                        "JOIN {t} c ON c.trial_id = %s WHERE n.study_id = %s AND n.number > %s"
+                    ).format(t=sql.Identifier(table), c=cols, o=own),
+                    (template, study_id, last),
+                )
+        conn.execute("VACUUM ANALYZE")
+
+
+def _collect(results: Any, procs: list[Any], kind: str) -> list[tuple[Any, ...]]:
+    """One ``kind`` message from every worker; RuntimeError if one dies first."""
+    got: list[tuple[Any, ...]] = []
+    deadline = time.monotonic() + WORKER_TIMEOUT_S
+    while len(got) < len(procs):
+        try:
+            message = results.get(timeout=1.0)
+        except queue.Empty:
+            dead = [p.exitcode for p in procs if p.exitcode not in (None, 0)]
+            if dead:
+                raise RuntimeError(f"a storage worker died (exit code {dead[0]})") from None
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"storage workers silent for {WORKER_TIMEOUT_S:.0f} s") from None
+            continue
+        if message[0] == kind:
+            got.append(message)
+    return got
+
+
+def _grow(
+    url: str,
+    name: str,
+    workers: int,
+    n_trials: int,
+    *,
+    fill: str | None,
+    server: _Server,
+    arm: str,
+) -> dict[str, Any]:
+    """Grow one study with ``workers`` processes; latency, throughput and costs as it grows.
+
+    ``fill``: the database's URL; the workers make the first and the last tenth, and
+    :func:`_fill` the rest on that database. None: the workers make every trial.
+    """
+    tenth = max(1, n_trials // BUCKETS)
+    phases = [tenth, tenth] if fill and n_trials > 2 * tenth else [n_trials]
+    filled = n_trials - sum(phases)
     ctx = mp.get_context("spawn")
-    barrier, results = ctx.Barrier(workers), ctx.Queue()
-    shares = [n_trials // workers + (i < n_trials % workers) for i in range(workers)]
+    results = ctx.Queue()
+    steps = [ctx.Event() for _ in range(2 * len(phases) + 1)]
+    shares = [[n // workers + (i < n % workers) for n in phases] for i in range(workers)]
     procs = [
-        ctx.Process(target=_worker, args=(url, name, shares[i], i, barrier, results), daemon=True)
+        ctx.Process(target=_worker, args=(url, name, shares[i], i, steps, results), daemon=True)
         for i in range(workers)
     ]
     for p in procs:
         p.start()
+    rows: list[tuple[int, float, float]] = []
+    spans, cpu, trips = [], 0.0, 0
+    spent: dict[str, float | None] = {}
+    costs = []  # per phase: with a fill, the first tenth's and the last tenth's
     try:
-        got = [results.get(timeout=WORKER_TIMEOUT_S) for _ in procs]
+        for phase in range(len(phases)):
+            steps[2 * phase].set()
+            _collect(results, procs, "ready")
+            before = server.snapshot()
+            steps[2 * phase + 1].set()
+            got = _collect(results, procs, "done")
+            time.sleep(SETTLE_S)
+            used = _Server.spent(before, server.snapshot())
+            spent = {k: _add(spent.get(k, 0.0), v) for k, v in used.items()}
+            start = min(g[2] for g in got)
+            phase_rows = [r for g in got for r in g[3]]
+            spans.append(max((r[2] for r in phase_rows), default=start) - start)
+            rows += phase_rows
+            n = max(1, len(phase_rows))
+            costs.append(
+                {
+                    "timed": len(phase_rows),
+                    "client_cpu_ms_per_trial": sum(g[4] for g in got) * 1000.0 / n,
+                    "postgres_cpu_ms_per_trial": _per(used["postgres_s"], 1000.0 / n),
+                    "proxy_cpu_ms_per_trial": _per(used["proxy_s"], 1000.0 / n),
+                }
+            )
+            cpu += sum(g[4] for g in got)
+            trips += sum(g[5] for g in got)
+            if phase == 0 and fill and filled:
+                _fill(fill, name, filled)
+        steps[-1].set()
+    except BaseException:  # Ctrl-C, a worker gone: the others stop now, not after their share
+        for p in procs:
+            p.kill()
+        raise
     finally:
         for p in procs:
             p.join(timeout=10)
             if p.is_alive():
                 p.kill()
-    start = min(g[1] for g in got)
-    rows = sorted((r for g in got for r in g[2]), key=lambda r: r[2])
-    return _summarize(rows, start, workers)
+                p.join(timeout=10)
+    out = _summarize(rows, sum(spans), workers, n_trials)
+    timed = max(1, len(rows))
+    per_trial = {
+        "client_cpu_ms_per_trial": cpu * 1000.0 / timed,
+        "postgres_cpu_ms_per_trial": _per(spent.get("postgres_s"), 1000.0 / timed),
+        "postgres_backends_cpu_ms_per_trial": _per(spent.get("backends_s"), 1000.0 / timed),
+        "proxy_cpu_ms_per_trial": _per(spent.get("proxy_s"), 1000.0 / timed)
+        if arm == "proxy"
+        else None,
+        "round_trips_per_trial": trips / timed,
+        "db_transactions_per_trial": _per(spent.get("xacts"), 1.0 / timed),
+    }
+    return {"arm": arm, **out, "timed": len(rows), "filled": filled, **per_trial, "phases": costs}
 
 
-def _summarize(rows: list[tuple[int, float, float]], start: float, workers: int) -> dict[str, Any]:
-    """Latency percentiles and throughput, overall and per tenth of the study's growth."""
+def _add(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None else a + b
+
+
+def _per(value: float | None, scale: float) -> float | None:
+    return None if value is None else value * scale
+
+
+def _summarize(
+    rows: list[tuple[int, float, float]], seconds: float, workers: int, n_trials: int
+) -> dict[str, Any]:
+    """Latency percentiles and throughput, overall and per tenth of the study (by number).
+
+    ``rows`` are ``(trial number, latency s, end time)``; ``seconds`` the time the workers
+    spent making them (the fill left out).
+    """
+    numbers = np.array([r[0] for r in rows])
     latency_ms = np.array([r[1] for r in rows]) * 1000.0
     ends = np.array([r[2] for r in rows])
-    size = max(1, len(rows) // BUCKETS)
+    tenth = max(1, n_trials // BUCKETS)
     buckets = []
-    previous_end = start
-    for i in range(0, len(rows), size):
-        chunk = slice(i, min(i + size, len(rows)))
-        span = max(float(ends[chunk][-1] - previous_end), 1e-9)
+    for i in range(BUCKETS):
+        low = i * tenth
+        high = n_trials if i == BUCKETS - 1 else (i + 1) * tenth
+        mask = (numbers >= low) & (numbers < high)
+        if not mask.any():
+            continue
+        span = float(ends[mask].max() - (ends[mask] - latency_ms[mask] / 1000.0).min())
         buckets.append(
             {
-                "trials_done": int(chunk.stop),
-                "p50_ms": float(np.percentile(latency_ms[chunk], 50)),
-                "p95_ms": float(np.percentile(latency_ms[chunk], 95)),
-                "trials_per_s": float((chunk.stop - chunk.start) / span),
+                "trials_done": int(high),
+                "trials": int(mask.sum()),
+                "p50_ms": float(np.percentile(latency_ms[mask], 50)),
+                "p95_ms": float(np.percentile(latency_ms[mask], 95)),
+                "trials_per_s": float(mask.sum() / max(span, 1e-9)),
             }
         )
-        previous_end = float(ends[chunk][-1])
+
+    def p95(mask: Any) -> float | None:
+        return float(np.percentile(latency_ms[mask], 95)) if mask.any() else None
+
     return {
         "workers": workers,
-        "trials": len(rows),
-        "trials_per_s": len(rows) / max(float(ends[-1] - start), 1e-9),
+        "trials": n_trials,
+        "trials_per_s": len(rows) / max(seconds, 1e-9),
+        "mean_ms": float(latency_ms.mean()),
         "p50_ms": float(np.percentile(latency_ms, 50)),
         "p95_ms": float(np.percentile(latency_ms, 95)),
-        "p95_ms_last_tenth": buckets[-1]["p95_ms"],
+        "p95_ms_first_tenth": p95(numbers < tenth),
+        "p95_ms_last_tenth": p95(numbers >= n_trials - tenth),
         "buckets": buckets,
     }
+
+
+def project(runs: list[dict[str, Any]], cores: int | None) -> dict[str, Any]:
+    """A projection, not a measurement: the most workers on a machine with cores to spare.
+
+    Per arm, from two measured runs: the 1-worker run (``L1``: its mean latency, with p50 and
+    p95) and the run of the most workers ``W``. Per trial, the workers' CPU time ``c`` and the
+    server's ``s`` (PostgreSQL's, plus the proxy's) are measured in each. The 1-worker
+    latency splits into ``c1 + s1 + w``: ``w`` is the time a trial waits on neither (commit
+    flushes, the network, the scheduler). With a core for every worker and ``k`` for the
+    server, no trial queues for a CPU, so a trial of ``W`` workers takes ``cW + sW + w``
+    (per-trial CPU as measured with ``W`` workers: lock waits and cache misses included), and
+    throughput is ``W / (cW + sW + w)``; except through the proxy, which is one Python process:
+    its Python code runs on one core at a time (the GIL), so it serves at most
+    ``1 / pW`` trials/s (``pW``: its CPU time per trial) however many cores there are, and
+    where that is less, throughput is that cap and a trial takes ``W / cap`` (the ``W``
+    workers queue at the proxy). Projected p50 and p95 are the 1-worker ones times (the
+    projected time per trial) / ``L1``; the server keeps throughput x ``sW`` cores busy
+    (PostgreSQL alone saturates at ``1 / pgW`` trials/s per core). Not modelled: contention
+    on the database's locks beyond what ``W`` workers already showed here (creating a trial
+    locks the study's row), and a faster or slower disk. ``cpu_bound_trials_per_s`` is this
+    machine's ceiling, ``cores / (cW + sW)``, to hold against the measured throughput.
+    """
+    out: dict[str, Any] = {}
+    for arm in ARMS:
+        mine = [r for r in runs if r.get("arm", "direct") == arm]
+        one = next((r for r in mine if r["workers"] == 1), None)
+        if one is None or not mine:
+            continue
+        most = max(mine, key=lambda r: (r["workers"], r["trials"]))
+        s1, sw = _server_ms(one), _server_ms(most)
+        if s1 is None or sw is None:
+            continue
+        c1, cw = one["client_cpu_ms_per_trial"], most["client_cpu_ms_per_trial"]
+        wait = max(0.0, one["mean_ms"] - c1 - s1)
+        workers = most["workers"]
+        throughput = workers * 1000.0 / (cw + sw + wait)
+        proxy_ms = most.get("proxy_cpu_ms_per_trial")
+        cap = 1000.0 / proxy_ms if proxy_ms else None
+        bound = "a core per worker and enough for the server"
+        if cap is not None and cap < throughput:
+            throughput, bound = cap, "the proxy process (one core at a time: Python's GIL)"
+        scale = workers * 1000.0 / throughput / one["mean_ms"]
+        pg = most["postgres_cpu_ms_per_trial"]
+        out[arm] = {
+            "workers": workers,
+            "client_cpu_ms": cw,
+            "server_cpu_ms": sw,
+            "wait_ms": wait,
+            "p50_ms": one["p50_ms"] * scale,
+            "p95_ms": one["p95_ms"] * scale,
+            "trials_per_s": throughput,
+            "bound": bound,
+            "proxy_trials_per_s_cap": cap,
+            "server_cores": throughput * sw / 1000.0,
+            "trials_per_s_per_postgres_core": 1000.0 / pg if pg else None,
+            "cpu_bound_trials_per_s": (cores or 1) * 1000.0 / (cw + sw),
+            "measured_trials_per_s": most["trials_per_s"],
+        }
+    return out
+
+
+def _server_ms(run: dict[str, Any]) -> float | None:
+    pg = run.get("postgres_cpu_ms_per_trial")
+    if pg is None:
+        return None
+    return pg + (run.get("proxy_cpu_ms_per_trial") or 0.0)
 
 
 def _round_trips(url: str) -> dict[str, Any]:
@@ -163,7 +604,11 @@ def _round_trips(url: str) -> dict[str, Any]:
 
 
 def run_storage(config: BenchConfig, advance: Callable[[], None]) -> dict[str, Any]:
-    """Every worker count of ``storage_workers``; ``{"skipped": why}`` without a server."""
+    """Every worker count of ``storage_workers``, direct and through the proxy.
+
+    ``{"skipped": why}`` without a server; ``proxy_skipped`` says why the proxy arm is missing
+    when its proxy would not start.
+    """
     import optuna
     import psycopg
     from psycopg import sql
@@ -178,19 +623,42 @@ def run_storage(config: BenchConfig, advance: Callable[[], None]) -> dict[str, A
         reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         return {"skipped": f"PostgreSQL at {redact(config.postgres)} is unreachable ({reason})"}
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    runs = []
+    runs: list[dict[str, Any]] = []
+    extra: dict[str, Any] = {}
+    proxy: _Proxy | None = None
     try:
         admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database)))
+        server = _Server(admin, database)
         storage = open_storage(url)
+        if not isinstance(storage, optuna.storages.RDBStorage):
+            raise TypeError(f"expected a database storage, got {type(storage).__name__}")
+        arms = ["direct"]
+        if config.storage_proxy:
+            storage.engine.dispose()  # the schema exists: the proxy only opens it
+            proxy = _Proxy(url)
+            try:
+                proxy.wait_ready()
+                server.proxy = proxy.pid
+                arms.append("proxy")
+            except RuntimeError as exc:
+                extra["proxy_skipped"] = str(exc)
         for workers in config.storage_workers:
-            name = f"workers-{workers}"
-            optuna.create_study(study_name=name, storage=storage, direction="maximize")
-            runs.append(_grow(url, name, workers, config.storage_trials_for(workers)))
+            trials = config.storage_trials_for(workers)
+            fill = url if config.storage_fill and workers == max(config.storage_workers) else None
+            for arm in arms:
+                name = f"{arm}-workers-{workers}"
+                optuna.create_study(study_name=name, storage=storage, direction="maximize")
+                storage.engine.dispose()  # the workers' connections only, while they run
+                target = proxy.url if arm == "proxy" and proxy is not None else url
+                runs.append(_grow(target, name, workers, trials, fill=fill, server=server, arm=arm))
             advance()
-        if isinstance(storage, optuna.storages.RDBStorage):
-            storage.engine.dispose()
+        if proxy is not None:
+            proxy.stop()
+            proxy = None
         round_trips = _round_trips(url)
     finally:
+        if proxy is not None:
+            proxy.stop()
         admin.execute(
             sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(database))
         )
@@ -198,6 +666,9 @@ def run_storage(config: BenchConfig, advance: Callable[[], None]) -> dict[str, A
     return {
         "server": redact(config.postgres),
         "sampler": "RandomSampler",
+        "server_cpu": server.postmaster is not None,
+        **extra,
         "runs": runs,
+        "projection": project(runs, os.cpu_count()),
         "round_trips": round_trips,
     }
