@@ -174,7 +174,12 @@ def _start_proxy(url: str, env: dict[str, str]) -> tuple[subprocess.Popen[str], 
 def _stop(proc: subprocess.Popen[str]) -> tuple[str, str]:
     """Ctrl-C: the proxy stops cleanly."""
     proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=30)
+    try:
+        out, err = proc.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()  # never leave it running for the next test to trip over
+        proc.communicate()
+        raise AssertionError("the proxy did not stop within 30 s of Ctrl-C") from None
     assert proc.returncode == 0, err[-2000:]
     assert "Traceback" not in err
     return out, err

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import socket
 import sys
+import threading
+import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 
@@ -54,18 +56,34 @@ def storage_proxy(storage: str | None, host: str, port: int) -> None:
         f"workers: --storage grpc://{reach}:{port}"
     )
     pool = ThreadPoolExecutor(max_workers=10, thread_name_prefix="lrsearch-proxy")
+    failed: list[BaseException] = []
+
+    def serve() -> None:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                optuna.storages.run_grpc_proxy_server(
+                    served, host=host, port=port, thread_pool=pool
+                )
+        except BaseException as exc:  # reported by the main thread
+            failed.append(exc)
+
+    # The server waits in its own thread; the main thread sleeps, where Ctrl-C always lands at
+    # once (a wait inside gRPC's C core could hold it off now and then).
+    server = threading.Thread(target=serve, name="lrsearch-proxy-server", daemon=True)
+    server.start()
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            optuna.storages.run_grpc_proxy_server(served, host=host, port=port, thread_pool=pool)
+        while server.is_alive():
+            time.sleep(0.2)
     except KeyboardInterrupt:
         pool.shutdown(wait=False, cancel_futures=True)
         click.echo("storage proxy stopped")
         sys.stdout.flush()
-        # gRPC's server threads can keep the interpreter from exiting (seen as a hang now and
-        # then); the proxy holds no state of its own (every call is a committed transaction
-        # of the database), so leave at once.
+        # the proxy holds no state of its own (every call is a committed transaction of the
+        # database), and gRPC's threads can keep the interpreter from exiting: leave at once
         os._exit(0)
+    if failed:
+        raise StorageError(f"storage proxy stopped: {failed[0]}")
 
 
 def _check_free(host: str, port: int) -> None:
