@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from mlflow import MlflowClient
 from optuna.trial import TrialState
 
 from lrsearch.tracking import local_tracking_uri
+from tests.test_proxy import lrsearch_taking_ctrl_c
 
 pytestmark = pytest.mark.process
 
@@ -46,7 +46,7 @@ def _start(home: Path, f: Path) -> subprocess.Popen[str]:
     env = {**os.environ, "LRSEARCH_HOME": str(home), "PYTHONPATH": str(ROOT)}
     env.pop("LRSEARCH_STORAGE", None)
     return subprocess.Popen(
-        [sys.executable, "-m", "lrsearch.cli", "run", str(f)],
+        lrsearch_taking_ctrl_c("run", str(f)),
         env=env,
         cwd=ROOT,
         stdout=subprocess.PIPE,

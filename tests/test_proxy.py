@@ -156,11 +156,25 @@ def _wait_for_port(proc: subprocess.Popen[str], port: int, timeout: float = 60) 
     raise AssertionError("storage-proxy never listened")
 
 
+def lrsearch_taking_ctrl_c(*args: str) -> list[str]:
+    """The command line of ``python -m lrsearch.cli ARGS`` for a child a test sends Ctrl-C to.
+
+    Python leaves SIGINT ignored in a child that inherits it ignored (a test run started as a
+    background job of a non-interactive shell, or under nohup); a user's ``lrsearch`` at a
+    terminal gets Ctrl-C, so the child puts Python's handler back before running the CLI.
+    """
+    code = (
+        "import runpy, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+        "sys.argv[0] = 'lrsearch'; runpy.run_module('lrsearch.cli', run_name='__main__')"
+    )
+    return [sys.executable, "-c", code, *args]
+
+
 def _start_proxy(url: str, env: dict[str, str]) -> tuple[subprocess.Popen[str], str]:
     """``lrsearch storage-proxy`` on a free loopback port (the URL via $LRSEARCH_STORAGE)."""
     port = _free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "lrsearch.cli", "storage-proxy", "--port", str(port)],
+        lrsearch_taking_ctrl_c("storage-proxy", "--port", str(port)),
         env={**env, "LRSEARCH_STORAGE": url},
         cwd=ROOT,
         stdout=subprocess.PIPE,
