@@ -240,7 +240,10 @@ def test_byo_loader_workload_survives_a_killed_worker(tmp_path, pg_url) -> None:
     assert dead.user_attrs["fail_reason"] == "worker process died"
     # the only failure is the killed trial: the user's own checks (LR ratio, decay groups,
     # clipping, accumulation, bf16 autocast) never raised
-    assert [t.number for t in trials if t.state == TrialState.FAIL] == [victim.number]
+    # (a surplus trial, a worker's ask that backed off at the budget, is no failure: lrsearch's
+    # reports leave it out too)
+    failed = [t for t in trials if t.state == TrialState.FAIL and not t.user_attrs.get("surplus")]
+    assert [t.number for t in failed] == [victim.number], [(t.number, t.user_attrs) for t in failed]
     retries = [t for t in trials if t.system_attrs.get("failed_trial") == victim.number]
     assert len(retries) == 1 and retries[0].state == TrialState.COMPLETE
     assert retries[0].params == dead.params
