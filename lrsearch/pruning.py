@@ -136,12 +136,8 @@ class StallPruner(BasePruner):
         _check_min_delta(min_delta)
         if not 0.0 <= percentile <= 100.0:
             raise ValueError(f"percentile must be in [0, 100], got {percentile=}")
-        if n_warmup_steps < 0:
-            raise ValueError(f"n_warmup_steps must be >= 0, got {n_warmup_steps=}")
-        if n_startup_trials < 0:
-            raise ValueError(f"n_startup_trials must be >= 0, got {n_startup_trials=}")
-        if n_min_trials < 1:
-            raise ValueError(f"n_min_trials must be >= 1, got {n_min_trials=}")
+        _check_at_least(n_warmup_steps=(n_warmup_steps, 0), n_startup_trials=(n_startup_trials, 0))
+        _check_at_least(n_min_trials=(n_min_trials, 1))
         self._patience = patience
         self._min_delta = min_delta
         self._percentile = percentile
@@ -203,6 +199,13 @@ def _best_up_to(trial: FrozenTrial, step: int, maximize: bool) -> float | None:
 def _check_patience(patience: int) -> None:
     if patience < 1:
         raise ValueError(f"patience must be >= 1, got {patience=}")
+
+
+def _check_at_least(**values: tuple[int, int]) -> None:
+    """``name=(value, lowest)``: a ValueError naming the first value below its lowest."""
+    for name, (value, lowest) in values.items():
+        if value < lowest:
+            raise ValueError(f"{name} must be >= {lowest}, got {name}={value}")
 
 
 def _check_min_delta(min_delta: float) -> None:
@@ -322,16 +325,10 @@ class PlateauPruner(BasePruner):
         n_startup_trials: int = 3,
         n_warmup_steps: int = 1,
     ) -> None:
-        if epochs is not None and epochs < 1:
-            raise ValueError(f"epochs must be >= 1, got {epochs=}")
-        if keep_top < 1:
-            raise ValueError(f"keep_top must be >= 1, got {keep_top=}")
+        _check_at_least(keep_top=(keep_top, 1), epochs=(1 if epochs is None else epochs, 1))
+        _check_at_least(n_startup_trials=(n_startup_trials, 0), n_warmup_steps=(n_warmup_steps, 0))
         if not 0.5 < confidence < 1.0:
             raise ValueError(f"confidence must be in (0.5, 1), got {confidence=}")
-        if n_startup_trials < 0:
-            raise ValueError(f"n_startup_trials must be >= 0, got {n_startup_trials=}")
-        if n_warmup_steps < 0:
-            raise ValueError(f"n_warmup_steps must be >= 0, got {n_warmup_steps=}")
         self._epochs = epochs
         self._keep_top = keep_top
         self._confidence = confidence
