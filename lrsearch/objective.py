@@ -292,8 +292,8 @@ class Objective:
             # nothing and throws a finished result away.
             return info.epoch < plan.epochs and trial.should_prune()
 
-        tails = self._tails(trial, spec)
-        resume = tails.resume_from(trial)
+        tails = _Tails(self.handle, self._snapshots, trial, spec)
+        resume = tails.resume
         if resume is not None:  # a tail: the shared prefix's epochs are this trial's too
             for epoch in resume.history:
                 trial.report(epoch.val_metric, epoch.epoch)
@@ -312,11 +312,8 @@ class Objective:
             on_snapshot=tails.keep,
             resume=resume,
         )
-        tails.branch(trial, result)
+        tails.branch(result)
         return result
-
-    def _tails(self, trial: optuna.Trial, spec: TrialSpec) -> _Tails:
-        return _Tails(self.handle, self._snapshots, trial, spec)
 
     # --- your own training loop (lrsearch.trial_context) ----------------------------------
     def _train_loop(
@@ -381,10 +378,12 @@ class _Tails:
     def keep(self, snapshot: Snapshot) -> None:
         self.snapshots.put(self.number, snapshot)
 
-    def resume_from(self, trial: optuna.Trial) -> Snapshot | None:
+    @property
+    def resume(self) -> Snapshot | None:
+        """The parent's snapshot for a tail, where this worker holds it."""
         return None if self.parent is None else self.snapshots.get(self.parent)
 
-    def branch(self, trial: optuna.Trial, result: TrainResult) -> None:
+    def branch(self, result: TrainResult) -> None:
         """Enqueue the tails of a trial that finished among the best."""
         if self.snapshot_epoch is None or result.diverged or result.stopped:
             self.snapshots.drop(self.number)
