@@ -30,7 +30,7 @@ import torch
 
 from lrsearch import interrupt
 from lrsearch.errors import WorkloadError
-from lrsearch.prior import LRPrior
+from lrsearch.prior import LRPrior, optimizer_family
 from lrsearch.schedules import ExpRamp, LinearRamp
 from lrsearch.suggest import (
     CurveSuggestions,
@@ -387,5 +387,9 @@ def range_test_workload(
         seed=seed,
         **{**own, **options},
     )
-    result.settings.update(workload=workload.name, device=str(dev), momentum=momentum)
+    family = optimizer_family(workload.optimizer_name)
+    result.prior = LRPrior.from_suggestions(result.summary, family=family)
+    result.settings.update(
+        workload=workload.name, device=str(dev), momentum=momentum, optimizer_family=family
+    )
     return result

@@ -10,9 +10,10 @@ Optuna has no notion of a user prior, so :class:`PriorGuidedSampler` wraps a TPE
 - optionally (``prior_decay_trials`` > 0), each later trial still draws ``max_lr`` from the
   prior with probability ``exp(-k / prior_decay_trials)``, k being the number of trials
   finished after the startup ones;
-- optionally (``pibo_beta`` > 0, piBO-style, Hvarfner et al. 2022), each later trial takes,
-  among several TPE proposals, the one with the largest ``prior(max_lr) ** (beta / n)``:
-  the prior keeps acting and fades as trials accumulate.
+- optionally (``pibo_beta`` > 0, piBO, Hvarfner et al. 2022), TPE's acquisition
+  ``log l(x) - log g(x)`` gains ``(pibo_beta / n) * log prior(max_lr)`` after startup, n the
+  number of trials finished since: TPE picks among its candidates the one that is both likely
+  good and likely under the prior, and the prior's say fades as evidence accumulates.
 """
 
 from __future__ import annotations
@@ -38,6 +39,41 @@ PARAM = "max_lr"
 _FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
 
+class _PriorWeightedTPE(TPESampler):
+    """TPE whose acquisition is weighted by the LR prior, as piBO weights any acquisition.
+
+    TPE scores each candidate ``x`` (drawn from the density of the good trials, ``l``) by
+    ``log l(x) - log g(x)``; this adds ``weight * log prior(x[max_lr])``, i.e. it multiplies
+    the acquisition by ``prior ** weight``. The weight is set per trial by
+    :class:`PriorGuidedSampler` (``beta / n``); 0 is TPE exactly.
+
+    This overrides ``TPESampler._compute_acquisition_func``, a private method (Optuna 5);
+    :meth:`check_supported` says so plainly where an Optuna lacks it.
+    """
+
+    def __init__(self, prior: LRPrior, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.prior = prior
+        self.weight = 0.0
+
+    @staticmethod
+    def check_supported() -> None:
+        if not callable(getattr(TPESampler, "_compute_acquisition_func", None)):
+            raise RuntimeError(
+                f"[prior] pibo_beta needs TPESampler._compute_acquisition_func, which Optuna "
+                f"{optuna.__version__} does not have; set pibo_beta = 0 or use Optuna 5"
+            )
+
+    def _compute_acquisition_func(
+        self, samples: dict[str, np.ndarray], mpe_below: Any, mpe_above: Any
+    ) -> np.ndarray:
+        acquisition: np.ndarray = super()._compute_acquisition_func(samples, mpe_below, mpe_above)
+        if self.weight > 0 and PARAM in samples:
+            log_prior = np.asarray(self.prior.logpdf(np.asarray(samples[PARAM], dtype=float)))
+            acquisition = acquisition + self.weight * log_prior
+        return acquisition
+
+
 class PriorGuidedSampler(BaseSampler):
     """TPE with an LR prior for ``max_lr`` during startup (and, decaying, after it)."""
 
@@ -52,15 +88,12 @@ class PriorGuidedSampler(BaseSampler):
         group: bool = False,
         seed: int | None = None,
         pibo_beta: float = 0.0,
-        pibo_candidates: int = 8,
     ) -> None:
-        if pibo_beta < 0 or pibo_candidates < 1:
-            raise ValueError(
-                f"need pibo_beta >= 0 and pibo_candidates >= 1, got {pibo_beta=}, "
-                f"{pibo_candidates=}"
-            )
+        if not 0 <= pibo_beta < math.inf:
+            raise ValueError(f"pibo_beta must be >= 0 and finite, got {pibo_beta=}")
+        if pibo_beta > 0:
+            _PriorWeightedTPE.check_supported()
         self.pibo_beta = pibo_beta
-        self.pibo_candidates = pibo_candidates
         if n_startup_trials < 0:
             raise ValueError(f"n_startup_trials must be >= 0, got {n_startup_trials=}")
         if prior_decay_trials < 0:
@@ -69,7 +102,8 @@ class PriorGuidedSampler(BaseSampler):
         self.n_startup_trials = n_startup_trials
         self.prior_decay_trials = prior_decay_trials
         self._rng = np.random.default_rng(seed)
-        self._tpe = TPESampler(
+        self._tpe = _PriorWeightedTPE(
+            prior,
             n_startup_trials=n_startup_trials,
             multivariate=multivariate,
             constant_liar=constant_liar,
@@ -104,43 +138,23 @@ class PriorGuidedSampler(BaseSampler):
     ) -> dict[str, BaseDistribution]:
         return self._tpe.infer_relative_search_space(study, trial)
 
+    def pibo_weight(self, study: optuna.Study) -> float:
+        """The prior's exponent in the acquisition now: ``pibo_beta / n``, n counting the trials
+        finished since startup, plus one (0 while the prior draws ``max_lr`` itself)."""
+        if self.pibo_beta <= 0:
+            return 0.0
+        n = max(self._n_finished(study) - self.n_startup_trials, 0) + 1
+        return self.pibo_beta / n
+
     def sample_relative(
         self, study: optuna.Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]
     ) -> dict[str, Any]:
+        use_prior = self._use_prior(study)
+        self._tpe.weight = 0.0 if use_prior else self.pibo_weight(study)
         params = self._tpe.sample_relative(study, trial, search_space)
-        if PARAM not in params:
-            return params
-        if self._use_prior(study):
+        if PARAM in params and use_prior:
             params[PARAM] = self._draw(search_space[PARAM])
-        elif self.pibo_beta > 0:
-            params = self._prior_weighted(study, trial, search_space, params)
         return params
-
-    def _prior_weighted(
-        self,
-        study: optuna.Study,
-        trial: FrozenTrial,
-        search_space: dict[str, BaseDistribution],
-        first: dict[str, Any],
-    ) -> dict[str, Any]:
-        """piBO-style: among TPE's proposals, the one the prior likes best, fading with n.
-
-        piBO multiplies the acquisition by ``prior(x) ** (beta / n)``. Optuna's TPE keeps its
-        acquisition to itself, so this draws ``pibo_candidates`` proposals from TPE (each the
-        best of TPE's own candidates) and keeps the one with the largest
-        ``prior(max_lr) ** (beta / n)``, n counting the trials finished after the startup
-        ones. Early on that is the proposal nearest the prior's centre; as n grows the weights
-        flatten and TPE's first proposal wins ties: the evidence overrules the prior.
-        """
-        n = max(self._n_finished(study) - self.n_startup_trials, 0) + 1
-        exponent = self.pibo_beta / n
-        proposals = [first] + [
-            self._tpe.sample_relative(study, trial, search_space)
-            for _ in range(self.pibo_candidates - 1)
-        ]
-        scores = [exponent * float(self.prior.logpdf(p[PARAM])) for p in proposals]
-        best = max(range(len(proposals)), key=lambda i: (scores[i], -i))
-        return proposals[best]
 
     def sample_independent(
         self,
@@ -151,6 +165,7 @@ class PriorGuidedSampler(BaseSampler):
     ) -> Any:
         if param_name == PARAM and self._use_prior(study):
             return self._draw(param_distribution)
+        self._tpe.weight = self.pibo_weight(study)
         return self._tpe.sample_independent(study, trial, param_name, param_distribution)
 
     def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:

@@ -271,7 +271,8 @@ def _store_range_test(
     }
     overrides = {k: v for k, v in overrides.items() if v is not None}
     if overrides:
-        result.prior = LRPrior.from_suggestions(result.summary, **overrides)  # type: ignore[arg-type]
+        family = result.settings.get("optimizer_family")
+        result.prior = LRPrior.from_suggestions(result.summary, family=family, **overrides)  # type: ignore[arg-type]
     study.set_user_attr(KEY_RANGE_TEST, result.to_dict())
     study.set_user_attr(KEY_PRIOR, result.prior.to_dict())
     return result.prior

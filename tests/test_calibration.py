@@ -52,21 +52,101 @@ def test_smoke_run_structure(tiny: dict[str, Any]) -> None:
 def test_markdown_render(tiny: dict[str, Any]) -> None:
     text = calibration.render_markdown(tiny, command="lrsearch calibrate-prior --points 3")
     assert "    lrsearch calibrate-prior --points 3" in text
-    assert "| tests.tiny_workloads:blobs | 2 |" in text
+    assert "| tests.tiny_workloads:blobs | sgd | 2 |" in text
     assert f'DEFAULT_ANCHOR = "{tiny["choice"]["anchor"]}"' in text
     assert "- **tests.tiny_workloads:blobs**: " in text
 
 
-def _fake_result(best_offset: float, steep: float, min10: float) -> dict[str, Any]:
-    """A swept workload whose best max_lr is steep * 10**best_offset."""
+def _fake_result(
+    best_offset: float, steep: float, min10: float, family: str = "sgd"
+) -> dict[str, Any]:
+    """A swept workload whose best max_lr is steep * 10**best_offset (metric 90 there, one
+    point less per 0.1 decade away from it)."""
     best = steep * 10**best_offset
     suggestions = {"steep": steep, "min10": min10, "valley": steep / 3, "diverge": steep * 30}
+    grid = [best * 10 ** (0.3 * k) for k in range(-4, 5)]
     return {
-        "workload": f"fake{min10}",
+        "workload": f"fake{min10}-{family}",
+        "family": family,
         "grid_step_decades": 0.3,
         "best_max_lr": best,
+        "best_metric": 90.0,
+        "sweep": [
+            {"max_lr": lr, "mean": 90.0 - 10 * abs(math.log10(lr / best))} for lr in grid
+        ],
+        "range_test": {
+            "suggestions": {
+                k: {"median": v, "spread_decades": 0.05} for k, v in suggestions.items()
+            }
+        },
         "offsets": {k: math.log10(best / v) for k, v in suggestions.items()},
     }
+
+
+def test_held_out_places_each_workload_by_the_others() -> None:
+    """Three SGD workloads 0.2 decades above steep (give or take), two Adam ones 0.8 below:
+    one offset for all misses the Adam ones by a decade; an offset per family does not."""
+    results = [
+        _fake_result(0.15, 0.1, 0.01),
+        _fake_result(0.2, 0.3, 0.02),
+        _fake_result(0.25, 0.5, 0.03),
+        _fake_result(-0.75, 0.01, 0.001, "adam"),
+        _fake_result(-0.85, 0.02, 0.002, "adam"),
+    ]
+    held = calibration.held_out(results)
+    pooled, by_family = held["pooled"], held["by_family"]
+    # held out, the first SGD workload's centre comes from the other two SGD offsets (0.225)
+    first = by_family["rows"][0]
+    assert first["offset_decades"] == pytest.approx(0.225)
+    assert first["error_decades"] == pytest.approx(0.15 - 0.225)
+    assert first["centre"] == pytest.approx(0.1 * 10**0.225)
+    assert first["lost_at_centre"] == pytest.approx(0.75, abs=1e-6)
+    assert by_family["rms_error_decades"] < 0.1 < 0.5 < pooled["rms_error_decades"]
+    assert held["chosen"] == "by_family"
+    choice = calibration.final_choice(results, held)
+    assert choice["rule"] == "by_family"
+    assert choice["offset_by_family"] == {"adam": pytest.approx(-0.8), "sgd": pytest.approx(0.2)}
+    assert choice["sigma_floor"] == pytest.approx(
+        math.ceil(by_family["rms_error_decades"] / 0.05) * 0.05
+    )
+    text = calibration._held_out_md({"held_out": held, "workloads": results})
+    assert "Chosen: **by_family**" in text and "| fake0.001-adam | adam | pooled |" in text
+
+
+def test_held_out_needs_three_workloads() -> None:
+    two = [_fake_result(0.2, 0.1, 0.01), _fake_result(0.1, 0.2, 0.02)]
+    assert calibration.held_out(two) == {}
+    assert "rule" not in calibration.final_choice(two, {})
+
+
+def test_reuse_sweeps_only_the_new_workloads(
+    tiny: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    swept: list[str] = []
+    real = calibration.calibrate_workload
+
+    def counting(spec: str, *args: Any) -> dict[str, Any]:
+        swept.append(spec)
+        return real(spec, *args)
+
+    monkeypatch.setattr(calibration, "calibrate_workload", counting)
+    settings = calibration.SweepSettings(points=3, seeds=1, epochs=2)
+    partials: list[int] = []
+    again = calibration.calibrate(
+        ["tests.tiny_workloads:blobs"],
+        settings,
+        reuse=tiny,
+        on_workload=lambda p: partials.append(len(p["workloads"])),
+    )
+    assert swept == [] and partials == [] and again["workloads"] == tiny["workloads"]
+    other = calibration.SweepSettings(points=3, seeds=1, epochs=1)  # other settings: swept
+    calibration.calibrate(
+        ["tests.tiny_workloads:blobs"],
+        other,
+        reuse=tiny,
+        on_workload=lambda p: partials.append(len(p["workloads"])),
+    )
+    assert swept == ["tests.tiny_workloads:blobs"] and partials == [1]
 
 
 def test_choose_defaults_picks_the_most_consistent_anchor() -> None:

@@ -37,7 +37,53 @@ def test_a_prior_weight_keeps_trials_nearer_the_prior_after_startup(seed: int) -
 
 
 def test_bad_pibo_settings_are_refused() -> None:
-    with pytest.raises(ValueError, match="pibo_beta >= 0"):
-        PriorGuidedSampler(PRIOR, pibo_beta=-1.0)
-    with pytest.raises(ValueError, match="pibo_candidates >= 1"):
-        PriorGuidedSampler(PRIOR, pibo_candidates=0)
+    for beta in (-1.0, math.inf):
+        with pytest.raises(ValueError, match="pibo_beta must be >= 0 and finite"):
+            PriorGuidedSampler(PRIOR, pibo_beta=beta)
+
+
+def test_the_prior_weight_is_beta_over_trials_since_startup() -> None:
+    sampler = PriorGuidedSampler(PRIOR, n_startup_trials=3, pibo_beta=6.0, seed=0)
+    study = optuna.create_study(sampler=sampler)
+    weights = []
+    for _ in range(6):
+        weights.append(sampler.pibo_weight(study))
+        study.optimize(lambda t: t.suggest_float("max_lr", 1e-5, 10.0, log=True), n_trials=1)
+    # startup (0, 1, 2 finished) counts as n = 1; then 6 / 2, 6 / 3, 6 / 4
+    assert weights == [6.0, 6.0, 6.0, 6.0, 3.0, 2.0]
+
+
+def test_without_a_weight_the_sampler_is_tpe_exactly() -> None:
+    """pibo_beta = 0 leaves TPE's acquisition alone: same seed, same trials as before piBO."""
+
+    def lrs(beta: float) -> list[float]:
+        sampler = PriorGuidedSampler(PRIOR, n_startup_trials=3, pibo_beta=beta, seed=3)
+        study = optuna.create_study(sampler=sampler)
+        study.optimize(
+            lambda t: abs(math.log10(t.suggest_float("max_lr", 1e-5, 10.0, log=True)) + 2), 12
+        )
+        return [t.params["max_lr"] for t in study.trials]
+
+    plain, weighted = lrs(0.0), lrs(5.0)
+    assert plain == lrs(0.0)  # deterministic
+    assert plain[:3] == weighted[:3]  # startup: the prior draws max_lr either way
+    assert plain[3:] != weighted[3:]  # after it, the weight changes TPE's choice
+
+
+def test_evidence_overrules_a_wrong_prior() -> None:
+    """The best LR is 2.5 decades below the prior's centre: as trials accumulate the prior's
+    weight fades and the search ends near the optimum, not at the prior."""
+    optimum = math.log10(PRIOR.center) - 2.5
+    sampler = PriorGuidedSampler(PRIOR, n_startup_trials=5, pibo_beta=1.0, seed=0)
+    study = optuna.create_study(sampler=sampler)
+    study.optimize(
+        lambda t: abs(
+            math.log10(t.suggest_float("max_lr", PRIOR.low, PRIOR.high, log=True)) - optimum
+        ),
+        n_trials=40,
+    )
+    assert study.best_value < 0.25
+    late = [math.log10(t.params["max_lr"]) for t in study.trials[-10:]]
+    to_optimum = statistics.median(abs(x - optimum) for x in late)
+    to_prior = statistics.median(abs(x - math.log10(PRIOR.center)) for x in late)
+    assert to_optimum < 1.0 < to_prior

@@ -49,6 +49,11 @@ def _names(value: str | None, option: str) -> tuple[str, ...] | None:
     "(full size: digits-mlp,mnist1d-cnn).",
 )
 @click.option(
+    "--arms",
+    default=None,
+    help="Comma-separated arms of the search section (default: all; lrsearch always runs).",
+)
+@click.option(
     "--trials",
     type=int,
     default=None,
@@ -126,6 +131,7 @@ def bench(**opts: Any) -> None:
         config = SIZES[size].replace(
             seeds=opts["seeds"],
             workloads=workloads,
+            arms=_names(opts["arms"], "--arms"),
             trials=opts["trials"],
             epochs=opts["epochs"],
             sections=sections,
@@ -155,6 +161,7 @@ def _command(size: str, opts: dict[str, Any]) -> str:
     for name in (
         "seeds",
         "workloads",
+        "arms",
         "trials",
         "epochs",
         "sections",

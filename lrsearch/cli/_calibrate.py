@@ -58,6 +58,19 @@ from lrsearch.errors import ConfigError, LrsearchError
     show_default=True,
     help="Markdown report; the raw numbers go next to it as .json.",
 )
+@click.option(
+    "--jobs",
+    type=int,
+    default=1,
+    show_default=True,
+    callback=positive("jobs"),
+    help="Workloads swept at once, each in its own process (one per CPU core).",
+)
+@click.option(
+    "--reuse",
+    is_flag=True,
+    help="Keep the sweeps of workloads already in the --out .json (same settings); sweep the rest.",
+)
 @click.option("--quiet", "-q", is_flag=True, help="No progress lines on stderr.")
 def calibrate_prior(**opts: Any) -> None:
     """Range-test workloads, sweep one-cycle max_lr, and choose the prior's defaults.
@@ -80,11 +93,19 @@ def calibrate_prior(**opts: Any) -> None:
     settings = SweepSettings(
         points=opts["points"], seeds=opts["seeds"], epochs=opts["epochs"], device=device
     )
+    out: Path = opts["out"]
+    reuse = _earlier(out.with_suffix(".json")) if opts["reuse"] else None
     try:
-        result = calibrate(workloads, settings, log=log)
+        result = calibrate(
+            workloads,
+            settings,
+            log=log,
+            jobs=opts["jobs"],
+            reuse=reuse,
+            on_workload=lambda partial: _save_partial(out.with_suffix(".json"), partial, reuse),
+        )
     except ValueError as exc:  # e.g. a sweep in which every max_lr diverged
         raise LrsearchError(f"calibrate-prior: {exc}") from exc
-    out: Path = opts["out"]
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(render_markdown(result, command=_command(workloads, opts)))
     out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
@@ -94,6 +115,32 @@ def calibrate_prior(**opts: Any) -> None:
         f"sigma_floor={choice['sigma_floor']:.2f} high_factor={choice['high_factor']:g}"
     )
     click.echo(f"wrote {out} and {out.with_suffix('.json')}")
+
+
+def _save_partial(path: Path, partial: dict[str, Any], earlier: dict[str, Any] | None) -> None:
+    """Keep the sweeps finished so far (and the earlier ones) where --reuse finds them."""
+    kept = {r["workload"]: r for r in (earlier or {}).get("workloads", [])}
+    kept.update({r["workload"]: r for r in partial["workloads"]})
+    if earlier is not None and earlier.get("settings") != partial["settings"]:
+        kept = {r["workload"]: r for r in partial["workloads"]}
+    data = {**(earlier or {}), "settings": partial["settings"], "workloads": list(kept.values())}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    tmp.replace(path)
+
+
+def _earlier(path: Path) -> dict[str, Any] | None:
+    """The calibration recorded at ``path``, or None where there is none yet."""
+    if not path.exists():
+        return None
+    try:
+        data = json.loads(path.read_text())
+    except ValueError as exc:
+        raise ConfigError(
+            f"--reuse: {path} is not a calibration's JSON ({exc}); remove it"
+        ) from exc
+    return data if isinstance(data, dict) else None
 
 
 def _command(workloads: list[str], opts: dict[str, Any]) -> str:

@@ -15,8 +15,8 @@ ARMS: dict[str, str] = {
     "lrsearch": "range-test prior + PriorGuidedSampler (TPE) + PlateauPruner, range test paid",
     "lrsearch-tails": "lrsearch with [branching] tails = 2: a trial among the best 3 gets two "
     "more annihilation tails, trained from its cycle's end (only the tail's epochs count)",
-    "lrsearch-pibo": "lrsearch with [prior] pibo_beta = 10: after startup each trial takes, "
-    "of 8 TPE proposals, the one with the largest prior(max_lr) ** (10 / n)",
+    "lrsearch-pibo": "lrsearch with [prior] pibo_beta = 1: after startup TPE's acquisition "
+    "is weighted by prior(max_lr) ** (1 / n), n the trials finished since (piBO)",
     "lrsearch-noprior": "the ablation: lrsearch's sampler (TPE after uniform startup) and "
     "pruner on the wide range [1e-5, 10], no range test, no prior",
     "tpe-wide": "Optuna TPESampler, max_lr log-uniform in [1e-5, 10], MedianPruner",
@@ -28,6 +28,7 @@ ARMS: dict[str, str] = {
 SEARCH_ARMS = (
     "lrsearch",
     "lrsearch-tails",
+    "lrsearch-pibo",
     "lrsearch-noprior",
     "tpe-wide",
     "gp-wide",
@@ -58,6 +59,7 @@ class BenchConfig:
 
     Attributes:
         workloads: workloads of the search and pruning sections.
+        arms: the search section's arms (some of :data:`ARMS`; ``lrsearch`` always runs).
         seeds: seeds per arm (seed ``s`` seeds sampler, range test and training).
         trials: the search budget is ``trials * epochs`` trial-epochs per arm and seed; also
             the trials per study of the pruning section.
@@ -86,6 +88,7 @@ class BenchConfig:
     """
 
     workloads: tuple[str, ...] = ("digits-mlp", "mnist1d-cnn")
+    arms: tuple[str, ...] = tuple(ARMS)
     seeds: int = 5
     trials: int = 20
     epochs: int = 10
@@ -119,6 +122,11 @@ class BenchConfig:
                 raise ValueError(f"{name} must be >= 1, got {name}={value}")
         if not self.workloads:
             raise ValueError("workloads must name at least one workload, got none")
+        odd = sorted(set(self.arms) - set(ARMS))
+        if odd:
+            raise ValueError(f"unknown arms {odd}; use some of {', '.join(ARMS)}")
+        if "lrsearch" not in self.arms:  # the report compares every arm with it
+            object.__setattr__(self, "arms", ("lrsearch", *self.arms))
         unknown = sorted(set(self.sections) - set(SECTIONS))
         if unknown:
             raise ValueError(f"unknown sections {unknown}; use some of {', '.join(SECTIONS)}")

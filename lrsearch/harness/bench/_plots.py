@@ -84,13 +84,17 @@ def search_png(name: str, section: dict[str, Any], summary: dict[str, Any], path
     one line per arm."""
     fig = _figure(figsize=(12, 4.5))
     budget = float(section["budget"])
-    curves = {arm: [within(r["curve"], budget) for r in section["runs"][arm]] for arm in ARMS}
-    wall_end = max(c[-1][WALL] or 0.0 for arm in SEARCH_ARMS for c in curves[arm])
+    arms = [arm for arm in ARMS if arm in section["runs"]]
+    curves = {arm: [within(r["curve"], budget) for r in section["runs"][arm]] for arm in arms}
+    wall_end = max(
+        (c[-1][WALL] or 0.0 for arm in arms if arm in SEARCH_ARMS for c in curves[arm]),
+        default=1.0,
+    )
     for i, (axis, end, label) in enumerate(
         [(TE, budget, "trial-epochs (range test included)"), (WALL, wall_end, "wall time (s)")]
     ):
         ax = fig.add_subplot(1, 2, i + 1)
-        for arm in ARMS:
+        for arm in arms:
             if arm in SEARCH_ARMS:
                 _band(ax, curves[arm], axis, end, arm, score_index(section))
             else:

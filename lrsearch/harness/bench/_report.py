@@ -76,35 +76,43 @@ def _anytime_target(name: str, section: dict[str, Any]) -> dict[str, str]:
     }
 
 
+RECIPES = ("fastai-valley", "torch-steep")
+
+
 def _search_targets(name: str, section: dict[str, Any]) -> list[dict[str, str]]:
+    """The search section's targets, each against the arms it names (left out where an arm
+    did not run: ``--arms``)."""
     arms, maximize = section["summary"]["arms"], section["direction"] == "maximize"
-    ours, tpe = arms["lrsearch"], arms["tpe-wide"]
-    a, b = ours["median_trial_epochs_to_target"], tpe["median_trial_epochs_to_target"]
-    ok = a is not None and (b is None or a <= b / 3)
-    ratio = f" = {a / b:.2f}x" if a is not None and b is not None else ""
-    rows = [
-        {
-            "target": f"{name}: lrsearch reaches the target in <= 1/3 of TPE-wide's trial-epochs",
-            "status": _status(ok),
-            "measured": f"{_fmt(a, '.1f', 'never')} vs {_fmt(b, '.1f', 'never')} trial-epochs{ratio}"
-            " (median over seeds)",
-        }
-    ]
+    ours, rows = arms["lrsearch"], []
+    if "tpe-wide" in arms:
+        a = ours["median_trial_epochs_to_target"]
+        b = arms["tpe-wide"]["median_trial_epochs_to_target"]
+        ok = a is not None and (b is None or a <= b / 3)
+        ratio = f" = {a / b:.2f}x" if a is not None and b is not None else ""
+        rows.append(
+            {
+                "target": f"{name}: lrsearch reaches the target in <= 1/3 of TPE-wide's "
+                "trial-epochs",
+                "status": _status(ok),
+                "measured": f"{_fmt(a, '.1f', 'never')} vs {_fmt(b, '.1f', 'never')} "
+                f"trial-epochs{ratio} (median over seeds)",
+            }
+        )
     best = _rank(ours["median_best"], maximize)
-    others = {
-        arm: _rank(arms[arm]["median_best"], maximize) for arm in ("fastai-valley", "torch-steep")
-    }
-    beats = all(best > v if maximize else best < v for v in others.values())
-    rows.append(
-        {
-            "target": f"{name}: lrsearch beats the fastai and torch recipes on " + _scored(section),
-            "status": _status(beats),
-            "measured": f"{_fmt(ours['median_best'])} vs "
-            + ", ".join(
-                f"{arm} {_fmt(arms[arm]['median_best'], none='diverged')}" for arm in others
-            ),
-        }
-    )
+    others = {arm: _rank(arms[arm]["median_best"], maximize) for arm in RECIPES if arm in arms}
+    if others:
+        beats = all(best > v if maximize else best < v for v in others.values())
+        rows.append(
+            {
+                "target": f"{name}: lrsearch beats the fastai and torch recipes on "
+                + _scored(section),
+                "status": _status(beats),
+                "measured": f"{_fmt(ours['median_best'])} vs "
+                + ", ".join(
+                    f"{arm} {_fmt(arms[arm]['median_best'], none='diverged')}" for arm in others
+                ),
+            }
+        )
     rows.append(_anytime_target(name, section))
     return rows
 
@@ -314,7 +322,8 @@ def _search_md(report: dict[str, Any], prefix: str) -> list[str]:
         "chosen trial's validation value too.",
         "",
     ]
-    lines += [f"- **{arm}**: {desc}" for arm, desc in ARMS.items()]
+    ran = set(s.get("arms", ARMS))
+    lines += [f"- **{arm}**: {desc}" for arm, desc in ARMS.items() if arm in ran]
     for name, section in report.get("search", {}).items():
         summary = section["summary"]
         head = [
@@ -348,6 +357,7 @@ def _search_md(report: dict[str, Any], prefix: str) -> list[str]:
             ]
             for arm, a in summary["arms"].items()
         ]
+        recipe = next((summary["arms"][a] for a in RECIPES if a in summary["arms"]), None)
         lines += [
             "",
             f"### {name}",
@@ -356,8 +366,13 @@ def _search_md(report: dict[str, Any], prefix: str) -> list[str]:
             f"{section['steps_per_epoch']} steps per epoch; "
             f"target {_fmt(summary['target'])}. Medians over seeds; the range test of "
             f"lrsearch cost {summary['arms']['lrsearch']['median_range_test_trial_epochs']:.1f}"
-            " trial-epochs, that of the recipes "
-            f"{summary['arms']['fastai-valley']['median_range_test_trial_epochs']:.1f}.",
+            " trial-epochs"
+            + (
+                ""
+                if recipe is None
+                else f", that of the recipes {recipe['median_range_test_trial_epochs']:.1f}"
+            )
+            + ".",
             "",
             *_table(head, rows),
             "",

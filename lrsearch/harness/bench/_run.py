@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from lrsearch.harness.bench._config import ARMS, PRUNER_ARMS, BenchConfig
+from lrsearch.harness.bench._config import PRUNER_ARMS, BenchConfig
 
 __all__ = ["run_bench"]
 
@@ -79,7 +79,7 @@ def run_bench(
     if "search" in config.sections:
         t0 = time.perf_counter()
         report["search"] = run_search(
-            config, tasks, ranges, _stepper(progress, "search", n_runs * len(ARMS))
+            config, tasks, ranges, _stepper(progress, "search", n_runs * len(config.arms))
         )
         for section in report["search"].values():
             section["summary"] = summarize_search(section, tolerance=config.target_tolerance)

@@ -42,7 +42,7 @@ if TYPE_CHECKING:
 
 __all__ = ["RangeTests", "Task", "run_pruning", "run_search"]
 
-PIBO_BETA = 10.0  # the lrsearch-pibo arm's [prior] pibo_beta (piBO's paper uses 10)
+PIBO_BETA = 1.0  # the lrsearch-pibo arm's [prior] pibo_beta
 WIDE = LRPrior(center=1e-2, sigma_decades=1.0, low=1e-5, high=10.0)  # only its bounds are used
 RECIPE_WEIGHT_DECAY = SMITH_DEFAULTS["weight_decay"]
 STEPS = "steps"  # trial attribute: optimizer steps the trial trained
@@ -367,21 +367,22 @@ def _section_head(task: Task) -> dict[str, Any]:
 def run_search(
     config: BenchConfig, tasks: dict[str, Task], ranges: RangeTests, advance: Advance
 ) -> dict[str, Any]:
-    """Every arm of :data:`ARMS` on every workload and seed: their runs, unsummarised.
+    """Every arm of ``config.arms`` on every workload and seed: their runs, unsummarised.
 
     Seeds are the outer loop, so a change in machine load hits every arm alike.
     """
-    from lrsearch.harness.bench._config import ARMS
-
     out: dict[str, Any] = {}
     max_trials = config.trials * config.max_trials_factor
     for name, task in tasks.items():
-        runs: dict[str, list[dict[str, Any]]] = {arm: [] for arm in ARMS}
+        runs: dict[str, list[dict[str, Any]]] = {arm: [] for arm in config.arms}
         for seed in range(config.seeds):
-            for arm in ARMS:
-                if arm in ("lrsearch", "lrsearch-tails"):
+            for arm in config.arms:
+                if arm in ("lrsearch", "lrsearch-tails", "lrsearch-pibo"):
                     tails = 2 if arm == "lrsearch-tails" else 0
-                    run = _lrsearch_arm(task, seed, ranges, config.budget, max_trials, tails=tails)
+                    prior = {"pibo_beta": PIBO_BETA} if arm == "lrsearch-pibo" else None
+                    run = _lrsearch_arm(
+                        task, seed, ranges, config.budget, max_trials, tails=tails, prior=prior
+                    )
                 elif arm in ("tpe-wide", "gp-wide", "random-wide", "lrsearch-noprior"):
                     run = _wide_arm(task, seed, arm, config.budget, max_trials)
                 else:
