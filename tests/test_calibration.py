@@ -23,6 +23,7 @@ def test_prior_defaults_agree_with_the_calibration_in_docs(repo_root: Path) -> N
     # Not calibrated by offsets, but recorded with the run: they must agree too.
     assert choice["low_decades"] == pytest.approx(prior.DEFAULT_LOW_DECADES)
     assert choice["high_factor"] == pytest.approx(prior.DEFAULT_HIGH_FACTOR)
+    assert choice.get("offset_by_family", {}) == prior.DEFAULT_OFFSET_BY_FAMILY
 
 
 @pytest.fixture(scope="module")
@@ -71,9 +72,7 @@ def _fake_result(
         "grid_step_decades": 0.3,
         "best_max_lr": best,
         "best_metric": 90.0,
-        "sweep": [
-            {"max_lr": lr, "mean": 90.0 - 10 * abs(math.log10(lr / best))} for lr in grid
-        ],
+        "sweep": [{"max_lr": lr, "mean": 90.0 - 10 * abs(math.log10(lr / best))} for lr in grid],
         "range_test": {
             "suggestions": {
                 k: {"median": v, "spread_decades": 0.05} for k, v in suggestions.items()

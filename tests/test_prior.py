@@ -17,6 +17,7 @@ from lrsearch.prior import (
     DEFAULT_OFFSET_DECADES,
     DEFAULT_SIGMA_FLOOR,
     LRPrior,
+    optimizer_family,
 )
 from lrsearch.suggest import SUGGESTION_NAMES, SuggestionSummary
 
@@ -246,6 +247,29 @@ class TestFromSuggestions:
         summary = _summary({"valley": 1e-3, "diverge": 1e-1}, {"valley": 0.01})
         prior = LRPrior.from_suggestions(summary, anchor="valley", sigma_floor_decades=0.3)
         assert prior.sigma_decades == 0.3
+
+    def test_an_offset_per_optimizer_family_where_calibrated(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        import lrsearch.prior as prior_module
+
+        summary = _summary({"valley": 1e-2, "diverge": 1.0})
+        pooled = LRPrior.from_suggestions(summary, anchor="valley", family="adam")
+        assert pooled.center == pytest.approx(1e-2 * 10**DEFAULT_OFFSET_DECADES)
+        monkeypatch.setattr(prior_module, "DEFAULT_OFFSET_BY_FAMILY", {"adam": -0.5})
+        adam = LRPrior.from_suggestions(summary, anchor="valley", family="adam")
+        sgd = LRPrior.from_suggestions(summary, anchor="valley", family="sgd")
+        given = LRPrior.from_suggestions(summary, anchor="valley", family="adam", offset_decades=0)
+        assert adam.center == pytest.approx(1e-2 * 10**-0.5)
+        assert sgd.center == pooled.center and given.center == pytest.approx(1e-2)
+
+    @pytest.mark.parametrize(
+        ("name", "family"),
+        [("sgd", "sgd"), ("AdamW", "adam"), ("adamw_two_groups", "adam"), ("NAdam", "adam"),
+         ("Adagrad", "sgd"), ("RMSprop", "sgd")],
+    )  # fmt: skip
+    def test_optimizer_family(self, name: str, family: str) -> None:
+        assert optimizer_family(name) == family
 
     def test_center_is_clamped_to_the_divergence_cut(self) -> None:
         summary = _summary({"steep": 1e-1, "diverge": 1e-2})

@@ -60,6 +60,9 @@ def test_repeats_use_different_orders_and_summarise(blobs) -> None:
         s = result.summary[name]
         assert len(s.values) == 3 and 1e-7 <= s.median <= 10
     assert result.prior.low < result.prior.center <= result.prior.high
+    assert result.settings["optimizer_family"] == "sgd"  # what the prior's offset may use
+    adam = range_test_workload(blobs.with_options(optimizer="adam"), repeats=1, num_iter=30)
+    assert adam.settings["optimizer_family"] == "adam"
 
 
 def test_stops_at_divergence(blobs) -> None:
