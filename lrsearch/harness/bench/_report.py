@@ -79,6 +79,67 @@ def _anytime_target(name: str, section: dict[str, Any]) -> dict[str, str]:
 RECIPES = ("fastai-valley", "torch-steep")
 
 
+def _iqr(arm: dict[str, Any], key: str) -> float | None:
+    """The interquartile range of an arm's best at one budget fraction (None: unknown or
+    some seed had nothing yet)."""
+    lo, hi = (arm.get("iqr_best_at") or {}).get(key, (None, None))
+    if lo is None or hi is None or not (math.isfinite(lo) and math.isfinite(hi)):
+        return None
+    return abs(hi - lo)
+
+
+def _near_tpe_target(name: str, section: dict[str, Any]) -> dict[str, str] | None:
+    """lrsearch never worse than wide TPE by more than the larger of the two arms' IQRs."""
+    arms, maximize = section["summary"]["arms"], section["direction"] == "maximize"
+    if "tpe-wide" not in arms:
+        return None
+    ours, tpe = arms["lrsearch"], arms["tpe-wide"]
+    worse, unknown = [], []
+    for label, key in FRACTIONS:
+        mine, theirs = ours.get(key), tpe.get(key)
+        if theirs is None:
+            continue  # TPE had nothing yet: lrsearch cannot be worse
+        if mine is None:
+            worse.append(f"{label} (nothing yet vs {_fmt(theirs)})")
+            continue
+        gap = theirs - mine if maximize else mine - theirs
+        spreads = [v for v in (_iqr(ours, key), _iqr(tpe, key)) if v is not None]
+        if not spreads:
+            unknown.append(label)
+        elif gap > max(spreads):
+            worse.append(f"{label} ({_fmt(mine)} vs {_fmt(theirs)}, IQR {max(spreads):.2f})")
+    return {
+        "target": f"{name}: lrsearch never worse than wide TPE by more than the arms' IQR",
+        "status": _status(not worse) if not unknown or worse else "not measured",
+        "measured": "worse at " + "; ".join(worse) if worse else "within the IQR at every fraction",
+    }
+
+
+def _across_workloads(rows: list[dict[str, str]], n: int) -> list[dict[str, str]]:
+    """The issue's tallies: the anytime and trial-epochs targets on at least 3 of 4 workloads
+    (3/4 of the workloads, rounded up, where there are more or fewer)."""
+    need = math.ceil(0.75 * n)
+    out = []
+    for suffix, what in (
+        ("every other arm's at 1/8, 1/4, 1/2 and the whole budget", "anytime: lrsearch's "
+         "median best >= every other arm's at every budget fraction"),
+        ("1/3 of TPE-wide's trial-epochs", "lrsearch reaches the target in <= 1/3 of "
+         "TPE-wide's trial-epochs"),
+    ):  # fmt: skip
+        mine = [r for r in rows if r["target"].endswith(suffix)]
+        if not mine or n < 2:
+            continue
+        met = [r["target"].split(":")[0] for r in mine if r["status"] == "met"]
+        out.append(
+            {
+                "target": f"{what}, on at least {need} of {n} workloads",
+                "status": _status(len(met) >= need),
+                "measured": f"met on {len(met)} of {n}" + (f" ({', '.join(met)})" if met else ""),
+            }
+        )
+    return out
+
+
 def _search_targets(name: str, section: dict[str, Any]) -> list[dict[str, str]]:
     """The search section's targets, each against the arms it names (left out where an arm
     did not run: ``--arms``)."""
@@ -114,7 +175,8 @@ def _search_targets(name: str, section: dict[str, Any]) -> list[dict[str, str]]:
             }
         )
     rows.append(_anytime_target(name, section))
-    return rows
+    near = _near_tpe_target(name, section)
+    return rows if near is None else [*rows, near]
 
 
 OPTUNA_PRUNERS = ("median", "percentile", "successive-halving", "hyperband", "patient-median")
@@ -285,8 +347,10 @@ def _storage_targets(storage: dict[str, Any]) -> list[dict[str, str]]:
 def evaluate_targets(report: dict[str, Any]) -> list[dict[str, str]]:
     """Each target of the issue: ``{"target", "status": met|missed|not measured, "measured"}``."""
     rows: list[dict[str, str]] = []
-    for name, section in report.get("search", {}).items():
+    search = report.get("search", {})
+    for name, section in search.items():
         rows += _search_targets(name, section)
+    rows += _across_workloads(list(rows), len(search))
     rows += _pruning_targets(report.get("pruning", {}))
     if "overhead" in report:
         v = report["overhead"]["variants"]["optuna+mlflow"]
@@ -303,6 +367,16 @@ def evaluate_targets(report: dict[str, Any]) -> list[dict[str, str]]:
     if storage is not None:
         rows += _storage_targets(storage)
     return rows
+
+
+def _with_iqr(arm: dict[str, Any], key: str) -> str:
+    """``median (25%-75%)`` of an arm's best at one budget fraction; the median alone where
+    the report predates the IQRs or a seed had nothing yet."""
+    cell = _fmt(arm.get(key), none="-")
+    lo, hi = (arm.get("iqr_best_at") or {}).get(key, (None, None))
+    if cell == "-" or lo is None or hi is None or not (math.isfinite(lo) and math.isfinite(hi)):
+        return cell
+    return f"{cell} ({lo:.2f}-{hi:.2f})"
 
 
 def _search_md(report: dict[str, Any], prefix: str) -> list[str]:
@@ -345,9 +419,9 @@ def _search_md(report: dict[str, Any], prefix: str) -> list[str]:
                 arm,
                 _fmt(a["median_best"], none="diverged"),
                 f"{_fmt(a['q25_best'], none='diverged')} - {_fmt(a['q75_best'], none='diverged')}",
-                _fmt(a.get("median_best_at_eighth"), none="-"),
-                _fmt(a["median_best_at_quarter"], none="-"),
-                _fmt(a["median_best_at_half"], none="-"),
+                _with_iqr(a, "median_best_at_eighth"),
+                _with_iqr(a, "median_best_at_quarter"),
+                _with_iqr(a, "median_best_at_half"),
                 _fmt(a["median_trial_epochs_to_target"], ".1f", "not reached"),
                 _fmt(a["median_wall_s_to_target"], ".1f", "not reached"),
                 f"{a['reached_target']}/{a['seeds']}",

@@ -104,6 +104,15 @@ def first_reach(
     return None
 
 
+# summary keys of the anytime view -> the fraction of the budget each is read at
+FRACTION_OF_BUDGET = {
+    "median_best_at_eighth": 1 / 8,
+    "median_best_at_quarter": 1 / 4,
+    "median_best_at_half": 1 / 2,
+    "median_best": 1.0,
+}
+
+
 def _signs(maximize: bool) -> tuple[float, float]:
     """``(worst value, worst compute)`` for this direction."""
     return (-math.inf if maximize else math.inf), math.inf
@@ -160,6 +169,16 @@ def summarize_search(section: dict[str, Any], *, tolerance: float) -> dict[str, 
             "median_best_at_half": median_or_none(
                 [best_at(c, budget / 2, value=score) for c in curves[arm]], worst=worst
             ),
+            # and how much the seeds disagree there: (25%, 75%) of the best at each fraction
+            "iqr_best_at": {
+                key: [
+                    quantile(
+                        [best_at(c, budget * f, value=score) for c in curves[arm]], q, worst=worst
+                    )
+                    for q in (0.25, 0.75)
+                ]
+                for key, f in FRACTION_OF_BUDGET.items()
+            },
             "median_trial_epochs_to_target": median_or_none(to_te, worst=never),
             "median_wall_s_to_target": median_or_none(to_wall, worst=never),
             "reached_target": sum(v is not None for v in to_te),
