@@ -1,15 +1,16 @@
 """Does a variant of lrsearch's search pay? The same search with one setting changed.
 
-    python -m lrsearch.harness.branching_check --workloads digits-mlp,mnist1d-cnn \\
+    python -m lrsearch.harness.variants_check --workloads digits-mlp,mnist1d-cnn \\
         --seeds 5 --trials 20 --epochs 10 --out docs/bench/branching.json
-    python -m lrsearch.harness.branching_check --variants pibo_beta=0,pibo_beta=10 ...
+    python -m lrsearch.harness.variants_check --variants pibo_beta=0,pibo_beta=10 ...
 
 For each workload and seed, the ``lrsearch`` arm of ``lrsearch bench`` (range-test prior,
 its sampler and pruner, range test paid) runs once per variant at the same budget of
 trial-epochs. Variants: ``tails=N`` (``[branching] tails``: each trial among the best 3 gets N
 more annihilation tails, trained from its cycle's end; a tail counts only the epochs it
 trained), ``pibo_beta=B`` (``[prior] pibo_beta``) and ``shift=D`` (the prior's centre moved D
-decades: a misplaced prior, ``lrsearch.harness.bench._search.misplaced``). Reported per workload: the median (over
+decades: a misplaced prior, ``lrsearch.harness.bench._search.misplaced``), or several joined
+by ``+`` (``shift=1+pibo_beta=1``). Reported per workload: the median (over
 seeds) test metric of the validation-chosen trial at 1/8, 1/4, 1/2 and the whole budget, and
 how many trials each variant fitted into the budget.
 """
@@ -26,14 +27,22 @@ __all__ = ["compare", "main"]
 
 
 def _variant(spec: str) -> dict[str, Any]:
-    key, _, value = spec.partition("=")
-    if key == "tails":
-        return {"tails": int(value)}
-    if key == "pibo_beta":
-        return {"prior": {"pibo_beta": float(value)}}
-    if key == "shift":
-        return {"shift_decades": float(value)}
-    raise SystemExit(f"unknown variant {spec!r}: use tails=N, pibo_beta=B or shift=DECADES")
+    """The ``_lrsearch_arm`` options of one variant; ``+`` joins settings (``shift=1+pibo_beta=1``)."""
+    options: dict[str, Any] = {}
+    for part in spec.split("+"):
+        key, _, value = part.partition("=")
+        if key == "tails":
+            options["tails"] = int(value)
+        elif key == "pibo_beta":
+            options["prior"] = {"pibo_beta": float(value)}
+        elif key == "shift":
+            options["shift_decades"] = float(value)
+        else:
+            raise SystemExit(
+                f"unknown variant {part!r}: use tails=N, pibo_beta=B or shift=DECADES, "
+                "joined by '+'"
+            )
+    return options
 
 
 def compare(
