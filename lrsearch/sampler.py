@@ -75,7 +75,7 @@ class _PriorWeightedTPE(TPESampler):
 
 
 class PriorGuidedSampler(BaseSampler):
-    """TPE with an LR prior for ``max_lr`` during startup (and, decaying, after it)."""
+    """TPE with an LR prior for ``max_lr`` during startup (and, decaying or piBO-weighted, after)."""
 
     def __init__(
         self,

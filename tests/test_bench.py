@@ -147,6 +147,28 @@ def test_smoke_bench_writes_a_well_formed_report(tmp_path) -> None:
         with Image.open(png) as image:
             image.verify()
 
+    # --merge: this report and a copy under another workload name, judged again as one
+    other = tmp_path / "other"
+    other.mkdir()
+    copy = {**report, "search": {"digits-copy": report["search"]["digits-mlp"]}}
+    (other / "report.json").write_text(json.dumps(copy))
+    before = (out / "report.json").read_text()
+    merged_dir = tmp_path / "merged"
+    result = CliRunner().invoke(
+        cli,
+        ["bench", "--merge", str(out), "--merge", str(other), "--out", str(merged_dir)],
+        obj={},
+    )
+    assert result.exit_code == 0, result.output
+    merged = json.loads((merged_dir / "report.json").read_text())
+    assert set(merged["search"]) == {"digits-mlp", "digits-copy"}
+    assert merged["search"]["digits-copy"]["summary"] == merged["search"]["digits-mlp"]["summary"]
+    tallies = [t for t in merged["targets"] if t["target"].endswith("of 2 workloads")]
+    assert len(tallies) == 2 and all(t["measured"].startswith("met on ") for t in tallies)
+    assert "Merged from 2 runs" in (merged_dir / "report.md").read_text()
+    assert (merged_dir / "search_digits-copy.png").exists()
+    assert (out / "report.json").read_text() == before  # the merged reports are left alone
+
 
 def _storage_children() -> list[str]:
     """Command lines of this process's children that are a storage proxy or worker."""
@@ -301,12 +323,23 @@ def test_storage_is_skipped_with_a_note_without_postgres(tmp_path) -> None:
         (["--workloads", "nope"], "unknown workload 'nope'", 3),
         (["--sections", "search,bogus"], "unknown sections ['bogus']", 2),
         (["--seeds", "0"], "must be > 0", 2),
+        (["--arms", "lrsearch,bogus"], "unknown arms ['bogus']", 2),
     ],
 )
 def test_bad_options_fail_in_one_line(tmp_path, args, message, code) -> None:
     result = CliRunner().invoke(cli, ["bench", "--smoke", "--out", str(tmp_path), *args], obj={})
     assert result.exit_code == code
     assert message in result.output and "Traceback" not in result.output
+
+
+def test_merge_refuses_what_it_cannot_read_or_would_overwrite(tmp_path) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = CliRunner().invoke(cli, ["bench", "--merge", str(empty), "--out", str(tmp_path)])
+    assert result.exit_code != 0 and "no readable report.json" in result.output
+    result = CliRunner().invoke(cli, ["bench", "--merge", str(empty), "--out", str(empty)])
+    assert result.exit_code != 0 and "would be overwritten" in result.output
+    assert "Traceback" not in result.output
 
 
 def test_torch_recipe_is_torch_one_cycle_lr() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -113,6 +114,14 @@ def _names(value: str | None, option: str) -> tuple[str, ...] | None:
     help="Directory where the pruning section keeps its unpruned studies (one JSON per "
     "workload and seed) and reuses them on the next run with the same settings.",
 )
+@click.option(
+    "--merge",
+    "merge",
+    multiple=True,
+    type=click.Path(file_okay=False, exists=True, path_type=Path),
+    help="Run nothing: combine the reports in these directories (repeat the option) into one "
+    "at --out, summarised and judged again by this version (their report.json is kept).",
+)
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars or section timings.")
 def bench(**opts: Any) -> None:
     """Measure that the method pays off: search efficiency, pruning, overhead, storage.
@@ -123,6 +132,10 @@ def bench(**opts: Any) -> None:
     """
     from lrsearch.harness.bench import SIZES, run_bench, write_report
     from lrsearch.workloads import get_workload
+
+    if opts["merge"]:
+        _merge(opts["merge"], opts["out"])
+        return
 
     size = "smoke" if opts["smoke"] else "quick" if opts["quick"] else "full"
     workloads = _names(opts["workloads"], "--workloads")
@@ -150,6 +163,33 @@ def bench(**opts: Any) -> None:
     with progress(quiet=opts["quiet"]) as bars:
         report = run_bench(config, progress=bars, log=say)
     paths = write_report(report, opts["out"], command=_command(size, opts))
+    for target in report["targets"]:
+        click.echo(f"{target['status']:>12}  {target['target']}: {target['measured']}")
+    click.echo(f"wrote {', '.join(str(p) for p in paths)}")
+
+
+def _merge(directories: tuple[Path, ...], out: Path) -> None:
+    """``--merge``: earlier reports as one, written to ``out``."""
+    from lrsearch.harness.bench import merge_reports, write_report
+
+    if any(d.resolve() == out.resolve() for d in directories):
+        raise ConfigError(
+            f"--out {out}: is one of the --merge directories, whose report would be "
+            "overwritten; write the merged report elsewhere"
+        )
+    reports = []
+    for directory in directories:
+        path = directory / "report.json"
+        try:
+            reports.append(json.loads(path.read_text()))
+        except (OSError, ValueError) as exc:
+            raise ConfigError(
+                f"--merge {directory}: no readable report.json there ({exc}); name a directory "
+                "that 'lrsearch bench --out' wrote"
+            ) from None
+    report = merge_reports(reports)
+    command = "lrsearch bench " + " ".join(f"--merge {d}" for d in directories) + f" --out {out}"
+    paths = write_report(report, out, command=command)
     for target in report["targets"]:
         click.echo(f"{target['status']:>12}  {target['target']}: {target['measured']}")
     click.echo(f"wrote {', '.join(str(p) for p in paths)}")

@@ -23,7 +23,7 @@ from __future__ import annotations
 from lrsearch.harness.bench._config import ARMS, PRUNER_ARMS, SECTIONS, SIZES, BenchConfig
 from lrsearch.harness.bench._recipes import TwoPhaseCycle, fastai_one_cycle, torch_one_cycle
 from lrsearch.harness.bench._report import evaluate_targets, render_markdown, write_report
-from lrsearch.harness.bench._run import run_bench
+from lrsearch.harness.bench._run import merge_reports, run_bench
 
 __all__ = [
     "ARMS",
@@ -34,6 +34,7 @@ __all__ = [
     "TwoPhaseCycle",
     "evaluate_targets",
     "fastai_one_cycle",
+    "merge_reports",
     "render_markdown",
     "run_bench",
     "torch_one_cycle",

@@ -369,6 +369,10 @@ def evaluate_targets(report: dict[str, Any]) -> list[dict[str, str]]:
     return rows
 
 
+def _seeds(section: dict[str, Any]) -> int:
+    return max((len(runs) for runs in section["runs"].values()), default=0)
+
+
 def _with_iqr(arm: dict[str, Any], key: str) -> str:
     """``median (25%-75%)`` of an arm's best at one budget fraction; the median alone where
     the report predates the IQRs or a seed had nothing yet."""
@@ -381,12 +385,20 @@ def _with_iqr(arm: dict[str, Any], key: str) -> str:
 
 def _search_md(report: dict[str, Any], prefix: str) -> list[str]:
     s = report["settings"]
+    size = (
+        f"Same workload, {s['epochs']} epochs per trial, a budget of {s['trials']} trials x "
+        f"{s['epochs']} epochs = {s['trials'] * s['epochs']} trial-epochs per arm and seed "
+        f"({s['seeds']} seeds)."
+    )
+    if "merged_from" in s:
+        size = (
+            f"Merged from {len(s['merged_from'])} runs ({'; '.join(s['merged_from'])}): each "
+            "workload's budget and seeds are in its section."
+        )
     lines = [
         HEADERS[0],
         "",
-        f"Same workload, {s['epochs']} epochs per trial, a budget of {s['trials']} trials x "
-        f"{s['epochs']} epochs = {s['trials'] * s['epochs']} trial-epochs per arm and seed "
-        f"({s['seeds']} seeds). Range-test steps count as trial-epochs (steps / steps per "
+        f"{size} Range-test steps count as trial-epochs (steps / steps per "
         "epoch); a trial crossing the budget does not count. Every arm selects on validation "
         "and is scored on test: best = the test metric of the completed trial with the best "
         "final validation metric so far (a workload without a test split is scored on "
@@ -437,7 +449,9 @@ def _search_md(report: dict[str, Any], prefix: str) -> list[str]:
             f"### {name}",
             "",
             f"{_scored(section).capitalize()}: {section['metric']}, "
-            f"{section['steps_per_epoch']} steps per epoch; "
+            f"{section['steps_per_epoch']} steps per epoch; budget {section['budget']} "
+            f"trial-epochs ({section['budget'] // section['epochs']} trials x "
+            f"{section['epochs']} epochs), {_seeds(section)} seeds; "
             f"target {_fmt(summary['target'])}. Medians over seeds; the range test of "
             f"lrsearch cost {summary['arms']['lrsearch']['median_range_test_trial_epochs']:.1f}"
             " trial-epochs"

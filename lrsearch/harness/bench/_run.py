@@ -44,6 +44,42 @@ def machine() -> dict[str, Any]:
     }
 
 
+def merge_reports(reports: list[dict[str, Any]]) -> dict[str, Any]:
+    """Earlier reports as one, summarised and judged again by this version's code.
+
+    Sections of a workload that several reports measured come from the last of them; the
+    overhead and storage sections too. Settings are the first report's, with
+    ``merged_from`` listing each report's command and ``sizes`` each search section's.
+    """
+    from lrsearch.harness.bench._report import evaluate_targets
+    from lrsearch.harness.bench._stats import summarize_pruning, summarize_search
+
+    if not reports:
+        raise ValueError("nothing to merge: name at least one report")
+    merged: dict[str, Any] = {
+        "settings": {
+            **reports[0]["settings"],
+            "merged_from": [r.get("command", "?") for r in reports],
+        },
+        "machine": reports[0].get("machine", {}),
+        "seconds": sum(float(r.get("seconds", 0.0)) for r in reports),
+    }
+    for report in reports:
+        for name in ("search", "pruning"):
+            merged.setdefault(name, {}).update(report.get(name, {}))
+        for name in ("overhead", "storage"):
+            if name in report:
+                merged[name] = report[name]
+    tolerance = float(merged["settings"].get("target_tolerance", 0.3))
+    for section in merged.get("search", {}).values():
+        section["summary"] = summarize_search(section, tolerance=tolerance)
+    for section in merged.get("pruning", {}).values():
+        section["summary"] = summarize_pruning(section)
+    merged = {k: v for k, v in merged.items() if v != {}}
+    merged["targets"] = evaluate_targets(merged)
+    return merged
+
+
 def _stepper(progress: Any, description: str, total: int) -> Callable[[], None]:
     task = progress.add_task(description, total=total)
     return lambda: progress.advance(task)
