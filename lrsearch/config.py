@@ -184,8 +184,11 @@ class PriorSection(_Model):
     high_factor: float | None = Field(default=None, gt=0)
     n_startup_trials: int = Field(default=5, ge=1)
     weight_decay_trials: float = Field(default=0.0, ge=0)
-    # piBO-style weight of the prior after startup: prior ** (pibo_beta / n); 0 = off
-    pibo_beta: float = Field(default=0.0, ge=0)
+    # piBO: after startup TPE's acquisition is weighted by prior ** (pibo_beta / n ** pibo_fade),
+    # n the trials finished since startup; 0 = off, unset = the measured default
+    # (lrsearch.sampler.DEFAULT_PIBO_BETA); pibo_fade 1 is piBO's 1/n, 0 never fades
+    pibo_beta: float | None = Field(default=None, ge=0, allow_inf_nan=False)
+    pibo_fade: float = Field(default=1.0, ge=0, allow_inf_nan=False)
 
 
 class SpaceSection(_Model):
@@ -321,8 +324,10 @@ class StudyConfig(_Model):
         else:
             data["study"].pop("training", None)
         data["pruner"] = self.pruner.fingerprint_data()
-        if data["prior"].get("pibo_beta") == 0.0:
-            data["prior"].pop("pibo_beta")  # unset: hashes as before
+        if data["prior"].get("pibo_beta") in (None, 0.0):
+            data["prior"].pop("pibo_beta")  # unset (or 0, as earlier versions hashed it)
+        if data["prior"].get("pibo_fade") == 1.0:
+            data["prior"].pop("pibo_fade")  # unset: hashes as before
         if data["branching"] == BranchingSection().model_dump(mode="json"):
             data.pop("branching")  # unset: hashes as before
         data.pop("tracking")

@@ -33,9 +33,11 @@ from lrsearch.prior import LRPrior
 if TYPE_CHECKING:
     from lrsearch.config import StudyConfig
 
-__all__ = ["PriorGuidedSampler", "sampler_from_config"]
+__all__ = ["DEFAULT_PIBO_BETA", "PriorGuidedSampler", "sampler_from_config"]
 
 PARAM = "max_lr"
+# [prior] pibo_beta where a study file leaves it unset; measured in docs/benchmarks.md
+DEFAULT_PIBO_BETA = 0.0
 _FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
 
@@ -88,12 +90,16 @@ class PriorGuidedSampler(BaseSampler):
         group: bool = False,
         seed: int | None = None,
         pibo_beta: float = 0.0,
+        pibo_fade: float = 1.0,
     ) -> None:
         if not 0 <= pibo_beta < math.inf:
             raise ValueError(f"pibo_beta must be >= 0 and finite, got {pibo_beta=}")
+        if not 0 <= pibo_fade < math.inf:
+            raise ValueError(f"pibo_fade must be >= 0 and finite, got {pibo_fade=}")
         if pibo_beta > 0:
             _PriorWeightedTPE.check_supported()
         self.pibo_beta = pibo_beta
+        self.pibo_fade = pibo_fade
         if n_startup_trials < 0:
             raise ValueError(f"n_startup_trials must be >= 0, got {n_startup_trials=}")
         if prior_decay_trials < 0:
@@ -139,12 +145,12 @@ class PriorGuidedSampler(BaseSampler):
         return self._tpe.infer_relative_search_space(study, trial)
 
     def pibo_weight(self, study: optuna.Study) -> float:
-        """The prior's exponent in the acquisition now: ``pibo_beta / n``, n counting the trials
-        finished since startup, plus one (0 while the prior draws ``max_lr`` itself)."""
+        """The prior's exponent in the acquisition now: ``pibo_beta / n ** pibo_fade``, n
+        counting the trials finished since startup, plus one."""
         if self.pibo_beta <= 0:
             return 0.0
         n = max(self._n_finished(study) - self.n_startup_trials, 0) + 1
-        return self.pibo_beta / n
+        return self.pibo_beta / n**self.pibo_fade
 
     def sample_relative(
         self, study: optuna.Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]
@@ -193,5 +199,6 @@ def sampler_from_config(
         constant_liar=config.sampler.constant_liar,
         group=len(config.space.policies) > 1,
         seed=seed,
-        pibo_beta=config.prior.pibo_beta,
+        pibo_beta=DEFAULT_PIBO_BETA if config.prior.pibo_beta is None else config.prior.pibo_beta,
+        pibo_fade=config.prior.pibo_fade,
     )

@@ -87,3 +87,38 @@ def test_evidence_overrules_a_wrong_prior() -> None:
     to_optimum = statistics.median(abs(x - optimum) for x in late)
     to_prior = statistics.median(abs(x - math.log10(PRIOR.center)) for x in late)
     assert to_optimum < 1.0 < to_prior
+
+
+def test_fade_sets_how_fast_the_prior_lets_go() -> None:
+    def weights(fade: float) -> list[float]:
+        sampler = PriorGuidedSampler(PRIOR, n_startup_trials=1, pibo_beta=4.0, pibo_fade=fade)
+        study = optuna.create_study(sampler=sampler)
+        out = []
+        for _ in range(5):
+            study.optimize(lambda t: t.suggest_float("max_lr", 1e-5, 10.0, log=True), n_trials=1)
+            out.append(sampler.pibo_weight(study))
+        return out
+
+    assert weights(1.0) == [4.0, 2.0, 4 / 3, 1.0, 0.8]  # piBO's beta / n
+    assert weights(0.0) == [4.0] * 5  # never fades
+    assert weights(2.0) == [4.0, 1.0, 4 / 9, 0.25, 0.16]
+    with pytest.raises(ValueError, match="pibo_fade must be >= 0 and finite"):
+        PriorGuidedSampler(PRIOR, pibo_fade=-1.0)
+
+
+def test_study_files_set_pibo_and_unset_keeps_old_fingerprints() -> None:
+    from lrsearch.config import parse_study_config
+    from lrsearch.sampler import DEFAULT_PIBO_BETA, sampler_from_config
+
+    def config(**prior: float) -> object:
+        return parse_study_config(
+            {"study": {"name": "x", "workload": "digits-mlp"}, "prior": prior}
+        )
+
+    unset, zero, faded = config(), config(pibo_beta=0.0), config(pibo_fade=1.0)
+    assert unset.fingerprint() == zero.fingerprint() == faded.fingerprint()
+    assert config(pibo_beta=2.0).fingerprint() != unset.fingerprint()
+    assert config(pibo_fade=0.5).fingerprint() != unset.fingerprint()
+    assert sampler_from_config(unset, PRIOR, seed=0).pibo_beta == DEFAULT_PIBO_BETA
+    chosen = sampler_from_config(config(pibo_beta=2.0, pibo_fade=0.5), PRIOR, seed=0)
+    assert (chosen.pibo_beta, chosen.pibo_fade) == (2.0, 0.5)

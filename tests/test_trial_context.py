@@ -247,6 +247,7 @@ def test_a_study_without_a_loop_keeps_its_fingerprint() -> None:
     data.pop("tracking")
     data.pop("branching")  # added later too
     data["prior"].pop("pibo_beta")
+    data["prior"].pop("pibo_fade")
     # the pruner section as it was: one n_warmup_steps default, no plateau settings
     data["pruner"] = {
         k: v for k, v in data["pruner"].items() if k not in ("keep_top", "confidence")

@@ -33,13 +33,13 @@ def _variant(spec: str) -> dict[str, Any]:
         key, _, value = part.partition("=")
         if key == "tails":
             options["tails"] = int(value)
-        elif key == "pibo_beta":
-            options["prior"] = {"pibo_beta": float(value)}
+        elif key in ("pibo_beta", "pibo_fade"):
+            options.setdefault("prior", {})[key] = float(value)
         elif key == "shift":
             options["shift_decades"] = float(value)
         else:
             raise SystemExit(
-                f"unknown variant {part!r}: use tails=N, pibo_beta=B or shift=DECADES, "
+                f"unknown variant {part!r}: use tails=N, pibo_beta=B, pibo_fade=F or shift=DECADES, "
                 "joined by '+'"
             )
     return options
