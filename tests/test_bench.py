@@ -600,3 +600,18 @@ def test_the_anytime_target_names_every_arm_and_fraction_ahead_of_lrsearch() -> 
     )
     section["summary"]["arms"]["tpe-wide"]["median_best_at_half"] = 91.0
     assert _anytime_target("w", section)["status"] == "met"
+
+
+def test_the_target_of_a_loss_is_one_percent_above_the_best() -> None:
+    section = {
+        "direction": "minimize",
+        "budget": 20,
+        "runs": {
+            "lrsearch": [_run(0, [[0.0, 0.0, None], [10.0, 1.0, 3.0], [20.0, 2.0, 2.90]])],
+            "tpe-wide": [_run(0, [[0.0, 0.0, None], [10.0, 1.0, 2.95]])],
+        },
+    }
+    summary = summarize_search(section, tolerance=0.3)
+    assert summary["target"] == pytest.approx(2.90 * 1.01)  # not 2.90 + 0.3 bits
+    assert summary["arms"]["lrsearch"]["median_trial_epochs_to_target"] == 20.0
+    assert summary["arms"]["tpe-wide"]["median_trial_epochs_to_target"] is None

@@ -403,7 +403,8 @@ def _search_md(report: dict[str, Any], prefix: str) -> list[str]:
         "and is scored on test: best = the test metric of the completed trial with the best "
         "final validation metric so far (a workload without a test split is scored on "
         "validation, as its table says). Target = "
-        f"{s['target_tolerance']:g} points short of the best arm's median best. Trials, "
+        f"{s['target_tolerance']:g} points short of the best arm's median best (1% above it "
+        "for a metric to minimise, a loss). Trials, "
         "trial-epochs and wall s: what was spent within the budget; report.json keeps the "
         "chosen trial's validation value too.",
         "",

@@ -104,6 +104,9 @@ def first_reach(
     return None
 
 
+# the search target for a metric to minimise: this fraction above the best arm's median best
+LOSS_TOLERANCE = 0.01
+
 # summary keys of the anytime view -> the fraction of the budget each is read at
 FRACTION_OF_BUDGET = {
     "median_best_at_eighth": 1 / 8,
@@ -124,7 +127,7 @@ def summarize_search(section: dict[str, Any], *, tolerance: float) -> dict[str, 
     "Best" is the score (test where the section has a test split, see :func:`score_index`)
     of the trial with the best validation value so far; ``median_best_val`` keeps that
     trial's validation value. The target is ``tolerance`` points short of the best arm's
-    median best (median over seeds, so one lucky seed does not set it).
+    median best (for a metric to minimise, a loss: ``LOSS_TOLERANCE`` of it, 1%) (median over seeds, so one lucky seed does not set it).
     """
     maximize = section["direction"] == "maximize"
     worst, never = _signs(maximize)
@@ -138,7 +141,7 @@ def summarize_search(section: dict[str, Any], *, tolerance: float) -> dict[str, 
     real = [m for m in medians.values() if m is not None]
     target = None
     if real:
-        target = max(real) - tolerance if maximize else min(real) + tolerance
+        target = max(real) - tolerance if maximize else min(real) * (1 + LOSS_TOLERANCE)
     arms: dict[str, Any] = {}
     for arm, runs in section["runs"].items():
         to_te = [
