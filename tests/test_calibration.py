@@ -201,3 +201,16 @@ def test_cli_refuses_fewer_than_three_points() -> None:
     result = CliRunner().invoke(cli, ["calibrate-prior", "--points", "2"])
     assert result.exit_code == 2
     assert "--points" in result.output
+
+
+def test_anchor_noise_reruns_the_range_test_under_other_seeds(tiny: dict[str, Any]) -> None:
+    from lrsearch.harness import anchor_noise
+
+    (first,) = tiny["workloads"]
+    second = {**first, "best_max_lr": first["best_max_lr"] * 10}  # a decade off the first
+    result = anchor_noise.measure({"workloads": [first, second]}, seeds=2)
+    assert len(result["suggestions"]["tests.tiny_workloads:blobs"]) == 2
+    for row in result["anchors"].values():
+        assert row["spread_decades"] >= 0.0
+        # each is held out against the other's offset, a decade apart: about a decade off
+        assert 0.5 < row["held_out_rms_decades"] <= row["held_out_max_abs_decades"] < 2.0
