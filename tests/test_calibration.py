@@ -214,3 +214,21 @@ def test_anchor_noise_reruns_the_range_test_under_other_seeds(tiny: dict[str, An
         assert row["spread_decades"] >= 0.0
         # each is held out against the other's offset, a decade apart: about a decade off
         assert 0.5 < row["held_out_rms_decades"] <= row["held_out_max_abs_decades"] < 2.0
+
+
+def test_cli_reuse_keeps_finished_sweeps(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    out = tmp_path / "cal.md"
+    args = ["calibrate-prior", "--workloads", "tests.tiny_workloads:blobs", "--points", "3"]
+    args += ["--seeds", "1", "--epochs", "2", "-q", "--out", str(out)]
+    first = CliRunner().invoke(cli, args)
+    assert first.exit_code == 0, first.output
+    swept = json.loads(out.with_suffix(".json").read_text())["workloads"]
+
+    def no_more(*_: Any) -> None:
+        raise AssertionError("swept again")
+
+    monkeypatch.setattr(calibration, "calibrate_workload", no_more)
+    again = CliRunner().invoke(cli, [*args, "--reuse"])
+    assert again.exit_code == 0, again.output
+    assert json.loads(out.with_suffix(".json").read_text())["workloads"] == swept
+    assert not out.with_suffix(".json.tmp").exists()

@@ -102,7 +102,7 @@ def calibrate_prior(**opts: Any) -> None:
             log=log,
             jobs=opts["jobs"],
             reuse=reuse,
-            on_workload=lambda partial: _save_partial(out.with_suffix(".json"), partial, reuse),
+            on_workload=lambda partial: _save_partial(out.with_suffix(".json"), partial),
         )
     except ValueError as exc:  # e.g. a sweep in which every max_lr diverged
         raise LrsearchError(f"calibrate-prior: {exc}") from exc
@@ -117,16 +117,11 @@ def calibrate_prior(**opts: Any) -> None:
     click.echo(f"wrote {out} and {out.with_suffix('.json')}")
 
 
-def _save_partial(path: Path, partial: dict[str, Any], earlier: dict[str, Any] | None) -> None:
-    """Keep the sweeps finished so far (and the earlier ones) where --reuse finds them."""
-    kept = {r["workload"]: r for r in (earlier or {}).get("workloads", [])}
-    kept.update({r["workload"]: r for r in partial["workloads"]})
-    if earlier is not None and earlier.get("settings") != partial["settings"]:
-        kept = {r["workload"]: r for r in partial["workloads"]}
-    data = {**(earlier or {}), "settings": partial["settings"], "workloads": list(kept.values())}
+def _save_partial(path: Path, partial: dict[str, Any]) -> None:
+    """Keep the sweeps finished so far (reused ones included) where --reuse finds them."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    tmp.write_text(json.dumps(partial, indent=2) + "\n")
     tmp.replace(path)
 
 
