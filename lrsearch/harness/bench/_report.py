@@ -69,6 +69,8 @@ def _anytime_target(name: str, section: dict[str, Any]) -> dict[str, str]:
             if arm != "lrsearch" and (theirs > mine if maximize else theirs < mine):
                 behind.append(f"{arm} at {label} ({_fmt(a.get(key))} vs {_fmt(ours.get(key))})")
     return {
+        "kind": "anytime",
+        "workload": name,
         "target": f"{name}: lrsearch's median best >= every other arm's at 1/8, 1/4, 1/2 and "
         "the whole budget",
         "status": _status(not behind),
@@ -120,16 +122,15 @@ def _across_workloads(rows: list[dict[str, str]], n: int) -> list[dict[str, str]
     (3/4 of the workloads, rounded up, where there are more or fewer)."""
     need = math.ceil(0.75 * n)
     out = []
-    for suffix, what in (
-        ("every other arm's at 1/8, 1/4, 1/2 and the whole budget", "anytime: lrsearch's "
-         "median best >= every other arm's at every budget fraction"),
-        ("1/3 of TPE-wide's trial-epochs", "lrsearch reaches the target in <= 1/3 of "
-         "TPE-wide's trial-epochs"),
+    for kind, what in (
+        ("anytime", "anytime: lrsearch's median best >= every other arm's at every budget "
+         "fraction"),
+        ("to_target", "lrsearch reaches the target in <= 1/3 of TPE-wide's trial-epochs"),
     ):  # fmt: skip
-        mine = [r for r in rows if r["target"].endswith(suffix)]
+        mine = [r for r in rows if r.get("kind") == kind]
         if not mine or n < 2:
             continue
-        met = [r["target"].split(":")[0] for r in mine if r["status"] == "met"]
+        met = [r["workload"] for r in mine if r["status"] == "met"]
         out.append(
             {
                 "target": f"{what}, on at least {need} of {n} workloads",
@@ -152,6 +153,8 @@ def _search_targets(name: str, section: dict[str, Any]) -> list[dict[str, str]]:
         ratio = f" = {a / b:.2f}x" if a is not None and b is not None else ""
         rows.append(
             {
+                "kind": "to_target",
+                "workload": name,
                 "target": f"{name}: lrsearch reaches the target in <= 1/3 of TPE-wide's "
                 "trial-epochs",
                 "status": _status(ok),
