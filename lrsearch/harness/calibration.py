@@ -152,6 +152,14 @@ def _sweep_all(
     return swept
 
 
+def _round_up(x: float, step: float = 0.05) -> float:
+    return round(math.ceil(round(x / step, 6)) * step, 2)
+
+
+def _round(x: float, step: float = 0.05) -> float:
+    return round(round(x / step) * step, 2) + 0.0
+
+
 def choose_defaults(results: Sequence[Row]) -> dict[str, Any]:
     """The prior defaults the measurements support.
 
@@ -169,8 +177,8 @@ def choose_defaults(results: Sequence[Row]) -> dict[str, Any]:
     over = max(r["offsets"]["diverge"] for r in results)  # log10(best / diverge)
     return {
         "anchor": anchor,
-        "offset_decades": round(round(float(offsets[anchor].mean()) / 0.05) * 0.05, 2) + 0.0,
-        "sigma_floor": round(math.ceil(round(sigma / 0.05, 6)) * 0.05, 2),
+        "offset_decades": _round(float(offsets[anchor].mean())),
+        "sigma_floor": _round_up(sigma),
         "low_decades": DEFAULT_LOW_DECADES,
         "high_factor": 1.0 if over <= 0.0 else math.ceil(10 ** (over + 1)) / 10,
         "offset_mean_by_anchor": {a: float(v.mean()) for a, v in offsets.items()},
@@ -273,14 +281,6 @@ def held_out(results: Sequence[Row]) -> dict[str, Any]:
         else "pooled"
     )
     return {**rules, "chosen": better}
-
-
-def _round_up(x: float, step: float = 0.05) -> float:
-    return round(math.ceil(round(x / step, 6)) * step, 2)
-
-
-def _round(x: float, step: float = 0.05) -> float:
-    return round(round(x / step) * step, 2) + 0.0
 
 
 def final_choice(results: Sequence[Row], held: Row) -> dict[str, Any]:
