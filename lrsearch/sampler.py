@@ -11,8 +11,8 @@ Optuna has no notion of a user prior, so :class:`PriorGuidedSampler` wraps a TPE
   prior with probability ``exp(-k / prior_decay_trials)``, k being the number of trials
   finished after the startup ones;
 - optionally (``pibo_beta`` > 0, piBO, Hvarfner et al. 2022), TPE's acquisition
-  ``log l(x) - log g(x)`` gains ``(pibo_beta / n) * log prior(max_lr)`` after startup, n the
-  number of trials finished since: TPE picks among its candidates the one that is both likely
+  ``log l(x) - log g(x)`` gains ``pibo_beta / n ** pibo_fade * log prior(max_lr)`` after
+  startup, n the number of trials finished since (plus one): TPE picks among its candidates the one that is both likely
   good and likely under the prior, and the prior's say fades as evidence accumulates.
 """
 
@@ -47,7 +47,7 @@ class _PriorWeightedTPE(TPESampler):
     TPE scores each candidate ``x`` (drawn from the density of the good trials, ``l``) by
     ``log l(x) - log g(x)``; this adds ``weight * log prior(x[max_lr])``, i.e. it multiplies
     the acquisition by ``prior ** weight``. The weight is set per trial by
-    :class:`PriorGuidedSampler` (``beta / n``); 0 is TPE exactly.
+    :class:`PriorGuidedSampler` (``pibo_beta / n ** pibo_fade``); 0 is TPE exactly.
 
     This overrides ``TPESampler._compute_acquisition_func``, a private method (Optuna 5);
     :meth:`check_supported` says so plainly where an Optuna lacks it.
@@ -124,8 +124,8 @@ class PriorGuidedSampler(BaseSampler):
     def _n_finished(self, study: optuna.Study) -> int:
         return len(study._get_trials(deepcopy=False, states=_FINISHED, use_cache=True))
 
-    def _use_prior(self, study: optuna.Study) -> bool:
-        n = self._n_finished(study)
+    def _use_prior(self, n: int) -> bool:
+        """Whether ``max_lr`` is drawn from the prior, with ``n`` trials finished."""
         if n < self.n_startup_trials:
             return True
         if self.prior_decay_trials <= 0:
@@ -147,16 +147,20 @@ class PriorGuidedSampler(BaseSampler):
     def pibo_weight(self, study: optuna.Study) -> float:
         """The prior's exponent in the acquisition now: ``pibo_beta / n ** pibo_fade``, n
         counting the trials finished since startup, plus one."""
+        return self._weight_at(self._n_finished(study))
+
+    def _weight_at(self, n: int) -> float:
         if self.pibo_beta <= 0:
             return 0.0
-        n = max(self._n_finished(study) - self.n_startup_trials, 0) + 1
-        return self.pibo_beta / n**self.pibo_fade
+        since = max(n - self.n_startup_trials, 0) + 1
+        return self.pibo_beta / since**self.pibo_fade
 
     def sample_relative(
         self, study: optuna.Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]
     ) -> dict[str, Any]:
-        use_prior = self._use_prior(study)
-        self._tpe.weight = 0.0 if use_prior else self.pibo_weight(study)
+        n = self._n_finished(study)  # read once per trial: both decisions depend on it
+        use_prior = self._use_prior(n)
+        self._tpe.weight = 0.0 if use_prior else self._weight_at(n)
         params = self._tpe.sample_relative(study, trial, search_space)
         if PARAM in params and use_prior:
             params[PARAM] = self._draw(search_space[PARAM])
@@ -169,9 +173,10 @@ class PriorGuidedSampler(BaseSampler):
         param_name: str,
         param_distribution: BaseDistribution,
     ) -> Any:
-        if param_name == PARAM and self._use_prior(study):
+        n = self._n_finished(study)
+        if param_name == PARAM and self._use_prior(n):
             return self._draw(param_distribution)
-        self._tpe.weight = self.pibo_weight(study)
+        self._tpe.weight = self._weight_at(n)
         return self._tpe.sample_independent(study, trial, param_name, param_distribution)
 
     def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:

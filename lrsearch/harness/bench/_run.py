@@ -49,7 +49,8 @@ def merge_reports(reports: list[dict[str, Any]]) -> dict[str, Any]:
 
     Sections of a workload that several reports measured come from the last of them; the
     overhead and storage sections too. Settings are the first report's, with
-    ``merged_from`` listing each report's command and ``sizes`` each search section's.
+    ``merged_from`` listing each report's command; each search section keeps its own budget
+    and epochs.
     """
     from lrsearch.harness.bench._report import evaluate_targets
     from lrsearch.harness.bench._stats import summarize_pruning, summarize_search
