@@ -161,11 +161,15 @@ class StudySection(_Model):
 class RangeTestSection(_Model):
     """``[range_test]``: the test that becomes the prior."""
 
-    repeats: int = Field(default=3, ge=1, le=20)
+    # unset: up to 3 repeats of max(100, one epoch) steps, fitted to budget_fraction
+    repeats: int | None = Field(default=None, ge=1, le=20)
     start_lr: PositiveFloat = 1e-7
     end_lr: PositiveFloat = 10.0
     num_iter: int | None = Field(default=None, ge=10)
     diverge_factor: float = Field(default=4.0, gt=1)
+    # the most the test may cost, as a share of the study's optimizer steps (n_trials x epochs x
+    # steps per epoch); repeats and num_iter set in the file are kept as they are
+    budget_fraction: float = Field(default=0.05, gt=0, le=1)
 
     @model_validator(mode="after")
     def _ordered(self) -> RangeTestSection:
@@ -189,6 +193,15 @@ class PriorSection(_Model):
     # (lrsearch.sampler.DEFAULT_PIBO_BETA); pibo_fade 1 is piBO's 1/n, 0 never fades
     pibo_beta: float | None = Field(default=None, ge=0, allow_inf_nan=False)
     pibo_fade: float = Field(default=1.0, ge=0, allow_inf_nan=False)
+    # a prior that cannot sink a study: this share of the startup draws ignores the prior (wide,
+    # log-uniform over max_lr's range), and once a wide draw beats every prior-drawn trial the
+    # rest of the startup is wide (contradiction); unset = the measured defaults
+    # (lrsearch.sampler.DEFAULT_EXPLORE_SHARE, DEFAULT_CONTRADICTION)
+    explore_share: float | None = Field(default=None, ge=0, le=1)
+    contradiction: bool | None = None
+    # "prior" (startup draws from the prior) or "bracket" (a decade at a time from the best so
+    # far, then the prior moved there); unset = lrsearch.sampler.DEFAULT_STARTUP
+    startup: Literal["prior", "bracket"] | None = None
 
 
 class SpaceSection(_Model):
@@ -324,10 +337,17 @@ class StudyConfig(_Model):
         else:
             data["study"].pop("training", None)
         data["pruner"] = self.pruner.fingerprint_data()
+        if data["range_test"]["repeats"] is None:  # fitted to the budget; hashes as before
+            data["range_test"]["repeats"] = 3
+        if data["range_test"]["budget_fraction"] == 0.05:
+            data["range_test"].pop("budget_fraction")
         if data["prior"].get("pibo_beta") in (None, 0.0):
             data["prior"].pop("pibo_beta")  # unset (or 0, as earlier versions hashed it)
         if data["prior"].get("pibo_fade") == 1.0:
             data["prior"].pop("pibo_fade")  # unset: hashes as before
+        for key in ("explore_share", "contradiction", "startup"):  # unset: hashes as before
+            if data["prior"].get(key) is None:
+                data["prior"].pop(key, None)
         if data["branching"] == BranchingSection().model_dump(mode="json"):
             data.pop("branching")  # unset: hashes as before
         data.pop("tracking")

@@ -20,12 +20,14 @@ from lrsearch.suggest import SUGGESTION_NAMES, SuggestionSummary
 
 __all__ = [
     "DEFAULT_ANCHOR",
+    "DEFAULT_CUT_DECADES",
     "DEFAULT_HIGH_FACTOR",
     "DEFAULT_LOW_DECADES",
     "DEFAULT_OFFSET_BY_FAMILY",
     "DEFAULT_OFFSET_DECADES",
     "DEFAULT_SIGMA_FLOOR",
     "LRPrior",
+    "has_signal",
     "optimizer_family",
 ]
 
@@ -46,11 +48,26 @@ DEFAULT_OFFSET_DECADES = 0.2
 DEFAULT_SIGMA_FLOOR = 0.25
 DEFAULT_LOW_DECADES = 2.0
 DEFAULT_HIGH_FACTOR = 1.0
+# The upper cut: the LR where the range test's loss first climbed significantly above its
+# minimum (``rise``), times 10**DEFAULT_CUT_DECADES, and never above the divergence LR. A trial
+# spends far more steps near max_lr than the ramp does, so the LR where a 100-step ramp blows
+# up is too permissive a cut (issue 19: every divergence fell 0.1-1 decade below it).
+DEFAULT_CUT_DECADES = 0.3
+# A curve without a significant descent ("no clear signal") says only where the loss rises: the
+# prior is then centred NO_SIGNAL_OFFSET_DECADES from the rise, NO_SIGNAL_SIGMA wide, and cut
+# NO_SIGNAL_LOW_DECADES below its centre. Where only some repeats descend, the prior is at
+# least NO_SIGNAL_SIGMA wide.
+NO_SIGNAL_OFFSET_DECADES = -0.7
+NO_SIGNAL_SIGMA = 0.6
+NO_SIGNAL_LOW_DECADES = 3.0
+# A curve that neither descends nor rises nor diverges says nothing: the prior is centred on
+# the ramp's geometric middle (the fallback reading), NO_INFO_SIGMA wide.
+NO_INFO_SIGMA = 1.0
 # The offset for a study whose optimizer family is known (an own loop's is not: it gets
 # DEFAULT_OFFSET_DECADES); empty where one offset serves every family.
 DEFAULT_OFFSET_BY_FAMILY: dict[str, float] = {}
 
-ANCHORS: tuple[str, ...] = tuple(name for name in SUGGESTION_NAMES if name != "diverge")
+ANCHORS: tuple[str, ...] = tuple(n for n in SUGGESTION_NAMES if n not in ("rise", "diverge"))
 
 _SQRT2 = math.sqrt(2.0)
 _LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
@@ -59,6 +76,11 @@ _HALLEY_STEPS = 3
 FloatArray = NDArray[np.float64]
 _erfc = np.frompyfunc(math.erfc, 1, 1)
 _erf = np.frompyfunc(math.erf, 1, 1)
+
+
+def has_signal(reading: SuggestionSummary) -> bool:
+    """Whether at least one repeat read this suggestion off a significant descent."""
+    return reading.n_fallback < len(reading.values)
 
 
 def optimizer_family(optimizer_name: str) -> str:
@@ -232,13 +254,19 @@ class LRPrior:
         sigma_floor_decades: float = DEFAULT_SIGMA_FLOOR,
         low_decades: float = DEFAULT_LOW_DECADES,
         high_factor: float = DEFAULT_HIGH_FACTOR,
+        cut_decades: float = DEFAULT_CUT_DECADES,
     ) -> LRPrior:
         """Build the prior from the range test's suggestions (:func:`lrsearch.suggest.summarize`).
 
-        - ``high = diverge.median * high_factor`` (1 cuts at the divergence LR);
+        - ``high = min(rise.median * 10 ** cut_decades, diverge.median * high_factor)``;
         - ``center = min(anchor.median * 10 ** offset_decades, high)``;
         - ``sigma_decades = max(anchor.spread_decades, sigma_floor_decades)``;
         - ``low = center / 10 ** low_decades``.
+
+        Where no repeat's curve had a significant descent (every anchor value a fallback: "no
+        clear signal"), the centre is ``rise.median * 10 ** NO_SIGNAL_OFFSET_DECADES``, the
+        width ``NO_SIGNAL_SIGMA`` and the lower cut ``NO_SIGNAL_LOW_DECADES`` below the
+        centre; where only some had one, the width is at least ``NO_SIGNAL_SIGMA``.
 
         Args:
             summary: ``summarize()`` output; must hold ``anchor`` and ``"diverge"``.
@@ -248,7 +276,8 @@ class LRPrior:
             family: the optimizer family (:func:`optimizer_family`), where known.
             sigma_floor_decades: smallest width, in decades, whatever the repeats agree on.
             low_decades: how many decades below the centre the prior is cut; > 0.
-            high_factor: the upper cut as a multiple of the divergence LR; > 0.
+            high_factor: the upper cut at most this multiple of the divergence LR; > 0.
+            cut_decades: the upper cut, in decades above the rise; finite.
         """
         if anchor not in ANCHORS:
             raise ValueError(f"anchor must be one of {', '.join(ANCHORS)}, got {anchor=}")
@@ -267,9 +296,25 @@ class LRPrior:
             offset_decades = DEFAULT_OFFSET_BY_FAMILY.get(family or "", DEFAULT_OFFSET_DECADES)
         if not math.isfinite(offset_decades):
             raise ValueError(f"offset_decades must be finite, got {offset_decades=}")
-        high = summary["diverge"].median * high_factor
-        center = min(summary[anchor].median * 10.0**offset_decades, high)
-        sigma = max(summary[anchor].spread_decades, sigma_floor_decades)
+        if not math.isfinite(cut_decades):
+            raise ValueError(f"cut_decades must be finite, got {cut_decades=}")
+        read = summary[anchor]
+        rise = summary["rise"].median if "rise" in summary else summary["diverge"].median
+        high = min(rise * 10.0**cut_decades, summary["diverge"].median * high_factor)
+        if has_signal(read):
+            center = read.median * 10.0**offset_decades
+            sigma = max(read.spread_decades, sigma_floor_decades)
+            if read.n_fallback:  # the repeats disagree on whether the curve says anything
+                sigma = max(sigma, NO_SIGNAL_SIGMA)
+        elif "rise" not in summary or has_signal(summary["rise"]):
+            center = rise * 10.0**NO_SIGNAL_OFFSET_DECADES
+            sigma = max(NO_SIGNAL_SIGMA, sigma_floor_decades)
+            low_decades = max(low_decades, NO_SIGNAL_LOW_DECADES)
+        else:  # no descent, no rise, no divergence: the test says nothing; the ramp's middle
+            center = read.median
+            sigma = max(NO_INFO_SIGMA, sigma_floor_decades)
+            low_decades = max(low_decades, NO_SIGNAL_LOW_DECADES)
+        center = min(center, high)
         return cls(center=center, sigma_decades=sigma, low=center / 10.0**low_decades, high=high)
 
     def to_dict(self) -> dict[str, float]:

@@ -37,6 +37,7 @@ from lrsearch.suggest import (
     DivergenceWatch,
     LossSmoother,
     SuggestionSummary,
+    repeat_spread,
     suggest,
     summarize,
 )
@@ -47,7 +48,21 @@ from lrsearch.workloads import Batches, compute_loss
 if TYPE_CHECKING:
     from lrsearch.workloads import Workload
 
-__all__ = ["RangeCurve", "RangeTestResult", "range_test", "range_test_workload"]
+__all__ = [
+    "DEFAULT_BUDGET_FRACTION",
+    "MIN_RAMP_STEPS",
+    "RangeCurve",
+    "RangeTestResult",
+    "default_beta",
+    "fit_budget",
+    "range_test",
+    "range_test_workload",
+]
+
+# The share of a study's optimizer steps its range test may cost, by default.
+DEFAULT_BUDGET_FRACTION = 0.05
+# The shortest ramp the budget may cut a repeat to: 8 decades at about six points each.
+MIN_RAMP_STEPS = 50
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 StepFn = Callable[[torch.nn.Module, Any], torch.Tensor]
@@ -232,7 +247,7 @@ def range_test(
     num_iter: int | None = None,
     ramp: str = "exp",
     repeats: int = 3,
-    beta: float = 0.98,
+    beta: float | None = None,
     diverge_factor: float = 4.0,
     skip_start: int = 10,
     skip_end: int = 5,
@@ -260,7 +275,8 @@ def range_test(
         num_iter: optimizer steps per repeat; default ``max(100, one epoch)``.
         ramp: ``"exp"`` (geometric, the default) or ``"linear"``.
         repeats: runs with different data orders from the same initial state.
-        beta: EMA smoothing factor.
+        beta: EMA smoothing factor; None: ``min(0.98, 1 - 2 / num_iter)``, so a short ramp
+            is smoothed over the same share of its length (and decades) as a 100-step one.
         diverge_factor: stop once the smoothed loss exceeds the best by this factor.
         skip_start: steps ignored at the start, for divergence and suggestions.
         skip_end: steps ignored at the end, for suggestions.
@@ -295,25 +311,36 @@ def range_test(
     n_iter = num_iter if num_iter is not None else max(100, (per_epoch or 0) // accumulate)
     if n_iter < 10:
         raise ValueError(f"num_iter must be >= 10, got {num_iter=}")
+    beta = default_beta(n_iter) if beta is None else beta
     schedule = (ExpRamp if ramp == "exp" else LinearRamp)(start_lr, end_lr, n_iter)
     plan = _Ramp(schedule, accumulate, beta, diverge_factor, skip_start, base_lr)
     started = time.perf_counter()
-    curves: list[RangeCurve] = []
+    runs: list[tuple[list[float], list[float], list[float]]] = []
     for r in range(repeats):
         source = Batches(data, batch_size=batch_size, seed=seed + r, device=device)
         with _restored(model, optimizer, scaler):
-            lrs, losses, smoothed = _one_repeat(make_step(), source, plan)
-        found = suggest(
-            lrs,
-            losses,
-            skip_start=skip_start,
-            skip_end=skip_end,
-            beta=beta,
-            diverge_factor=diverge_factor,
-        )
-        curves.append(RangeCurve(lrs, losses, smoothed, found))
+            runs.append(_one_repeat(make_step(), source, plan))
         if on_repeat is not None:
             on_repeat(r + 1, repeats)
+    # the repeats' spread is the smoothed loss's noise as measured: every reading is judged by it
+    noise = repeat_spread([smoothed for _, _, smoothed in runs])
+    curves = [
+        RangeCurve(
+            lrs,
+            losses,
+            smoothed,
+            suggest(
+                lrs,
+                losses,
+                skip_start=skip_start,
+                skip_end=skip_end,
+                beta=beta,
+                diverge_factor=diverge_factor,
+                noise=noise,
+            ),
+        )
+        for lrs, losses, smoothed in runs
+    ]
     summary = summarize([c.suggestions for c in curves])
     settings = {
         "start_lr": start_lr,
@@ -330,10 +357,57 @@ def range_test(
         "accumulate": accumulate,
         "grad_clip": grad_clip,
         "precision": precision,
+        "repeat_spread": noise,
+        "steps": sum(len(lrs) for lrs, _, _ in runs),
     }
     return RangeTestResult(
         curves, summary, LRPrior.from_suggestions(summary), settings, time.perf_counter() - started
     )
+
+
+def default_beta(num_iter: int) -> float:
+    """The EMA decay for a ramp of ``num_iter`` steps: fastai's 0.98 from 100 steps on; a
+    shorter ramp averages over the same share of its steps (``1 - 2 / num_iter``), so its
+    smoothing lags by the same number of decades and the calibrated prior still fits."""
+    return min(0.98, 1.0 - 2.0 / num_iter)
+
+
+def fit_budget(
+    budget_steps: int,
+    *,
+    per_epoch: int,
+    repeats: int = 3,
+    num_iter: int | None = None,
+    fraction: float = DEFAULT_BUDGET_FRACTION,
+) -> tuple[int, int]:
+    """Repeats and ramp length for a range test that costs at most ``fraction`` of a study.
+
+    The wanted test is ``repeats`` ramps of ``num_iter`` steps (default ``max(100, one
+    epoch)``). Where that costs more than ``fraction * budget_steps`` optimizer steps, the
+    ramps are shortened (never below ``MIN_RAMP_STEPS``, what a readable curve needs), then
+    fewer repeats are run. A budget too small even for one shortest ramp gets that ramp, over
+    budget: a test with fewer steps reads nothing.
+
+    Returns:
+        ``(repeats, num_iter)``.
+
+    Example:
+        >>> fit_budget(16 * 8 * 30, per_epoch=30)  # 5% of 3,840 steps is 192
+        (3, 64)
+        >>> fit_budget(2048, per_epoch=10)  # 102 steps: two ramps of 51
+        (2, 51)
+    """
+    if budget_steps < 1:
+        raise ValueError(f"budget_steps must be >= 1, got {budget_steps=}")
+    if not 0 < fraction <= 1:
+        raise ValueError(f"fraction must be in (0, 1], got {fraction=}")
+    want = num_iter if num_iter is not None else max(100, per_epoch)
+    allowed = int(fraction * budget_steps)
+    for r in range(repeats, 0, -1):
+        n = min(want, allowed // r)
+        if n >= min(MIN_RAMP_STEPS, want):
+            return r, n
+    return 1, min(MIN_RAMP_STEPS, want)
 
 
 def _check(*, start_lr: float, end_lr: float, repeats: int, ramp: str, batch_size: int) -> None:

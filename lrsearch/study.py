@@ -19,13 +19,14 @@ from optuna.trial import TrialState
 
 from lrsearch.config import StudyConfig
 from lrsearch.errors import ConfigError, StorageError
-from lrsearch.prior import LRPrior
+from lrsearch.prior import DEFAULT_ANCHOR, LRPrior, has_signal
 from lrsearch.pruning import pruner_from_config
 from lrsearch.sampler import sampler_from_config
 from lrsearch.space import default_params
 from lrsearch.storage import open_storage, redact
 
 if TYPE_CHECKING:
+    from lrsearch.range_test import RangeTestResult
     from lrsearch.workloads import Workload
 
 __all__ = ["FINISHED", "StudyHandle", "TrialPlan", "load_study", "open_study", "trial_seed"]
@@ -225,9 +226,18 @@ def open_study(
     if tracking_uri and KEY_TRACKING not in study.user_attrs:
         study.set_user_attr(KEY_TRACKING, tracking_uri)
     if KEY_PRIOR not in study.user_attrs:
+        size = range_test_size(config, workload)
         if on_range_test:
-            on_range_test("running the LR range test (first time for this study)")
-        prior = _store_range_test(study, config, workload, device)
+            on_range_test(
+                f"running the LR range test (first time for this study): {size.describe()}"
+            )
+        result = _store_range_test(study, config, workload, device, size)
+        prior = result.prior
+        if on_range_test and not has_signal(result.summary[config.prior.anchor or DEFAULT_ANCHOR]):
+            on_range_test(
+                "range test: no clear signal (the loss never fell above its noise before it "
+                f"rose at {result.summary['rise'].median:.3g}): the prior stays wide"
+            )
         if not study.trials:
             momentum = config.study.loop is not None or _drives_momentum(workload)
             study.enqueue_trial(
@@ -239,16 +249,68 @@ def open_study(
     return handle
 
 
+@dataclass(frozen=True)
+class RangeTestSize:
+    """How big a study's range test is, against the study's budget (in optimizer steps)."""
+
+    repeats: int
+    num_iter: int
+    budget_steps: int
+    fraction: float
+
+    @property
+    def share(self) -> float:
+        return self.repeats * self.num_iter / self.budget_steps
+
+    def describe(self) -> str:
+        return (
+            f"{self.repeats} x {self.num_iter} steps at most, {self.share:.1%} of the study's "
+            f"{self.budget_steps:,} trial steps"
+            + (
+                " (over its share: set in the study file, or the shortest readable test)"
+                if self.share > self.fraction + 1e-9
+                else ""
+            )
+        )
+
+
+def range_test_size(config: StudyConfig, workload: Workload) -> RangeTestSize:
+    """The range test a study runs: at most ``[range_test] budget_fraction`` of its trial
+    steps (:func:`lrsearch.range_test.fit_budget`); repeats or num_iter set in the file are
+    kept, and only what is left unset is fitted."""
+    from lrsearch.range_test import MIN_RAMP_STEPS, fit_budget
+
+    rt, cfg = config.range_test, config.study
+    per_epoch = cfg.steps_per_epoch or workload.steps_per_epoch(cfg.batch_size)
+    budget = max(cfg.n_trials * (cfg.epochs or workload.epochs) * per_epoch, 1)
+    allowed = int(rt.budget_fraction * budget)
+    if rt.repeats is None and rt.num_iter is None:
+        repeats, num_iter = fit_budget(budget, per_epoch=per_epoch, fraction=rt.budget_fraction)
+    elif rt.repeats is None and rt.num_iter is not None:  # the file's ramps: as many as fit
+        repeats, num_iter = min(3, max(1, allowed // rt.num_iter)), rt.num_iter
+    else:  # the file's repeats: ramps as long as fit
+        want = max(100, per_epoch)
+        repeats = rt.repeats or 3
+        num_iter = rt.num_iter or max(min(want, allowed // repeats), min(MIN_RAMP_STEPS, want))
+    return RangeTestSize(repeats, num_iter, budget, rt.budget_fraction)
+
+
 def _store_range_test(
-    study: optuna.Study, config: StudyConfig, workload: Workload, device: str
-) -> LRPrior:
+    study: optuna.Study,
+    config: StudyConfig,
+    workload: Workload,
+    device: str,
+    size: RangeTestSize,
+) -> RangeTestResult:
     from lrsearch.range_test import range_test_workload
 
     rt = config.range_test
     if config.study.loop is not None:  # your own loop runs the ramp itself (trial_context)
         from lrsearch.trial_context import range_test_loop
 
-        result = range_test_loop(config, device=device)
+        result = range_test_loop(
+            config, device=device, repeats=size.repeats, num_iter=size.num_iter
+        )
     else:
         result = range_test_workload(
             workload,
@@ -257,10 +319,12 @@ def _store_range_test(
             batch_size=config.study.batch_size,
             start_lr=rt.start_lr,
             end_lr=rt.end_lr,
-            num_iter=rt.num_iter,
-            repeats=rt.repeats,
+            num_iter=size.num_iter,
+            repeats=size.repeats,
             diverge_factor=rt.diverge_factor,
         )
+    spent = int(result.settings.get("steps", size.repeats * size.num_iter))
+    result.settings.update(budget_steps=size.budget_steps, budget_share=spent / size.budget_steps)
     pc = config.prior
     overrides = {
         "anchor": pc.anchor,
@@ -275,7 +339,7 @@ def _store_range_test(
         result.prior = LRPrior.from_suggestions(result.summary, family=family, **overrides)  # type: ignore[arg-type]
     study.set_user_attr(KEY_RANGE_TEST, result.to_dict())
     study.set_user_attr(KEY_PRIOR, result.prior.to_dict())
-    return result.prior
+    return result
 
 
 _STUDY_SEED = object()

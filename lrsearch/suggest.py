@@ -1,12 +1,21 @@
 """Learning-rate suggestions from one LR range-test curve, and their summary over repeats.
 
 Pure numpy. A range test ramps the LR geometrically and records one training loss per step;
-this module smooths that curve, finds where it diverged, and reads four LRs off it:
+this module smooths that curve, finds where it diverged, and reads five LRs off it:
 
 - ``steep``: the steepest descent of the smoothed loss on the log10(LR) axis.
 - ``min10``: the LR at the minimum smoothed loss, divided by 10.
-- ``valley``: two thirds of the way down the longest uninterrupted descent.
+- ``valley``: two thirds of the way down the descent that ends at the minimum.
+- ``rise``: where the smoothed loss first climbs significantly above its minimum.
 - ``diverge``: the LR at which the divergence stop fired (or the last LR of the ramp).
+
+Readings know the curve's noise. The per-step noise of the raw loss (from its step-to-step
+differences) and, where there are repeats, their spread give each smoothed point a standard
+deviation; a descent counts only where the loss falls well above that noise (``SIGNIFICANCE``
+standard deviations, and ``MIN_RELATIVE_DROP`` of a non-negative loss's level). A curve without
+one has no ``steep``, ``min10`` or ``valley`` (``signal`` is False): on such a curve (a model
+that does not learn within the ramp, a loss drowned in batch noise) any point read off the
+descent is noise, and the rise is the only signal.
 
 Over the repeats, :func:`summarize` gives each suggestion a geometric median; a repeat whose
 suggestion is a stand-in (a fallback, or the ramp's end for a repeat that never diverged) is
@@ -29,22 +38,39 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 __all__ = [
+    "DESCENT_NAMES",
     "SUGGESTION_NAMES",
     "CurveSuggestions",
     "DivergenceWatch",
     "LossSmoother",
     "SuggestionSummary",
     "divergence_index",
+    "repeat_spread",
     "smooth",
+    "smoothed_sd",
+    "step_noise",
     "suggest",
     "summarize",
 ]
 
-SUGGESTION_NAMES: tuple[str, ...] = ("steep", "min10", "valley", "diverge")
+SUGGESTION_NAMES: tuple[str, ...] = ("steep", "min10", "valley", "rise", "diverge")
+# The readings of a descent: none of them on a curve without a significant one.
+DESCENT_NAMES: tuple[str, ...] = ("steep", "min10", "valley")
 
-# Where along the longest descent the valley suggestion sits, as a fraction of the descent's
-# length in log10(LR): 0 is its top, 1 its bottom.
+# Where along the descent the valley suggestion sits, as a fraction of the descent's length in
+# log10(LR): 0 is its top, 1 its bottom.
 VALLEY_FRACTION = 2.0 / 3.0
+# A fall or climb of the smoothed loss is significant when it exceeds this many standard
+# deviations of the difference of its two ends, and (for a loss that is never negative) this
+# fraction of the loss's level: a drift of a percent is not "training improves".
+SIGNIFICANCE = 4.0
+MIN_RELATIVE_DROP = 0.05
+# Walking back from the minimum, the descent's top is where the curve has stopped climbing:
+# over this fraction of the curve's points it gains less than PLATEAU_SIGMAS standard
+# deviations (or PLATEAU_OF_DROP of the whole drop).
+PLATEAU_WINDOW = 0.1
+PLATEAU_SIGMAS = 2.0
+PLATEAU_OF_DROP = 0.02
 
 # Floors for the divergence scale, so a perfectly flat curve never "diverges" on rounding noise.
 _REL_EPS = 1e-9
@@ -201,18 +227,25 @@ class CurveSuggestions:
 
     Attributes:
         steep: LR of the steepest descent (most negative d loss / d log10 lr) of the smoothed
-            loss, searched from the start of the trimmed curve up to its minimum.
+            loss, searched over the descent (see ``valley``).
         min10: LR of the minimum smoothed loss divided by 10, clamped into the tested range.
         valley: the point ``VALLEY_FRACTION`` (2/3) of the way, in log10(LR), from the top to
-            the bottom of the longest run of strictly decreasing smoothed losses that ends at
-            or before the minimum (ties: the run with the larger drop, then the earlier one).
+            the bottom of the descent that ends at the minimum; its top is where, walking back
+            from the minimum, the curve stops climbing by more than its noise.
         diverge: the LR where the loss blew up: the start of the unbroken run of raw losses
             above the divergence threshold that ends at ``diverge_index`` (the smoothed curve
             fires later by the EMA's lag), or the last LR of the ramp if it never diverged.
         diverge_index: the step at which the divergence stop fired, or None.
         stopped_early: whether the curve diverged before the end of the ramp.
-        fallbacks: names of suggestions that could not be read off the curve and are the
-            geometric middle of the LRs before divergence instead.
+        fallbacks: names of suggestions that could not be read off the curve and are filled
+            in instead (the geometric middle of the LRs before divergence; for ``rise``, the
+            divergence LR or the ramp's end).
+        rise: LR where the smoothed loss first climbs significantly above its minimum (see
+            ``SIGNIFICANCE``); where it never does before the divergence stop, ``diverge``.
+        signal: whether the curve has a significant descent; without one ``steep``, ``min10``
+            and ``valley`` are fallbacks ("no clear signal").
+        noise: standard deviation of the raw loss per step (before smoothing) the readings
+            were judged against.
     """
 
     steep: float
@@ -222,6 +255,13 @@ class CurveSuggestions:
     diverge_index: int | None
     stopped_early: bool
     fallbacks: tuple[str, ...] = ()
+    rise: float = math.nan
+    signal: bool = True
+    noise: float = 0.0
+
+    def __post_init__(self) -> None:
+        if math.isnan(self.rise):  # made by hand, or stored before rise was read
+            object.__setattr__(self, "rise", self.diverge)
 
     def is_fallback(self, name: str) -> bool:
         """Whether suggestion ``name`` was filled in rather than read off the curve.
@@ -239,7 +279,7 @@ class CurveSuggestions:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> CurveSuggestions:
-        """Rebuild from :meth:`to_dict` output."""
+        """Rebuild from :meth:`to_dict` output (also from before ``rise`` was read)."""
         index = data["diverge_index"]
         return cls(
             steep=float(data["steep"]),
@@ -249,6 +289,9 @@ class CurveSuggestions:
             diverge_index=None if index is None else int(index),
             stopped_early=bool(data["stopped_early"]),
             fallbacks=tuple(str(name) for name in data.get("fallbacks", ())),
+            rise=float(data.get("rise", data["diverge"])),
+            signal=bool(data.get("signal", True)),
+            noise=float(data.get("noise", 0.0)),
         )
 
 
@@ -301,14 +344,17 @@ def suggest(
     skip_end: int = 5,
     beta: float = 0.98,
     diverge_factor: float = 4.0,
+    noise: float = 0.0,
 ) -> CurveSuggestions:
-    """Read the steep, min10, valley and diverge LRs off one range-test curve.
+    """Read the steep, min10, valley, rise and diverge LRs off one range-test curve.
 
     The losses are smoothed (:func:`smooth`), the divergence step found
     (:func:`divergence_index`), and the suggestions read off the part before divergence,
     less ``skip_start`` points at the start and ``skip_end`` at the end. Each trim is capped
     at a quarter of the points it trims from, so short curves keep at least half of them.
-    See :class:`CurveSuggestions` for what each suggestion is.
+    Readings are judged against the curve's noise (see the module docstring); a curve
+    without a significant descent has ``signal`` False and its descent readings are
+    fallbacks. See :class:`CurveSuggestions` for what each suggestion is.
 
     Args:
         lrs: the LR of each step; positive, finite, strictly increasing.
@@ -317,6 +363,9 @@ def suggest(
         skip_end: points dropped before the divergence step (or the end).
         beta: EMA decay for :func:`smooth`.
         diverge_factor: ``factor`` for :func:`divergence_index`.
+        noise: a floor on the standard deviation of the smoothed loss, e.g. the spread
+            between the repeats of a range test (:func:`repeat_spread`); 0 uses the curve's
+            own noise only.
 
     Returns:
         The suggestions; every LR lies in ``[lrs[0], lrs[-1]]``.
@@ -326,13 +375,18 @@ def suggest(
         >>> u = np.log10(lrs)
         >>> losses = 2.0 - 1.5 / (1 + np.exp(-3 * (u + 3))) + np.where(u > -1, 10**(4 * (u + 1)), 0)
         >>> s = suggest(lrs, losses)
-        >>> bool(s.steep < s.min10 * 10 < s.diverge)
+        >>> bool(s.signal and s.steep < s.min10 * 10 < s.diverge)
         True
+        >>> flat = 2.3 + 0.05 * np.random.default_rng(0).standard_normal(200)
+        >>> suggest(lrs, flat).signal
+        False
     """
     if skip_start < 0:
         raise ValueError(f"skip_start must be >= 0, got {skip_start=}")
     if skip_end < 0:
         raise ValueError(f"skip_end must be >= 0, got {skip_end=}")
+    if not (noise >= 0 and math.isfinite(noise)):
+        raise ValueError(f"noise must be finite and >= 0, got {noise=}")
     lr = _check_lrs(lrs)
     y = _as_1d(losses, "losses")
     if y.size != lr.size:
@@ -343,20 +397,87 @@ def suggest(
     end = n if d is None else d
     lo = min(skip_start, end // 4)
     hi = end - min(skip_end, end // 4)
-    picks = _read_curve(lr[lo:hi], smoothed[lo:hi])
+    raw_noise = step_noise(y[:end])
+    sd = np.maximum(smoothed_sd(raw_noise, n, beta), noise)
+    reading = _read_curve(lr[lo:hi], smoothed[lo:hi], sd[lo:hi])
     fallback = _geometric_middle(lr[:end] if end else lr)
-    values = {name: fallback if value is None else value for name, value in picks.items()}
     lr_min, lr_max = float(lr[0]), float(lr[-1])
     onset = end if d is None else _explosion_start(y, smoothed, d, diverge_factor, lo)
+    diverge = float(lr[min(onset, n - 1)])
+    values: dict[str, float] = {}
+    for name in DESCENT_NAMES:
+        read = reading.get(name)
+        values[name] = fallback if read is None else read
+    rise = reading.get("rise")
     return CurveSuggestions(
         steep=_clamp(values["steep"], lr_min, lr_max),
         min10=_clamp(values["min10"], lr_min, lr_max),
         valley=_clamp(values["valley"], lr_min, lr_max),
-        diverge=float(lr[min(onset, n - 1)]),
+        diverge=diverge,
         diverge_index=d,
         stopped_early=d is not None,
-        fallbacks=tuple(name for name, value in picks.items() if value is None),
+        # a curve that never rose is "risen" at its divergence, or (never diverged) unknown
+        fallbacks=tuple(
+            name
+            for name in SUGGESTION_NAMES[:4]
+            if reading.get(name) is None and (name != "rise" or d is None)
+        ),
+        rise=diverge if rise is None else _clamp(min(rise, diverge), lr_min, lr_max),
+        signal=reading.get("min10") is not None,
+        noise=raw_noise,
     )
+
+
+def step_noise(losses: ArrayLike) -> float:
+    """Standard deviation of a raw loss curve's step-to-step noise, robust to its trend.
+
+    From the differences of consecutive finite losses (a trend shifts them little, a spike
+    touches two of them): ``1.4826 * median(|diff - median(diff)|) / sqrt(2)``, the noise of
+    one loss. 0.0 for fewer than three finite losses.
+    """
+    y = _as_1d(losses, "losses")
+    y = y[np.isfinite(y)]
+    if y.size < 3:
+        return 0.0
+    with np.errstate(over="ignore", invalid="ignore"):  # losses near the float limit
+        diffs = np.diff(y)
+        mad = float(np.median(np.abs(diffs - np.median(diffs))))
+    if not math.isfinite(mad):
+        return math.inf
+    return 1.4826 * mad / math.sqrt(2.0)
+
+
+def smoothed_sd(noise: float, n: int, beta: float) -> FloatArray:
+    """Standard deviation of each point of :func:`smooth` over white noise of sd ``noise``.
+
+    The bias-corrected EMA at step ``i`` weights the losses ``0..i`` by ``(1 - beta) * beta**k
+    / (1 - beta**(i + 1))``; its variance is ``noise**2`` times the sum of the squared weights,
+    so the first points (few losses averaged) are noisier than the later ones.
+    """
+    i = np.arange(1, n + 1, dtype=np.float64)
+    if beta == 0.0:
+        return np.full(n, float(noise))
+    with np.errstate(under="ignore"):
+        squares = (1.0 - beta) ** 2 * (1.0 - beta ** (2 * i)) / (1.0 - beta**2)
+        return float(noise) * np.sqrt(squares) / (1.0 - beta**i)
+
+
+def repeat_spread(smoothed: Sequence[ArrayLike]) -> float:
+    """How far the repeats' smoothed curves sit apart at the same step: the median, over the
+    steps every repeat reached with a finite loss, of their standard deviation (ddof=1).
+
+    Repeats share the weights and the ramp and differ only in data order, so this is the
+    smoothed loss's noise as the test itself measured it. 0.0 with fewer than two repeats.
+    """
+    curves = [_as_1d(c, "smoothed") for c in smoothed]
+    if len(curves) < 2:
+        return 0.0
+    n = min(c.size for c in curves)
+    stacked = np.stack([c[:n] for c in curves])
+    finite = np.all(np.isfinite(stacked), axis=0)
+    if not finite.any():
+        return 0.0
+    return float(np.median(np.std(stacked[:, finite], axis=0, ddof=1)))
 
 
 def _explosion_start(y: FloatArray, smoothed: FloatArray, d: int, factor: float, first: int) -> int:
@@ -411,46 +532,67 @@ def summarize(per_repeat: Sequence[CurveSuggestions]) -> dict[str, SuggestionSum
     return summary
 
 
-def _read_curve(lr: FloatArray, y: FloatArray) -> dict[str, float | None]:
-    """steep, min10 and valley LRs from a finite, trimmed curve; None where there is none."""
-    picks: dict[str, float | None] = {"steep": None, "min10": None, "valley": None}
-    if lr.size == 0:
-        return picks
+def _read_curve(lr: FloatArray, y: FloatArray, sd: FloatArray) -> dict[str, float | None]:
+    """steep, min10, valley and rise LRs from a finite, trimmed curve; a name is missing
+    (or None) where the curve does not show it above its noise (``sd`` per point)."""
+    if lr.size < 3:
+        return {}
     x = np.log10(lr)
     m = int(np.argmin(y))
+    picks: dict[str, float | None] = {}
+    rise = _rise_index(y, sd, m)
+    if rise is not None:
+        picks["rise"] = float(lr[rise])
+    top = _descent_top(y, sd, m)
+    if not _significant(float(y[top]), float(y[m]), float(sd[top]), float(sd[m])):
+        return picks
     picks["min10"] = float(lr[m]) / 10.0
-    if lr.size >= 2:
-        # Slopes over the whole trimmed curve (central differences at the minimum), but the
-        # steepest descent is only looked for on the way down to the minimum.
-        with np.errstate(over="ignore"):
-            slope = np.gradient(y, x)[: m + 1]
-        i = int(np.argmin(slope))
-        picks["steep"] = float(lr[i]) if slope[i] < 0 else None
-    run = _longest_descent(y[: m + 1])
-    if run is not None:
-        top, bottom = x[run[0]], x[run[1]]
-        picks["valley"] = float(10.0 ** (top + VALLEY_FRACTION * (bottom - top)))
+    with np.errstate(over="ignore", invalid="ignore"):
+        slope = np.gradient(y, x)[top : m + 1]
+    picks["steep"] = float(lr[top + int(np.argmin(slope))])
+    picks["valley"] = float(10.0 ** (x[top] + VALLEY_FRACTION * (x[m] - x[top])))
     return picks
 
 
-def _longest_descent(y: FloatArray) -> tuple[int, int] | None:
-    """(first, last) index of the longest run of strictly decreasing values, or None.
+def _significant(high: float, low: float, sd_high: float, sd_low: float) -> bool:
+    """Whether ``high - low`` of the smoothed loss is more than noise (and, for a loss that
+    is never negative, more than ``MIN_RELATIVE_DROP`` of its level)."""
+    change = high - low
+    floor = MIN_RELATIVE_DROP * max(high, low) if min(high, low) >= 0 else 0.0
+    return bool(change > SIGNIFICANCE * math.hypot(sd_high, sd_low) and change > floor)
 
-    Ties go to the run with the larger drop ``y[first] - y[last]``, then to the earlier run.
+
+def _rise_index(y: FloatArray, sd: FloatArray, m: int) -> int | None:
+    """The first point after the minimum ``m`` significantly above it, or None."""
+    for i in range(m + 1, y.size):
+        if _significant(float(y[i]), float(y[m]), float(sd[i]), float(sd[m])):
+            return i
+    return None
+
+
+def _descent_top(y: FloatArray, sd: FloatArray, m: int) -> int:
+    """Where the descent ending at the minimum ``m`` starts.
+
+    Walking back from ``m``, the top is the highest point so far; the walk stops where the
+    window of points behind it climbs less than the noise above that top (a plateau, or a
+    first, earlier descent's floor). If that leaves no significant descent but the whole
+    curve before ``m`` has one, the top is the highest point before ``m``.
     """
-    if y.size < 2:
-        return None
-    falling = np.diff(y) < 0
-    # Runs of True in `falling`: edges of the padded 0/1 signal give their starts and ends.
-    edges = np.diff(np.concatenate(([0], falling.astype(np.int8), [0])))
-    starts, stops = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
-    if starts.size == 0:
-        return None
-    lengths = stops - starts
-    drops = y[starts] - y[stops]
-    # lexsort sorts by the last key first; negate to get the longest, then the deepest.
-    best = int(np.lexsort((starts, -drops, -lengths))[0])
-    return int(starts[best]), int(stops[best])
+    window = max(2, round(PLATEAU_WINDOW * y.size))
+    drop = float(np.max(y[: m + 1]) - y[m])
+    top = m
+    for j in range(m, 0, -1):
+        if y[j] > y[top]:
+            top = j
+        behind = y[max(j - window, 0) : j]
+        threshold = max(PLATEAU_SIGMAS * float(sd[j]), PLATEAU_OF_DROP * drop)
+        if float(np.max(behind)) - float(y[top]) < threshold:
+            break
+    else:
+        top = int(np.argmax(y[: m + 1]))
+    if not _significant(float(y[top]), float(y[m]), float(sd[top]), float(sd[m])):
+        top = int(np.argmax(y[: m + 1]))
+    return top
 
 
 def _check_lrs(lrs: ArrayLike) -> FloatArray:

@@ -47,7 +47,14 @@ from lrsearch import interrupt
 from lrsearch.errors import WorkloadError
 from lrsearch.prior import LRPrior
 from lrsearch.schedules import ExpRamp, MetricDriven
-from lrsearch.suggest import DivergenceWatch, LossSmoother, suggest, summarize
+from lrsearch.suggest import (
+    DivergenceWatch,
+    LossSmoother,
+    repeat_spread,
+    smooth,
+    suggest,
+    summarize,
+)
 from lrsearch.torch_schedule import ScheduleDriver
 from lrsearch.training import EpochInfo, StepInfo, TrainResult
 from lrsearch.workloads import Metric, Workload, load_callable
@@ -444,7 +451,12 @@ def _rng_restored() -> Iterator[None]:
 
 
 def range_test_loop(
-    config: StudyConfig, *, device: str = "cpu", loop: Loop | None = None
+    config: StudyConfig,
+    *,
+    device: str = "cpu",
+    loop: Loop | None = None,
+    repeats: int | None = None,
+    num_iter: int | None = None,
 ) -> RangeTestResult:
     """The LR range test of a loop study: ``loop`` in range-test mode once per repeat.
 
@@ -454,16 +466,17 @@ def range_test_loop(
     Raises:
         WorkloadError: the loop raised, or logged too few losses for a curve.
     """
-    from lrsearch.range_test import RangeCurve, RangeTestResult
+    from lrsearch.range_test import RangeCurve, RangeTestResult, default_beta
 
     study, rt = config.study, config.range_test
     assert study.loop and study.steps_per_epoch
     loop = loop or load_loop(study.loop)
-    n_iter = rt.num_iter or max(100, study.steps_per_epoch)
+    n_iter = num_iter or rt.num_iter or max(100, study.steps_per_epoch)
+    repeats = repeats or rt.repeats or 3
     ramp_schedule = ExpRamp(rt.start_lr, rt.end_lr, n_iter)
     started = time.perf_counter()
     curves = []
-    for r in range(rt.repeats):
+    for r in range(repeats):
         ramp = _Ramp(n_iter, rt.diverge_factor)
         ctx = TrialContext(
             ramp_schedule,
@@ -484,22 +497,33 @@ def range_test_loop(
             )
         lrs = [ctx.lr_at(s) for s in steps]
         losses = [ramp.losses[s] for s in steps]
-        found = suggest(lrs, losses, diverge_factor=rt.diverge_factor)
-        curves.append(RangeCurve(lrs, losses, _smoothed(losses), found))
-    summary = summarize([c.suggestions for c in curves])
+        curves.append((lrs, losses))
+    beta = default_beta(n_iter)
+    smoothed = [smooth(losses, beta) for _, losses in curves]
+    noise = repeat_spread(smoothed)
+    readings = [
+        RangeCurve(
+            lrs,
+            losses,
+            [float(v) for v in sm],
+            suggest(lrs, losses, beta=beta, diverge_factor=rt.diverge_factor, noise=noise),
+        )
+        for (lrs, losses), sm in zip(curves, smoothed, strict=True)
+    ]
+    summary = summarize([c.suggestions for c in readings])
     settings = {
         "start_lr": rt.start_lr, "end_lr": rt.end_lr, "num_iter": n_iter, "ramp": "exp",
-        "repeats": rt.repeats, "diverge_factor": rt.diverge_factor, "seed": study.seed,
+        "beta": beta, "repeat_spread": noise, "steps": sum(len(lrs) for lrs, _ in curves),
+        "repeats": repeats, "diverge_factor": rt.diverge_factor, "seed": study.seed,
         "loop": study.loop, "device": device,
     }  # fmt: skip
     return RangeTestResult(
-        curves, summary, LRPrior.from_suggestions(summary), settings, time.perf_counter() - started
+        readings,
+        summary,
+        LRPrior.from_suggestions(summary),
+        settings,
+        time.perf_counter() - started,
     )
-
-
-def _smoothed(losses: list[float]) -> list[float]:
-    smoother = LossSmoother()
-    return [smoother.add(x) for x in losses]
 
 
 def _call_for_range_test(loop: Loop, ctx: TrialContext, spec: str) -> None:

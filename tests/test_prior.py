@@ -206,13 +206,19 @@ class TestLRPrior:
             prior.ppf(q)
 
 
-def _summary(medians: dict[str, float], spreads: dict[str, float] | None = None) -> dict:
+def _summary(
+    medians: dict[str, float],
+    spreads: dict[str, float] | None = None,
+    fallback: tuple[str, ...] = (),
+) -> dict:
     spreads = spreads or {}
+    medians = {"rise": medians.get("diverge", 1e-3), **medians}
     return {
         name: SuggestionSummary(
             median=medians.get(name, 1e-3),
             spread_decades=spreads.get(name, 0.0),
             values=(medians.get(name, 1e-3),),
+            n_fallback=int(name in fallback),
         )
         for name in SUGGESTION_NAMES
     }
@@ -242,6 +248,33 @@ class TestFromSuggestions:
         assert prior.sigma_decades == 0.4
         assert prior.high == pytest.approx(0.4)
         assert prior.low == pytest.approx(prior.center / 1e3)
+
+    def test_the_cut_sits_above_the_rise_and_never_above_the_divergence(self) -> None:
+        summary = _summary({"valley": 1e-3, "rise": 1e-2, "diverge": 1.0})
+        prior = LRPrior.from_suggestions(summary, anchor="valley", cut_decades=0.3)
+        assert prior.high == pytest.approx(1e-2 * 10**0.3)
+        late = _summary({"valley": 1e-3, "rise": 0.9, "diverge": 1.0})
+        assert LRPrior.from_suggestions(late, cut_decades=0.3).high == pytest.approx(1.0)
+
+    def test_no_signal_centres_below_the_rise_and_stays_wide(self) -> None:
+        from lrsearch.prior import NO_SIGNAL_LOW_DECADES, NO_SIGNAL_OFFSET_DECADES, NO_SIGNAL_SIGMA
+
+        # every valley a fallback: the curve never descended (the GRU of issue 19)
+        summary = _summary({"valley": 1e-6, "rise": 0.2, "diverge": 1.0}, fallback=("valley",))
+        prior = LRPrior.from_suggestions(summary, anchor="valley")
+        assert prior.center == pytest.approx(min(0.2 * 10**NO_SIGNAL_OFFSET_DECADES, prior.high))
+        assert prior.sigma_decades == NO_SIGNAL_SIGMA
+        assert prior.low == pytest.approx(prior.center / 10**NO_SIGNAL_LOW_DECADES)
+        assert prior.center > 1e-3  # nowhere near the noise the fallback valley stands for
+
+    def test_repeats_that_disagree_on_the_signal_widen_the_prior(self) -> None:
+        from lrsearch.prior import NO_SIGNAL_SIGMA
+
+        read = SuggestionSummary(median=1e-3, spread_decades=0.0, values=(1e-3, 1e-6), n_fallback=1)
+        summary = {**_summary({"valley": 1e-3, "diverge": 1.0}), "valley": read}
+        prior = LRPrior.from_suggestions(summary, anchor="valley", sigma_floor_decades=0.25)
+        assert prior.center == pytest.approx(1e-3 * 10**DEFAULT_OFFSET_DECADES)
+        assert prior.sigma_decades == NO_SIGNAL_SIGMA
 
     def test_sigma_floor(self) -> None:
         summary = _summary({"valley": 1e-3, "diverge": 1e-1}, {"valley": 0.01})

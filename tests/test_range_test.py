@@ -10,7 +10,7 @@ import torch
 
 from lrsearch.range_test import RangeTestResult, range_test, range_test_workload
 from lrsearch.schedules import OneCycle
-from lrsearch.suggest import divergence_index, smooth
+from lrsearch.suggest import SUGGESTION_NAMES, divergence_index, smooth
 from lrsearch.training import train
 from lrsearch.workloads import get_workload
 
@@ -112,7 +112,7 @@ def test_diverge_suggestion_matches_least_squares_theory(seed: int) -> None:
 def test_json_round_trip_and_csv(blobs) -> None:
     result = range_test_workload(blobs, repeats=2, num_iter=30)
     data = json.loads(result.to_json())
-    assert set(data["suggestions"]) == {"steep", "min10", "valley", "diverge"}
+    assert set(data["suggestions"]) == set(SUGGESTION_NAMES)
     assert {"median", "values"} <= set(data["suggestions"]["valley"])
     assert {"center", "sigma_decades", "low", "high"} <= set(data["prior"])
     again = RangeTestResult.from_dict(data)
@@ -143,3 +143,23 @@ def test_linear_ramp(blobs) -> None:
     )
     lrs = result.curves[0].lrs
     assert math.isclose(lrs[1] - lrs[0], lrs[2] - lrs[1], rel_tol=1e-9)
+
+
+def test_fit_budget_keeps_the_test_within_its_share_of_the_study() -> None:
+    from lrsearch.range_test import MIN_RAMP_STEPS, fit_budget
+
+    for budget, per_epoch in [(3840, 30), (2048, 10), (12800, 100), (1000, 8), (100_000, 400)]:
+        repeats, n_iter = fit_budget(budget, per_epoch=per_epoch)
+        assert repeats * n_iter <= 0.05 * budget
+        assert n_iter >= MIN_RAMP_STEPS and 1 <= repeats <= 3
+    assert fit_budget(100_000, per_epoch=30) == (3, 100)  # a big study: today's test
+    # Too small a study for even one readable ramp: one ramp of the shortest length, over budget.
+    assert fit_budget(200, per_epoch=5) == (1, MIN_RAMP_STEPS)
+    assert fit_budget(3840, per_epoch=30, repeats=2, num_iter=80) == (2, 80)
+
+
+def test_a_short_ramp_smooths_over_the_same_share_of_its_steps() -> None:
+    from lrsearch.range_test import default_beta
+
+    assert default_beta(100) == default_beta(400) == 0.98
+    assert default_beta(50) == pytest.approx(0.96)

@@ -29,11 +29,15 @@ def _check(trials: list[TrialRoundTrips]) -> None:
         purposes = trial.by_purpose()
         assert trial.total <= MAX_PER_TRIAL, (trial.number, purposes)
         assert "?" not in purposes  # every round trip is accounted for
+        if "user attribute diverged" in purposes:  # a startup probe that blew up: no test
+            assert purposes.get("report (per epoch)", 0) < 3
+            continue
         assert {p: n for p, n in purposes.items() if p in OURS} == OURS, purposes
         assert purposes["report (per epoch)"] == 3
-        assert purposes["suggest_params"] in (7, 9)  # + TPE's read and its shared sample
-    # The sampler reuses claim's read of the trials: prior-drawn trials read nothing more.
-    assert [t.by_purpose()["suggest_params"] for t in trials[1:5]] == [7] * 4
+        assert purposes["suggest_params"] in (7, 8, 9)  # + TPE's read and its shared sample
+    # The sampler reuses claim's read of the trials: a startup draw reads nothing more and
+    # writes one attribute (how its max_lr was drawn).
+    assert [t.by_purpose()["suggest_params"] for t in trials[1:5]] == [8] * 4
 
 
 def test_a_trial_stays_within_its_round_trips_on_sqlite(tmp_path) -> None:

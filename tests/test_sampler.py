@@ -122,3 +122,94 @@ def test_study_files_set_pibo_and_unset_keeps_old_fingerprints() -> None:
     assert sampler_from_config(unset, PRIOR, seed=0).pibo_beta == DEFAULT_PIBO_BETA
     chosen = sampler_from_config(config(pibo_beta=2.0, pibo_fade=0.5), PRIOR, seed=0)
     assert (chosen.pibo_beta, chosen.pibo_fade) == (2.0, 0.5)
+
+
+def _synthetic_study(shift: float, *, startup: str, seed: int, trials: int = 8) -> list[float]:
+    """Decades from the optimum of each trial, a study run as lrsearch runs it (the centre
+    enqueued first) on the prior_robustness harness's landscape, the prior ``shift`` off."""
+    from lrsearch.harness.prior_robustness import accuracy
+
+    optimum = -2.0
+    high = 10 ** (optimum + 0.6)
+    center = min(10 ** (optimum + shift), high)
+    prior = LRPrior(center=center, sigma_decades=0.25, low=center / 100, high=high)
+    sampler = PriorGuidedSampler(prior, n_startup_trials=5, seed=seed, startup=startup)
+    study = optuna.create_study(direction="maximize", sampler=sampler)
+    study.enqueue_trial({"max_lr": center}, user_attrs={"lrsearch.origin": "prior-centre"})
+    xs: list[float] = []
+
+    def objective(trial: optuna.Trial) -> float:
+        x = math.log10(trial.suggest_float("max_lr", prior.low, prior.high, log=True)) - optimum
+        xs.append(x)
+        return accuracy(x, trial.suggest_float("weight_decay", 0.0, 1.0), 0.0)
+
+    study.optimize(objective, n_trials=trials)
+    return xs
+
+
+@pytest.mark.parametrize("shift", [-3.0, -2.0, -1.0, 1.0, 2.0])
+def test_a_bracketing_startup_finds_the_good_region_whatever_the_prior(shift: float) -> None:
+    for seed in range(3):
+        xs = _synthetic_study(shift, startup="bracket", seed=seed)
+        first_good = next(i for i, x in enumerate(xs) if abs(x) <= 0.5)
+        assert first_good <= 4, (seed, xs)  # a prior 1-3 decades off costs 4 trials at most
+        if shift <= -2:  # what it was before: the prior's startup stays where the prior is
+            prior_only = _synthetic_study(shift, startup="prior", seed=seed)
+            assert not any(abs(x) <= 0.5 for x in prior_only[:5])
+
+
+def test_bracket_probe_steps_out_past_a_plateau_and_then_refines() -> None:
+    from lrsearch.sampler import bracket_probe
+
+    assert bracket_probe([], -6, 0) is None
+    assert bracket_probe([(-4.0, None)], -6, 0) is None  # nothing finished: the prior draws
+    # the centre and one decade up both at chance: up again, beyond the plateau
+    assert bracket_probe([(-4.0, 10.0), (-3.0, 10.1)], -6, 0) == -2.0
+    # up is worse, down not tried: down
+    assert bracket_probe([(-4.0, 50.0), (-3.0, 10.0)], -6, 0) == -5.0
+    # worse on both sides: half a step either side of the best, then done
+    points = [(-4.0, 50.0), (-3.0, 10.0), (-5.0, 20.0)]
+    assert bracket_probe(points, -6, 0) == -3.5
+    assert bracket_probe([*points, (-3.5, 30.0)], -6, 0) == -4.5
+    assert bracket_probe([*points, (-3.5, 30.0), (-4.5, 40.0)], -6, 0) is None
+    # out of range or already probed (a failed or running trial) is skipped
+    assert bracket_probe([(-1.0, 50.0)], -6, -0.5) == -2.0
+    assert bracket_probe([(-4.0, 50.0), (-3.0, None)], -6, 0) == -5.0
+
+
+def test_startup_draws_are_recorded_and_a_resumed_study_repeats_none(tmp_path) -> None:
+    """Run 3 trials, resume to 6 with a new sampler of the same seed: no draw repeats."""
+    from lrsearch.sampler import DRAW_KEY
+
+    prior = LRPrior(center=1e-2, sigma_decades=0.25, low=1e-4, high=1.0)
+    storage = f"sqlite:///{tmp_path / 's.db'}"
+
+    def run(n: int) -> optuna.Study:
+        sampler = PriorGuidedSampler(prior, n_startup_trials=3, seed=7)
+        study = optuna.create_study(
+            study_name="s", storage=storage, sampler=sampler, load_if_exists=True
+        )
+        study.optimize(
+            lambda t: (
+                (math.log10(t.suggest_float("max_lr", 1e-4, 1.0, log=True)) + 2) ** 2
+                + t.suggest_float("weight_decay", 0.0, 1.0)
+            ),
+            n_trials=n,
+        )
+        return study
+
+    run(3)
+    study = run(3)
+    params = [tuple(sorted(t.params.items())) for t in study.trials]
+    assert len(params) == 6 and len(set(params)) == 6
+    assert {t.user_attrs.get(DRAW_KEY) for t in study.trials[:3]} <= {"prior", "bracket"}
+    # and from scratch, the same seed draws the same study
+    again = optuna.create_study(sampler=PriorGuidedSampler(prior, n_startup_trials=3, seed=7))
+    again.optimize(
+        lambda t: (
+            (math.log10(t.suggest_float("max_lr", 1e-4, 1.0, log=True)) + 2) ** 2
+            + t.suggest_float("weight_decay", 0.0, 1.0)
+        ),
+        n_trials=3,
+    )
+    assert [t.params for t in again.trials] == [t.params for t in study.trials[:3]]

@@ -248,6 +248,10 @@ def test_a_study_without_a_loop_keeps_its_fingerprint() -> None:
     data.pop("branching")  # added later too
     data["prior"].pop("pibo_beta")
     data["prior"].pop("pibo_fade")
+    for key in ("explore_share", "contradiction", "startup"):  # added later, unset
+        data["prior"].pop(key)
+    data["range_test"].pop("budget_fraction")  # added later, at its default
+    data["range_test"]["repeats"] = 3  # unset now means "fitted to the budget", 3 at most
     # the pruner section as it was: one n_warmup_steps default, no plateau settings
     data["pruner"] = {
         k: v for k, v in data["pruner"].items() if k not in ("keep_top", "confidence")

@@ -84,15 +84,29 @@ class RangeTests:
     def __init__(self, options: dict[str, Any]) -> None:
         self.options = {k: v for k, v in options.items() if k != "repeats"}
         self.repeats = int(options.get("repeats", 3))
-        self._done: dict[tuple[str, int, int], RangeTestResult] = {}
+        self._done: dict[tuple[str, int, int, int | None], RangeTestResult] = {}
 
-    def get(self, task: Task, seed: int, *, repeats: int | None = None) -> RangeTestResult:
-        from lrsearch.range_test import range_test_workload
+    def get(
+        self,
+        task: Task,
+        seed: int,
+        *,
+        repeats: int | None = None,
+        budget_steps: int | None = None,
+    ) -> RangeTestResult:
+        """The range test of ``task`` under ``seed``: ``repeats`` ramps as the options say,
+        or (``budget_steps``) sized for a study of that many steps, as ``lrsearch run`` does."""
+        from lrsearch.range_test import fit_budget, range_test_workload
 
-        key = (task.name, seed, repeats or self.repeats)
+        options = dict(self.options)
+        if budget_steps is not None and "num_iter" not in options:
+            repeats, options["num_iter"] = fit_budget(
+                budget_steps, per_epoch=task.steps_per_epoch, repeats=repeats or self.repeats
+            )
+        key = (task.name, seed, repeats or self.repeats, options.get("num_iter"))
         if key not in self._done:
             self._done[key] = range_test_workload(
-                task.workload, seed=seed, repeats=key[2], **self.options
+                task.workload, seed=seed, repeats=key[2], **options
             )
         return self._done[key]
 
@@ -263,7 +277,7 @@ def _lrsearch_arm(
     shift_decades: float = 0.0,
 ) -> dict[str, Any]:
     config = study_config(task, seed * 1000, tails=tails, prior=prior)
-    test = ranges.get(task, seed)
+    test = ranges.get(task, seed, budget_steps=int(budget * task.steps_per_epoch))
     guess = misplaced(test.prior, shift_decades) if shift_decades else test.prior
     handle = _guided(task, f"lrsearch-{seed}", config, guess, seed)
     run = _search(
