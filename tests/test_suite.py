@@ -13,7 +13,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from lrsearch import Constant, OneCycle, get_workload, train
+from lrsearch import Constant, OneCycle, Workload, get_workload, train
 from lrsearch.cli import cli
 from lrsearch.harness import suite
 from lrsearch.harness.suite_parts import split_indices
@@ -29,12 +29,12 @@ SMOKE_LR_OF = {"friedman_resmlp": 0.01}  # SGD momentum 0.9 on a residual MLP: 0
 SLOW_STARTERS = {"gru_first_token"}  # at chance for a few epochs by design
 
 
-def _build(name: str, **kwargs: int) -> suite.Workload:  # type: ignore[name-defined]
+def _build(name: str, **kwargs: int) -> Workload:
     return get_workload(f"lrsearch.harness.suite:{name}", **kwargs)
 
 
-def _splits(w: object) -> list[torch.Tensor]:
-    return [t for data in (w.train_data, w.val_data, w.test_data) for t in data]  # type: ignore[attr-defined]
+def _splits(w: Workload) -> list[torch.Tensor]:
+    return [t for data in (w.train_data, w.val_data, w.test_data) for t in data]
 
 
 def test_split_covers_the_suite_once_and_holds_out_the_fragile_shapes() -> None:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -69,6 +69,7 @@ __all__ = [
 ]
 
 EPOCHS = 8
+Task = Literal["classify", "regress", "reconstruct"]
 
 
 def _mlp(*sizes: int) -> nn.Sequential:
@@ -83,7 +84,7 @@ def _workload(
     arrays: Arrays,
     build_model: Callable[[], nn.Module],
     *,
-    task: str,
+    task: Task,
     seed: int,
     optimizer: str,
     batch_size: int,
