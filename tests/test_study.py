@@ -270,3 +270,34 @@ def test_out_of_memory_fails_the_trial_with_the_reason(home) -> None:
         t.user_attrs["fail_reason"].startswith("CUDA out of memory") for t in failed
     )
     assert sum(t.state == TrialState.COMPLETE for t in study.trials) == 2
+
+
+def test_a_resumed_study_repeats_no_parameters(home) -> None:
+    """Run 3 trials, resume to 6 (issue 19: trials 3 and 4 used to repeat trials 1 and 2)."""
+    storage = f"sqlite:///{home / 'optuna.db'}"
+    for n in (3, 6):
+        run_study(
+            _config(n_trials=n, name="resumed"),
+            storage_url=storage,
+            tracking=False,
+            show_progress=False,
+            echo=lambda s: None,
+        )
+    trials = optuna.load_study(study_name="resumed", storage=storage).trials
+    params = [tuple(sorted(t.params.items())) for t in trials]
+    assert len(params) >= 6
+    assert len(set(params)) == len(params)
+
+
+def test_the_range_test_fits_its_share_of_the_budget_and_says_so(home) -> None:
+    """Unset repeats and num_iter: at most 5% of the study's steps, printed and recorded."""
+    data = {**TINY, "study": {**TINY["study"], "name": "budget", "n_trials": 100, "epochs": 4}}
+    config = parse_study_config({**data, "range_test": {}})
+    said: list[str] = []
+    handle = open_study(
+        config, f"sqlite:///{home / 'optuna.db'}", tracking_uri=None, on_range_test=said.append
+    )
+    settings = handle.range_test["settings"]
+    assert settings["steps"] <= 0.05 * settings["budget_steps"] + 1e-9
+    assert settings["budget_share"] == pytest.approx(settings["steps"] / settings["budget_steps"])
+    assert any("of the study's" in line and "trial steps" in line for line in said)

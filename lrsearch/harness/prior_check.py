@@ -330,7 +330,48 @@ def render_markdown(result: Row) -> str:
         f"(leave-one-out RMS {rule['loo_rms_error_decades']:.2f}), cut rise x 10^{rule['cut_decades']:.2f}, "
         f"no signal: rise x 10^{rule['no_signal_offset_decades']:+.2f}, sigma {rule['no_signal_sigma']:.2f}."
     )
+    sizes = result.get("sizes")
+    if sizes:
+        rms = sizes["rms_error_decades"]
+        targets.append(
+            f"- The budget-sized range test against 3 x max(100, an epoch) on the calibration "
+            f"half: RMS centre error {rms['budget']:.2f} vs {rms['full']:.2f} decades."
+        )
     return "\n".join([head, "", *lines, "", *targets]) + "\n"
+
+
+def compare_sizes(measured: Sequence[Row], rule: Row, log: Log = print) -> dict[str, Any]:
+    """What the budget-sized range test loses against the full one (3 x max(100, an epoch)).
+
+    Per workload and range-test seed, the prior's centre under ``rule`` from each size, and
+    its distance in decades from the sweep's best; the full tests are run here.
+    """
+    rows = []
+    for r in measured:
+        workload = get_workload(r["workload"], epochs=EPOCHS)
+        for t in r["range_tests"]:
+            full = range_test_workload(workload, seed=t["seed"], repeats=3)
+            full_test = {
+                "suggestions": {k: v.to_dict() for k, v in full.summary.items()},
+                "steps": int(full.settings["steps"]),
+            }
+            small, big = prior_for(t, rule), prior_for(full_test, rule)
+            rows.append(
+                {
+                    "workload": r["workload"],
+                    "seed": t["seed"],
+                    "steps": [t["steps"], full_test["steps"]],
+                    "error_decades": [
+                        _log_ratio(r["best_max_lr"], small.center),
+                        _log_ratio(r["best_max_lr"], big.center),
+                    ],
+                    "signal": [_signal(t), _signal(full_test)],
+                }
+            )
+            log(f"{r['workload']} seed {t['seed']}: {rows[-1]}")
+    small_rms = _rms([x["error_decades"][0] for x in rows])
+    full_rms = _rms([x["error_decades"][1] for x in rows])
+    return {"rows": rows, "rms_error_decades": {"budget": small_rms, "full": full_rms}}
 
 
 def _measure_in_child(spec: str) -> dict[str, Any]:
@@ -369,6 +410,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--jobs", type=int, default=1)
     parser.add_argument("--out", type=Path, default=Path("docs/bench/prior-check.json"))
+    parser.add_argument(
+        "--sizes", action="store_true", help="also compare the budget-sized range test to 3x100"
+    )
     args = parser.parse_args(argv)
     calibration = [f"lrsearch.harness.suite:{n}" for n in CALIBRATION]
     held = [f"lrsearch.harness.suite:{n}" for n in HELD_OUT]
@@ -391,6 +435,8 @@ def main(argv: list[str] | None = None) -> None:
         "held_out_current_defaults": judge([done[s] for s in held], current_rule()),
         "measured": {"held_out": [done[s] for s in held]},
     }
+    if args.sizes:
+        result["sizes"] = compare_sizes([done[s] for s in calibration], rule)
     args.out.write_text(json.dumps(result, indent=1) + "\n")
     markdown = render_markdown(result)
     args.out.with_suffix(".md").write_text(markdown)
