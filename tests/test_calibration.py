@@ -16,11 +16,17 @@ from lrsearch.suggest import SUGGESTION_NAMES
 
 
 def test_prior_defaults_agree_with_the_calibration_in_docs(repo_root: Path) -> None:
+    """The defaults are the rule `python -m lrsearch.harness.prior_check` chose on the
+    calibration half of the suite (and the earlier eight workloads): docs/bench/prior-check.json."""
+    rule = json.loads((repo_root / "docs" / "bench" / "prior-check.json").read_text())["rule"]
+    assert rule["anchor"] == prior.DEFAULT_ANCHOR
+    assert rule["offset_decades"] == pytest.approx(prior.DEFAULT_OFFSET_DECADES)
+    assert rule["sigma_floor"] == pytest.approx(prior.DEFAULT_SIGMA_FLOOR)
+    assert rule["cut_decades"] == pytest.approx(prior.DEFAULT_CUT_DECADES)
+    assert rule["no_signal_offset_decades"] == pytest.approx(prior.NO_SIGNAL_OFFSET_DECADES)
+    assert rule["no_signal_sigma"] == pytest.approx(prior.NO_SIGNAL_SIGMA)
+    # not calibrated this round: as the earlier calibration recorded them
     choice = json.loads((repo_root / "docs" / "prior-calibration.json").read_text())["choice"]
-    assert choice["anchor"] == prior.DEFAULT_ANCHOR
-    assert choice["offset_decades"] == pytest.approx(prior.DEFAULT_OFFSET_DECADES)
-    assert choice["sigma_floor"] == pytest.approx(prior.DEFAULT_SIGMA_FLOOR)
-    # Not calibrated by offsets, but recorded with the run: they must agree too.
     assert choice["low_decades"] == pytest.approx(prior.DEFAULT_LOW_DECADES)
     assert choice["high_factor"] == pytest.approx(prior.DEFAULT_HIGH_FACTOR)
     assert choice.get("offset_by_family", {}) == prior.DEFAULT_OFFSET_BY_FAMILY

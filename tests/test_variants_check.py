@@ -35,8 +35,11 @@ def test_each_variant_runs_the_same_search(tmp_path: Path) -> None:
     assert set(arms) == {"shift=0", "shift=1"}
     for row in arms.values():
         assert set(row) == {
-            "best_at_eighth", "best_at_quarter", "best_at_half", "best_at_budget", "median_trials"
+            "best_at_eighth", "best_at_quarter", "best_at_half", "best_at_budget", "median_trials",
+            "median_epochs_to_good",
         }  # fmt: skip
+        # a good trial (within 2% of the best any variant reached) finished within the budget
+        assert 0 < row["median_epochs_to_good"] <= 80
         assert 1 <= row["median_trials"] <= 30  # 30 trial-epochs left, a trial trains >= 1
         assert row["best_at_eighth"] is None  # an eighth of 80 is inside the range test
         assert row["best_at_budget"] is not None and row["best_at_budget"] > 50

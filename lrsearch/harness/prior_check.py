@@ -374,6 +374,31 @@ def compare_sizes(measured: Sequence[Row], rule: Row, log: Log = print) -> dict[
     return {"rows": rows, "rms_error_decades": {"budget": small_rms, "full": full_rms}}
 
 
+def from_calibration(old: Row, log: Log = lambda _: None) -> dict[str, Any]:
+    """A workload of an earlier ``lrsearch calibrate-prior`` run (its sweep kept: it does not
+    depend on the readings) with its range tests run again by this version, study-sized."""
+    workload = get_workload(old["workload"])
+    epochs, per_epoch = int(old["epochs"]), workload.steps_per_epoch()
+    budget = TRIALS * epochs * per_epoch
+    repeats, num_iter = fit_budget(budget, per_epoch=per_epoch)
+    tests = []
+    for seed in range(RANGE_TEST_SEEDS):
+        result = range_test_workload(workload, seed=seed, repeats=repeats, num_iter=num_iter)
+        tests.append(
+            {
+                "seed": seed,
+                "suggestions": {k: v.to_dict() for k, v in result.summary.items()},
+                "steps": int(result.settings["steps"]),
+                "seconds": result.seconds,
+            }
+        )
+        log(f"{old['workload']}: range test seed {seed} again")
+    keys = ("best_max_lr", "best_metric", "good_low", "good_high", "sweep")
+    return {"workload": old["workload"], "budget_steps": budget, "range_tests": tests}, {
+        k: old[k] for k in keys
+    }
+
+
 def _measure_in_child(spec: str) -> dict[str, Any]:
     import sys
 
@@ -413,6 +438,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--sizes", action="store_true", help="also compare the budget-sized range test to 3x100"
     )
+    parser.add_argument(
+        "--earlier",
+        type=Path,
+        default=None,
+        help="an earlier calibrate-prior JSON whose workloads join the calibration half "
+        "(their sweeps kept, their range tests run again)",
+    )
     args = parser.parse_args(argv)
     calibration = [f"lrsearch.harness.suite:{n}" for n in CALIBRATION]
     held = [f"lrsearch.harness.suite:{n}" for n in HELD_OUT]
@@ -425,6 +457,14 @@ def main(argv: list[str] | None = None) -> None:
         args.out.write_text(json.dumps({"measurements": done}, indent=1) + "\n")
 
     measure_all([*calibration, *held], args.jobs, done, save)
+    suite_calibration = list(calibration)
+    if args.earlier is not None:
+        for old in json.loads(args.earlier.read_text())["workloads"]:
+            if old["workload"] not in done:
+                head, kept = from_calibration(old, print)
+                done[old["workload"]] = {**head, **kept}
+                save()
+            calibration.append(old["workload"])
     rule = choose([done[s] for s in calibration])
     result = {
         "measurements": done,
@@ -436,7 +476,7 @@ def main(argv: list[str] | None = None) -> None:
         "measured": {"held_out": [done[s] for s in held]},
     }
     if args.sizes:
-        result["sizes"] = compare_sizes([done[s] for s in calibration], rule)
+        result["sizes"] = compare_sizes([done[s] for s in suite_calibration], rule)
     args.out.write_text(json.dumps(result, indent=1) + "\n")
     markdown = render_markdown(result)
     args.out.with_suffix(".md").write_text(markdown)

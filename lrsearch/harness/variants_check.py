@@ -8,17 +8,20 @@ For each workload and seed, the ``lrsearch`` arm of ``lrsearch bench`` (range-te
 its sampler and pruner, range test paid) runs once per variant at the same budget of
 trial-epochs. Variants: ``tails=N`` (``[branching] tails``: each trial among the best 3 gets N
 more annihilation tails, trained from its cycle's end; a tail counts only the epochs it
-trained), ``pibo_beta=B`` (``[prior] pibo_beta``) and ``shift=D`` (the prior's centre moved D
+trained), ``pibo_beta=B`` (``[prior] pibo_beta``), ``startup=prior|bracket`` (``[prior] startup``)
+and ``shift=D`` (the prior's centre moved D
 decades: a misplaced prior, ``lrsearch.harness.bench._search.misplaced``), or several joined
 by ``+`` (``shift=1+pibo_beta=1``). Reported per workload: the median (over
-seeds) test metric of the validation-chosen trial at 1/8, 1/4, 1/2 and the whole budget, and
-how many trials each variant fitted into the budget.
+seeds) test metric of the validation-chosen trial at 1/8, 1/4, 1/2 and the whole budget, how
+many trials each variant fitted into the budget, and the trial-epochs spent (range test
+included) when the first trial within 2% of the best validation value of any variant finished.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 from pathlib import Path
 from typing import Any
@@ -35,6 +38,8 @@ def _variant(spec: str) -> dict[str, Any]:
             options["tails"] = int(value)
         elif key in ("pibo_beta", "pibo_fade"):
             options.setdefault("prior", {})[key] = float(value)
+        elif key == "startup":
+            options.setdefault("prior", {})[key] = value
         elif key == "shift":
             options["shift_decades"] = float(value)
         else:
@@ -67,11 +72,15 @@ def compare(
         budget = float(trials * epochs)
         score = TEST if task.has_test else VAL
         rows: dict[str, dict[str, Any]] = {}
-        for spec in variants:
-            runs = [
+        every = {
+            spec: [
                 _lrsearch_arm(task, seed, ranges, budget, trials * 3, **_variant(spec))
                 for seed in range(seeds)
             ]
+            for spec in variants
+        }
+        good = _good_value(every, task.maximize)
+        for spec, runs in every.items():
             rows[spec] = {
                 f"best_at_{label}": _median(
                     [best_at(r["curve"], budget * frac, value=score) for r in runs]
@@ -82,9 +91,36 @@ def compare(
                     ("half", 0.5),
                     ("budget", 1.0),
                 )
-            } | {"median_trials": statistics.median(r["trials"] for r in runs)}
-        out[name] = {"direction": task.workload.metric.direction, "arms": rows}
+            } | {
+                "median_trials": statistics.median(r["trials"] for r in runs),
+                "median_epochs_to_good": statistics.median(
+                    _epochs_to(r["curve"], good, task.maximize) for r in runs
+                ),
+            }
+        out[name] = {
+            "direction": task.workload.metric.direction,
+            "budget": budget,
+            "good_value": good,
+            "arms": rows,
+        }
     return out
+
+
+def _good_value(every: dict[str, list[dict[str, Any]]], maximize: bool) -> float:
+    """Within 2% of the best validation value any variant's trial reached: a trial in the
+    good region."""
+    values = [p[2] for runs in every.values() for r in runs for p in r["curve"] if p[2] is not None]
+    best = max(values) if maximize else min(values)
+    return best - 0.02 * abs(best) if maximize else best + 0.02 * abs(best)
+
+
+def _epochs_to(curve: list[list[Any]], good: float, maximize: bool) -> float:
+    """Trial-epochs spent (range test included) when the first good trial finished; the
+    whole spend plus one if none did."""
+    for spent, _wall, val, _test in curve:
+        if val is not None and (val >= good if maximize else val <= good):
+            return float(spent)
+    return float(curve[-1][0]) + 1.0 if curve else math.inf
 
 
 def _median(values: list[float | None]) -> float | None:
