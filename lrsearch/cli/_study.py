@@ -229,10 +229,11 @@ def status(study_name: str | None, storage: str | None, as_json: bool) -> None:
     type=click.Choice(["json", "python"]),
     default="json",
     show_default=True,
-    help="JSON, or plain PyTorch code that rebuilds the schedule.",
+    help="JSON, or a plain PyTorch script (placeholder model and data) that trains with the "
+    "trial's optimizer and schedule.",
 )
 def best(study_name: str, storage: str | None, fmt: str) -> None:
-    """The best trial's schedule, as JSON or as a few lines of plain PyTorch."""
+    """The best trial's schedule, as JSON or as a plain PyTorch script that runs as it is."""
     from lrsearch.export import best_as_json, best_as_python
     from lrsearch.study import load_study
 
