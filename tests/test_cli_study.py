@@ -48,6 +48,9 @@ def test_run_prints_best_and_ui_hint(finished_study) -> None:
     _, _, output = finished_study
     assert "study 'clitiny': " in output and "best: trial" in output
     assert "lrsearch ui --study clitiny" in output
+    # Not a terminal: one plain line per finished trial, no live view.
+    trial_lines = [line for line in output.splitlines() if line.startswith("trial ")]
+    assert len(trial_lines) == 3 and trial_lines[-1].split(" · ")[1] == "3/3 finished", output
 
 
 def test_status_json_and_table(finished_study) -> None:

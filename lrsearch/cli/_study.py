@@ -72,6 +72,12 @@ def study_option(required: bool) -> Any:
     )
 
 
+def _say(line: str) -> None:
+    """A line of a running study: through ``sys.stdout`` as it is when called, so that rich's
+    live view (which swaps it) prints it whole above the view instead of drawing over it."""
+    print(line, flush=True)
+
+
 def _storage(url: str | None) -> str:
     from lrsearch.storage import default_storage
 
@@ -162,7 +168,7 @@ def run(file: str, **opts: Any) -> None:
         tracking=not opts["no_tracking"],
         devices=opts["devices"],
         trials_per_device=opts["trials_per_device"],
-        echo=click.echo,
+        echo=_say,
     )
     click.echo(closing_report(outcome))
 
@@ -192,7 +198,7 @@ def worker(study_name: str, storage: str | None, **opts: Any) -> None:
         n_trials=opts["n_trials"],
         timeout=opts["timeout"],
         allow_workloads=tuple(opts["allow_workloads"]),
-        echo=click.echo,
+        echo=_say,
     )
     click.echo(closing_report(outcome))
 
