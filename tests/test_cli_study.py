@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import subprocess
 
 import numpy as np
 import optuna
@@ -101,6 +100,14 @@ def _experiment(home):
     return MlflowClient(f"sqlite:///{home}/mlflow.db").get_experiment_by_name("clitiny")
 
 
+def _trial_runs(home):
+    from mlflow import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{home}/mlflow.db")
+    runs = client.search_runs([_experiment(home).experiment_id])
+    return [r for r in runs if r.data.tags.get("lrsearch.role") == "trial"]
+
+
 def test_ui_dry_run_uses_the_embedded_store(finished_study) -> None:
     home, env, _ = finished_study
     result = _invoke("ui", "--study", "clitiny", "--dry-run", "--port", "5123", env=env)
@@ -120,23 +127,30 @@ def test_ui_without_a_study_shows_the_experiments(finished_study) -> None:
 
 
 def test_ui_serves_the_study_runs_page(finished_study, monkeypatch) -> None:
+    from lrsearch.tracking import ui_server
+
     home, env, _ = finished_study
-    servers: list[list[str]] = []
-    real_run = subprocess.run
-
-    def run(command, *args, **kwargs):
-        if command[1:4] != ["-m", "mlflow", "server"]:
-            return real_run(command, *args, **kwargs)
-        servers.append(command)  # as if Ctrl-C stopped it at once
-        return subprocess.CompletedProcess(command, 0)
-
-    monkeypatch.setattr(subprocess, "run", run)
-    result = _invoke("ui", "--study", "clitiny", "--no-open", env=env)
+    served: list[tuple[list[str], str]] = []
+    # The server itself is tested in test_cli_ui.py; here: what `ui` asks of it.
+    monkeypatch.setattr(ui_server, "serve", lambda command, url, **_: served.append((command, url)))
+    result = _invoke("ui", "--study", "clitiny", "--no-open", "--port", "5999", env=env)
     assert result.exit_code == 0, result.output
-    assert len(servers) == 1 and f"sqlite:///{home}/mlflow.db" in servers[0]
+    assert len(served) == 1 and f"sqlite:///{home}/mlflow.db" in served[0][0]
     experiment = _experiment(home)
-    assert f"/#/experiments/{experiment.experiment_id}/runs?" in result.output
+    url = served[0][1]
+    assert f"/#/experiments/{experiment.experiment_id}/runs?viewStateShareKey=lrsearch&" in url
     assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    view = json.loads(experiment.tags["mlflow.sharedViewState.lrsearch"])
+    assert view["orderByKey"] == "metrics.`val_accuracy`" and view["orderByAsc"] is False
+    assert view["selectedColumns"][:3] == [
+        "metrics.`val_accuracy`",
+        "tags.`lrsearch.state`",
+        "params.`max_lr`",
+    ]
+    # every parameter column names a parameter the trial runs logged
+    run = _trial_runs(home)[0]
+    params = [c.removeprefix("params.`")[:-1] for c in view["selectedColumns"][2:]]
+    assert set(params) <= set(run.data.params), (params, sorted(run.data.params))
 
 
 def test_status_fits_80_columns_with_a_long_study_name(finished_study, tmp_path) -> None:
