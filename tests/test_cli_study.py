@@ -59,6 +59,10 @@ def test_status_json_and_table(finished_study) -> None:
     data = json.loads(result.output)
     assert data["trials"]["COMPLETE"] + data["trials"]["PRUNED"] == 3
     assert data["best"]["value"] > 0 and "max_lr" in data["best"]["params"]
+    # optuna-dashboard opens a journal by its path; it refuses lrsearch's "journal:" prefix.
+    assert data["storage"].startswith("journal:")
+    assert data["dashboard"] == data["storage"].removeprefix("journal:")
+    assert data["dashboard"].endswith("optuna.journal")
     table = _invoke("status", env=env)
     assert table.exit_code == 0 and "clitiny" in table.output
 
@@ -182,6 +186,13 @@ def test_validate_ok(tmp_path) -> None:
     f.write_text(TINY.format(name="ok"))
     result = _invoke("validate", str(f))
     assert result.exit_code == 0 and "ok (study 'ok'" in result.output
+    assert "workload blobs," in result.output
+
+
+def test_validate_names_a_loop_a_loop(repo_root) -> None:
+    result = _invoke("validate", str(repo_root / "examples" / "own_loop.toml"))
+    assert result.exit_code == 0, result.output
+    assert "loop examples.own_loop:" in result.output and "workload" not in result.output
 
 
 def test_shipped_study_files_validate(repo_root) -> None:

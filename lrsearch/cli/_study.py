@@ -14,7 +14,10 @@ if TYPE_CHECKING:
     from lrsearch.study import StudyHandle
     from lrsearch.workers import RunOutcome
 
-STORAGE_HELP = "Optuna storage URL (default: $LRSEARCH_STORAGE, else SQLite under $LRSEARCH_HOME)."
+STORAGE_HELP = (
+    "Optuna storage URL (default: $LRSEARCH_STORAGE, else the journal file "
+    "$LRSEARCH_HOME/optuna.journal, or an optuna.db already there)."
+)
 
 
 def devices_options(f: Any) -> Any:
@@ -49,7 +52,7 @@ def budget_options(f: Any) -> Any:
         default=None,
         callback=positive("n-trials"),
         help="Finished trials (complete + pruned) the study should reach "
-        "(default: the study file's).",
+        "(default: the study's target, n_trials of its study file).",
     )(f)
 
 
@@ -125,8 +128,9 @@ def validate(file: str) -> None:
 
     config = load_study_config(file)
     workload = build_workload(config)
+    trains = f"loop {config.study.loop}" if config.study.loop else f"workload {workload.name}"
     click.echo(
-        f"{file}: ok (study {config.study.name!r}, workload {workload.name}, "
+        f"{file}: ok (study {config.study.name!r}, {trains}, "
         f"{config.study.n_trials} trials, pruner {config.pruner.name})"
     )
 
