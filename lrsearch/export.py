@@ -96,10 +96,19 @@ def _header(record: dict[str, Any]) -> str:
     ]
     if record["mlflow_run_id"]:
         lines.append(f"MLflow run {record['mlflow_run_id']}.")
+    if record["schedule"]["kind"] == "plateau":  # its LR followed the validation metric
+        lines += [
+            "PLATEAU: the trial cut its LR on plateaus of the validation metric, which this",
+            "script does not compute: add torch.optim.lr_scheduler.ReduceLROnPlateau with the",
+            f"trial's settings (min_delta is its threshold): "
+            f"{_literal(record['schedule'], inline=True)}.",
+        ]
     return "\n".join(lines)
 
 
-def _literal(params: dict[str, Any]) -> str:
+def _literal(params: dict[str, Any], *, inline: bool = False) -> str:
+    if inline:
+        return ", ".join(f"{k}={v!r}" for k, v in params.items() if k not in ("kind", "history"))
     return "{\n" + "".join(f"    {k!r}: {v!r},\n" for k, v in params.items()) + "}"
 
 

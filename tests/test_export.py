@@ -87,3 +87,13 @@ def test_the_script_builds_the_workloads_parameter_groups(exported) -> None:
     assert decayed["lr"] == pytest.approx(scope["BUILD_LR"], rel=1e-12)
     assert [len(g["params"]) for g in optimizer.param_groups] == [2, 2]
     assert isinstance(optimizer, torch.optim.SGD)
+
+
+def test_a_plateau_trial_says_what_the_script_leaves_out(exported) -> None:
+    from lrsearch.export import _header
+    from lrsearch.schedules import PlateauDecay
+
+    _home, record, _script = exported
+    header = _header({**record, "schedule": PlateauDecay(0.1, factor=0.2, patience=2).to_dict()})
+    assert "ReduceLROnPlateau" in header and "factor=0.2, patience=2" in header
+    assert "ReduceLROnPlateau" not in _header(record)
