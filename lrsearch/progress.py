@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from lrsearch.study import StudyHandle
 
 SEPARATOR = " · "
+PLAIN_READ_S = 5.0  # how often a supervisor's plain lines read the storage
 STOPPING = "stopping: the running trial ends at its next step and is recorded as interrupted"
 
 
@@ -199,6 +200,7 @@ class StudyProgress:
         self.handle = handle
         self.maximize = handle.maximize
         self._echo = echo
+        self._read_at = -math.inf
         trials = handle.study.get_trials(deepcopy=False)
         self._seen: set[int] = {t.number for t in trials if t.state.is_finished()}
         self.view = ViewState(
@@ -232,7 +234,11 @@ class StudyProgress:
 
     def refresh(self, running: int) -> None:
         """Read progress from the storage (supervisor: the trials run in other processes)."""
+        now = time.monotonic()
+        if self.plain and now - self._read_at < PLAIN_READ_S:  # a log needs no 0.5 s updates
+            return
         if self.enabled or self.plain:
+            self._read_at = now
             self.view.running = f"{running} workers"
             self._show(self.handle.study.get_trials(deepcopy=False))
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import math
 import re
 
 import optuna
@@ -122,3 +123,39 @@ def test_wrap_breaks_between_pieces_only() -> None:
         "  2 failed",
     ]
     assert wrap(["x" * 10], 4) == ["xxxx", "xxxx", "xx"]
+
+
+def test_a_supervisor_prints_a_plain_line_for_each_trial_its_workers_finish(tmp_path) -> None:
+    """Not a terminal: the trials finished elsewhere (worker processes) come out as lines."""
+    from click.testing import CliRunner
+
+    from lrsearch.cli import cli
+    from lrsearch.progress import StudyProgress
+    from lrsearch.storage import default_storage
+    from lrsearch.study import load_study
+    from tests.test_cli_study import TINY
+
+    (tmp_path / "s.toml").write_text(TINY.format(name="plain") + "[tracking]\nenabled = false\n")
+    env = {"LRSEARCH_HOME": str(tmp_path)}
+    done = CliRunner().invoke(cli, ["run", str(tmp_path / "s.toml")], obj={}, env=env)
+    assert done.exit_code == 0, done.output
+    handle = load_study("plain", default_storage(tmp_path))
+    lines: list[str] = []
+    progress = StudyProgress(handle, n_trials=4, echo=lines.append)
+    assert progress.plain and not progress.enabled
+    progress.refresh(2)
+    assert lines == []  # the trials finished before it started are not repeated
+    template = handle.study.trials[0]
+    finished = create_trial(
+        value=99.5,
+        params=template.params,
+        distributions=template.distributions,
+        intermediate_values={1: 90.0, 2: 99.5},
+    )
+    handle.study.add_trial(finished)  # as a worker process would
+    progress._read_at = -math.inf  # past the read interval
+    progress.refresh(2)
+    assert len(lines) == 1
+    assert lines[0].startswith("trial 3 complete 99.5 · 4/4 finished · best 99.5")
+    progress.refresh(2)
+    assert len(lines) == 1  # once per trial
