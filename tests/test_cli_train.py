@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import subprocess
 import sys
 
@@ -62,15 +63,18 @@ def test_bad_input_is_one_line_without_traceback(args: list[str], needle: str) -
     assert len(text.splitlines()) == 1 and text.startswith("error: ")
 
 
-def test_debug_shows_the_traceback_and_plain_runs_do_not() -> None:
+def test_debug_shows_the_traceback_and_plain_runs_do_not(tmp_path) -> None:
     def stderr(*args: str) -> tuple[int, str]:
-        command = [sys.executable, "-m", "lrsearch.cli", *args, "train", "--workload", "nope"]
-        done = subprocess.run(command, check=False, capture_output=True, text=True, timeout=120)
+        command = [sys.executable, "-m", "lrsearch.cli", *args, "status", "--study", "ghost"]
+        env = {**os.environ, "LRSEARCH_HOME": str(tmp_path)}
+        done = subprocess.run(
+            command, check=False, capture_output=True, text=True, timeout=120, env=env
+        )
         return done.returncode, done.stderr
 
     code, text = stderr("--debug")
     assert code != 0 and "Traceback (most recent call last)" in text, text
-    assert "unknown workload 'nope'" in text
+    assert "ghost" in text
     code, text = stderr()
     assert code != 0 and "Traceback" not in text
     assert text.strip().startswith("error: ") and len(text.strip().splitlines()) == 1
