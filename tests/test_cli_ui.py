@@ -229,7 +229,10 @@ def test_a_failed_start_is_one_line_naming_the_log(tmp_path) -> None:
     assert said == [f"MLflow UI: starting the server (log: {log}) ..."]  # no URL: it never answered
 
 
-def test_the_url_comes_once_the_server_answers_and_sigterm_stops_every_process(tmp_path) -> None:
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT], ids=["sigterm", "ctrl-c"])
+def test_the_url_comes_once_the_server_answers_and_a_stop_ends_every_process(
+    tmp_path, stop
+) -> None:
     script, pids = tmp_path / "server.py", tmp_path / "pids"
     script.write_text(SERVER)
     port = _free_port()
@@ -252,7 +255,7 @@ def test_the_url_comes_once_the_server_answers_and_sigterm_stops_every_process(t
         assert ui_server.answers(f"http://127.0.0.1:{port}/health")
         server = [int(p) for p in pids.read_text().split()]
         assert all(_alive(pid) for pid in server)
-        ui.send_signal(signal.SIGTERM)
+        ui.send_signal(stop)
         out, err = ui.communicate(timeout=60)
     finally:
         ui.kill()
