@@ -305,7 +305,7 @@ def ui(
             command,
             url,
             health=f"{base}/health",
-            log=ui_server.log_path(port),
+            log=default_home() / "logs" / f"mlflow-ui-{port}.log",
             say=_note,
             on_up=(lambda: ui_server.open_browser(url)) if browser else lambda: None,
         )

@@ -16,7 +16,6 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import urllib.parse
@@ -230,11 +229,6 @@ def _sigterm_stops() -> Iterator[None]:
         signal.signal(signal.SIGTERM, old)
 
 
-def log_path(port: int) -> Path:
-    """Where the server's output goes."""
-    return Path(tempfile.gettempdir()) / f"lrsearch-ui-{port}.log"
-
-
 def serve(
     command: Sequence[str],
     url: str,
@@ -251,6 +245,7 @@ def serve(
         TrackingError: the server could not start, exited, or did not answer in time.
     """
     say(f"MLflow UI: starting the server (log: {log}) ...")
+    log.parent.mkdir(parents=True, exist_ok=True)
     with _sigterm_stops(), log.open("wb") as out:
         try:
             process = subprocess.Popen(
