@@ -1,12 +1,20 @@
-"""The best trial's schedule, as JSON or as plain PyTorch code that needs no lrsearch."""
+"""The best trial's schedule, as JSON or as a plain PyTorch script that needs no lrsearch."""
 
 from __future__ import annotations
 
+import inspect
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from lrsearch.reporting import best_trial, trial_schedule
-from lrsearch.study import StudyHandle
+from lrsearch.errors import WorkloadError
+from lrsearch.reporting import best_trial, trial_params, trial_schedule
+from lrsearch.study import StudyHandle, trial_seed
+
+if TYPE_CHECKING:
+    import torch
+
+    from lrsearch.schedules import Schedule
+    from lrsearch.workloads import Workload
 
 __all__ = ["best_as_json", "best_as_python", "best_record"]
 
@@ -14,13 +22,14 @@ __all__ = ["best_as_json", "best_as_python", "best_record"]
 def best_record(handle: StudyHandle) -> dict[str, Any]:
     """The best trial: value, params, schedule dict and training settings.
 
-    ``test_metric`` is None unless the trial carries one (user attribute ``test_metric``);
-    nothing is retrained here.
+    ``params`` are every parameter the trial trained with, replayed as
+    :func:`~lrsearch.reporting.trial_params` does (fixed ones included). ``test_metric`` is
+    None unless the trial carries one (user attribute ``test_metric``); nothing is retrained.
     """
     trial = best_trial(handle)
     plan = handle.plan
     workload, epochs, steps_per_epoch = plan.workload, plan.epochs, plan.steps_per_epoch
-    schedule = trial_schedule(handle, trial)
+    params = trial_params(handle, trial)
     return {
         "study": handle.name,
         "trial": trial.number,
@@ -34,9 +43,10 @@ def best_record(handle: StudyHandle) -> dict[str, Any]:
         "epochs": epochs,
         "steps_per_epoch": steps_per_epoch,
         "batch_size": handle.config.study.batch_size or workload.batch_size,
-        "params": trial.params,
-        "weight_decay": trial.params.get("weight_decay", 0.0),
-        "schedule": schedule.to_dict(),
+        "seed": trial_seed(handle.config, trial.number),
+        "params": params,
+        "weight_decay": params["weight_decay"],
+        "schedule": trial_schedule(handle, trial).to_dict(),
         "mlflow_run_id": trial.user_attrs.get("mlflow_run_id"),
     }
 
@@ -45,66 +55,249 @@ def best_as_json(handle: StudyHandle) -> str:
     return json.dumps(best_record(handle), indent=2)
 
 
-_OPTIMIZER_CODE = {
-    "sgd": "torch.optim.SGD(model.parameters(), lr={lr!r}, momentum={m!r}, weight_decay={wd!r})",
-    "adam": "torch.optim.Adam(model.parameters(), lr={lr!r}, betas=({m!r}, 0.999), weight_decay={wd!r})",
-    "adamw": "torch.optim.AdamW(model.parameters(), lr={lr!r}, betas=({m!r}, 0.999), weight_decay={wd!r})",
-}
-
-
 def best_as_python(handle: StudyHandle) -> str:
-    """A few lines of plain PyTorch rebuilding the best schedule, LR and momentum per step."""
+    """A complete PyTorch script training with the best trial's schedule and optimizer.
+
+    It runs as it is: its model and data are marked placeholders (random numbers of the
+    trial's batch size and step count) to replace with your own. The optimizer is the
+    workload's, built the way the trial built it (class, parameter groups by parameter name,
+    each group's LR ratio and weight decay); LR and momentum follow the trial's schedule step
+    by step. ``python script.py --history steps.json`` writes the LR and momentum it set.
+    """
     from lrsearch.schedules import schedule_from_dict
 
     record = best_record(handle)
     schedule = schedule_from_dict(record["schedule"])
-    total = record["epochs"] * record["steps_per_epoch"]
-    knots = _knots(schedule, total)
-    momentum_key = "momentum" if record["optimizer"] == "sgd" else "betas"
-    m0 = schedule.momentum_at(0) or 0.9
-    template = _OPTIMIZER_CODE.get(
-        record["optimizer"].lower(),
-        "...  # your {name} at lr={lr!r}, weight_decay={wd!r}; the scheduler below drives it",
+    knots = _knots(schedule, record["epochs"] * record["steps_per_epoch"])
+    workload = handle.plan.workload
+    return _SCRIPT.format(
+        header=_header(record),
+        params=_literal(record["params"]),
+        epochs=record["epochs"],
+        steps_per_epoch=record["steps_per_epoch"],
+        batch_size=record["batch_size"],
+        seed=record["seed"],
+        grad_clip=workload.grad_clip,
+        build_lr=_build_lr(schedule),
+        steps=knots["steps"],
+        lrs=knots["lrs"],
+        momenta=knots["momenta"],
+        optimizer=_optimizer_code(workload, schedule, record["weight_decay"]),
     )
-    opt = template.format(
-        lr=schedule.lr_at(0), m=m0, wd=record["weight_decay"], name=record["optimizer"]
-    )
+
+
+def _header(record: dict[str, Any]) -> str:
     lines = [
-        f"# lrsearch study {record['study']!r}, best trial {record['trial']}: "
-        f"{record['metric']} = {record['value']:.4g}",
-        f"# {record['epochs']} epochs x {record['steps_per_epoch']} steps (batch {record['batch_size']}); "
-        "call scheduler.step() after every optimizer.step().",
-        "import numpy as np",
-        "import torch",
-        "",
-        f"STEPS = {knots['steps']!r}",
-        f"LRS = {knots['lrs']!r}",
+        f"lrsearch study {record['study']!r}, best trial {record['trial']}: "
+        f"{record['metric']} = {record['value']:.6g}",
+        f"workload {record['workload']!r}, optimizer {record['optimizer']}, "
+        f"{record['epochs']} epochs x {record['steps_per_epoch']} steps, "
+        f"batch {record['batch_size']}, seed {record['seed']}.",
     ]
-    if knots["momenta"] is not None:
-        lines.append(f"MOMENTA = {knots['momenta']!r}")
-    lines += [
-        "",
-        f"optimizer = {opt}",
-        "scheduler = torch.optim.lr_scheduler.LambdaLR(",
-        f"    optimizer, lambda step: float(np.interp(step, STEPS, LRS)) / {schedule.lr_at(0)!r}",
-        ")",
-    ]
-    if knots["momenta"] is not None:
-        set_m = (
-            "g['momentum'] = m" if momentum_key == "momentum" else "g['betas'] = (m, g['betas'][1])"
-        )
+    if record["mlflow_run_id"]:
+        lines.append(f"MLflow run {record['mlflow_run_id']}.")
+    if record["schedule"]["kind"] == "plateau":  # its LR followed the validation metric
         lines += [
-            "",
-            "def set_momentum(step: int) -> None:  # call with the step, next to scheduler.step()",
-            "    m = float(np.interp(step, STEPS, MOMENTA))",
-            "    for g in optimizer.param_groups:",
-            f"        {set_m}",
+            "PLATEAU: the trial cut its LR on plateaus of the validation metric, which this",
+            "script does not compute: add torch.optim.lr_scheduler.ReduceLROnPlateau with the",
+            f"trial's settings (min_delta is its threshold): "
+            f"{_literal(record['schedule'], inline=True)}.",
         ]
     return "\n".join(lines)
 
 
+def _literal(params: dict[str, Any], *, inline: bool = False) -> str:
+    if inline:
+        return ", ".join(f"{k}={v!r}" for k, v in params.items() if k not in ("kind", "history"))
+    return "{\n" + "".join(f"    {k!r}: {v!r},\n" for k, v in params.items()) + "}"
+
+
+_SCRIPT = '''"""{header}
+
+Plain PyTorch: no lrsearch needed. The trial's optimizer and its LR/momentum schedule, set
+before every optimizer step. The MODEL AND DATA BELOW ARE PLACEHOLDERS (random numbers, so
+this file runs as it is): replace build_model, train_batches and loss_fn with yours.
+
+    python this_file.py [--history steps.json]   # --history: the LR and momentum per step
+"""
+
+import argparse
+import json
+
+import numpy as np
+import torch
+from torch import nn
+
+# Every parameter the trial trained with (the schedule below is built from them).
+PARAMS = {params}
+EPOCHS = {epochs}
+STEPS_PER_EPOCH = {steps_per_epoch}  # optimizer steps per epoch
+BATCH_SIZE = {batch_size}
+SEED = {seed}
+GRAD_CLIP = {grad_clip!r}  # clip the global gradient norm to this (None: off)
+BUILD_LR = {build_lr!r}  # the LR the optimizer is built at; each group keeps its ratio to it
+
+# The schedule at its break points, linear in between: LR and momentum at every step.
+STEPS = {steps!r}
+LRS = {lrs!r}
+MOMENTA = {momenta!r}  # SGD's momentum or Adam's beta1; None: left to the optimizer
+
+
+def lr_at(step: int) -> float:
+    return float(np.interp(step, STEPS, LRS))
+
+
+def momentum_at(step: int) -> float | None:
+    return None if MOMENTA is None else float(np.interp(step, STEPS, MOMENTA))
+
+
+# --- PLACEHOLDER model and data: replace with yours ---------------------------------------
+def build_model() -> nn.Module:
+    return nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 4))
+
+
+def train_batches(epoch: int):
+    generator = torch.Generator().manual_seed(SEED * 1000 + epoch)
+    for _ in range(STEPS_PER_EPOCH):
+        x = torch.randn(BATCH_SIZE, 16, generator=generator)
+        yield x, torch.randint(0, 4, (BATCH_SIZE,), generator=generator)
+
+
+loss_fn = nn.functional.cross_entropy
+# --- end of placeholders -------------------------------------------------------------------
+
+
+{optimizer}
+
+
+def set_schedule(optimizer: torch.optim.Optimizer, ratios: list[float], step: int) -> None:
+    """Every group's LR (times its own ratio) and momentum for this step."""
+    lr, momentum = lr_at(step), momentum_at(step)
+    for group, ratio in zip(optimizer.param_groups, ratios):
+        group["lr"] = ratio * lr
+        if momentum is not None and "betas" in group:
+            group["betas"] = (momentum, group["betas"][1])
+        elif momentum is not None and "momentum" in group:
+            group["momentum"] = momentum
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--history", help="write the LR and momentum of every step here (JSON)")
+    args = parser.parse_args()
+    torch.manual_seed(SEED)
+    model = build_model()
+    optimizer = make_optimizer(model)
+    ratios = [group["lr"] / BUILD_LR for group in optimizer.param_groups]
+    history = []
+    step = 0
+    for epoch in range(EPOCHS):
+        for inputs, targets in train_batches(epoch):
+            set_schedule(optimizer, ratios, step)
+            loss = loss_fn(model(inputs), targets)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if GRAD_CLIP is not None:
+                nn.utils.clip_grad_norm_(model.parameters(), GRAD_CLIP)
+            optimizer.step()
+            group = optimizer.param_groups[0]
+            history.append(
+                {{"lr": group["lr"], "momentum": group.get("momentum", group.get("betas", [None])[0])}}
+            )
+            step += 1
+        print(f"epoch {{epoch + 1}}/{{EPOCHS}}: last loss {{loss.item():.4f}}")
+    if args.history:
+        with open(args.history, "w") as f:
+            json.dump(history, f)
+
+
+if __name__ == "__main__":
+    main()
+'''
+
+
+# --- the optimizer, as the trial built it ---------------------------------------------------
+
+_SKIP = {"params", "initial_lr"}
+
+
+def _optimizer_code(workload: Workload, schedule: Schedule, weight_decay: float) -> str:
+    """``make_optimizer(model)``: the workload's optimizer class and groups, as source."""
+    import torch
+
+    momentum = schedule.momentum_at(0)
+    with torch.random.fork_rng(devices=[]):
+        try:
+            model = workload.build_model()
+            optimizer = workload.make_optimizer(
+                model,
+                lr=_build_lr(schedule),
+                momentum=0.9 if momentum is None else momentum,
+                weight_decay=weight_decay,
+            )
+        except WorkloadError:  # a study of your own loop: its optimizer is in your code
+            return _LOOP_OPTIMIZER.format(lr=_build_lr(schedule), wd=weight_decay)
+    cls = type(optimizer)
+    path = f"torch.optim.{cls.__name__}"
+    head = [
+        "def make_optimizer(model: nn.Module) -> torch.optim.Optimizer:",
+        f'    """{workload.optimizer_name}, built as the trial built it (at BUILD_LR)."""',
+    ]
+    if getattr(torch.optim, cls.__name__, None) is not cls:  # the user's class: import it
+        head.append(f"    from {cls.__module__} import {cls.__qualname__}")
+        path = cls.__qualname__
+    groups = [_group_settings(cls, g) for g in optimizer.param_groups]
+    if len(groups) == 1:
+        return "\n".join([*head, f"    return {path}(model.parameters(), **{groups[0]!r})"])
+    return "\n".join(
+        [
+            *head,
+            "    # The workload's parameter groups, by parameter name in its model; a parameter",
+            "    # your model has and these lists do not goes to the first group.",
+            f"    settings = {groups!r}",
+            f"    names = {_group_names(model, optimizer)!r}",
+            "    params = [[] for _ in settings]",
+            "    for name, p in model.named_parameters():",
+            "        index = next((i for i, listed in enumerate(names) if name in listed), 0)",
+            "        params[index].append(p)",
+            "    groups = [{'params': p, **s} for p, s in zip(params, settings) if p]",
+            f"    return {path}(groups)",
+        ]
+    )
+
+
+_LOOP_OPTIMIZER = '''def make_optimizer(model: nn.Module) -> torch.optim.Optimizer:
+    """PLACEHOLDER: the study trained your own loop, whose optimizer is in your code."""
+    return torch.optim.SGD(model.parameters(), lr={lr!r}, momentum=0.9, weight_decay={wd!r})'''
+
+
+def _build_lr(schedule: Schedule) -> float:
+    """The LR training builds the optimizer at (the first step's; 1.0 where that is 0)."""
+    lr = schedule.lr_at(0)
+    return lr if lr > 0 else 1.0
+
+
+def _group_settings(cls: type[torch.optim.Optimizer], group: dict[str, Any]) -> dict[str, Any]:
+    """A param group's LR and the settings that differ from the class's defaults."""
+    try:
+        signature = inspect.signature(cls).parameters.items()
+        defaults = {k: p.default for k, p in signature if p.default is not inspect.Parameter.empty}
+    except (TypeError, ValueError):
+        defaults = {}
+    settings: dict[str, Any] = {"lr": group["lr"]}
+    for key, value in group.items():
+        if key not in _SKIP and key != "lr" and not (key in defaults and defaults[key] == value):
+            settings[key] = value
+    return settings
+
+
+def _group_names(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> list[list[str]]:
+    by_id = {id(p): name for name, p in model.named_parameters()}
+    return [[by_id[id(p)] for p in g["params"] if id(p) in by_id] for g in optimizer.param_groups]
+
+
 def _knots(schedule: Any, total: int) -> dict[str, Any]:
-    """Break points of a piecewise-linear schedule (exact for linear shapes)."""
+    """Break points of a piecewise-linear schedule (exact for linear shapes), at full precision."""
     import numpy as np
 
     lrs = schedule.lrs(total)
@@ -121,6 +314,6 @@ def _knots(schedule: Any, total: int) -> dict[str, Any]:
     keep.append(total - 1)
     return {
         "steps": keep,
-        "lrs": [float(f"{lrs[k]:.8g}") for k in keep],
-        "momenta": None if momenta is None else [float(f"{momenta[k]:.6g}") for k in keep],
+        "lrs": [float(lrs[k]) for k in keep],
+        "momenta": None if momenta is None else [float(momenta[k]) for k in keep],
     }

@@ -7,8 +7,9 @@ names: ``max_lr``, ``div_factor``, ``cycle_frac``, ``annihilation``, ``momentum_
 ``momentum_low``.
 
 This module is stdlib only at import time (the config reads the names without numpy); the
-factories import :mod:`lrsearch.schedules` when called, and ``schedules`` takes ``OneCycle``'s
-default arguments from :data:`SMITH_DEFAULTS`.
+factories import :mod:`lrsearch.schedules` when called. :data:`SMITH_DEFAULTS` lives in
+:mod:`lrsearch.defaults`, which ``schedules`` reads too, so ``schedules`` never imports this
+module (no import cycle).
 
 Example:
     >>> s = build_schedule("one-cycle", {"max_lr": 0.1, **SMITH_DEFAULTS},
@@ -24,6 +25,8 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
+from lrsearch.defaults import SMITH_DEFAULTS
+
 if TYPE_CHECKING:
     from lrsearch.schedules import Schedule
 
@@ -38,18 +41,6 @@ __all__ = [
     "study_policies",
 ]
 
-# Smith (2018), "A disciplined approach to neural network hyper-parameters": the one place
-# these numbers are written. weight_decay is the optimizer's, not the schedule's.
-SMITH_DEFAULTS: Mapping[str, float] = MappingProxyType(
-    {
-        "div_factor": 10.0,
-        "cycle_frac": 0.9,
-        "annihilation": 100.0,
-        "momentum_high": 0.95,
-        "momentum_low": 0.85,
-        "weight_decay": 1e-4,
-    }
-)
 DEFAULT_POLICY = "one-cycle"
 # Optional together: without both, a schedule leaves momentum alone (an optimizer with none).
 MOMENTUM_PARAMS = ("momentum_high", "momentum_low")

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "best_trial",
+    "dashboard_storage",
     "ended_trial_reasons",
     "study_history",
     "summary",
@@ -76,6 +77,22 @@ def _complete(trials: list[FrozenTrial]) -> list[FrozenTrial]:
     ]
 
 
+def dashboard_storage(url: str) -> str | None:
+    """The storage argument ``optuna-dashboard`` takes for ``url`` (password redacted).
+
+    It opens a journal by its file path (``journal:`` is lrsearch's prefix, which it refuses)
+    and a database by its URL; a ``grpc://`` proxy it cannot read: None, point it at the
+    database the proxy serves.
+
+    Example:
+        >>> dashboard_storage("journal:/home/me/.lrsearch/optuna.journal")
+        '/home/me/.lrsearch/optuna.journal'
+    """
+    if url.startswith("grpc://"):
+        return None
+    return redact(url.removeprefix("journal:"))
+
+
 def summary(handle: StudyHandle) -> dict[str, Any]:
     """Counts by state, best value and params, running trials: what ``lrsearch status`` shows."""
     trials = handle.study.get_trials(deepcopy=False)
@@ -86,6 +103,7 @@ def summary(handle: StudyHandle) -> dict[str, Any]:
     out: dict[str, Any] = {
         "study": handle.name,
         "storage": redact(handle.storage_url),
+        "dashboard": dashboard_storage(handle.storage_url),
         "direction": handle.study.direction.name.lower(),
         "metric": f"val_{handle.metric_name}",
         "trials": counts,

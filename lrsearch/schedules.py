@@ -28,7 +28,7 @@ from typing import Any, ClassVar, Protocol, Self, runtime_checkable
 import numpy as np
 from numpy.typing import NDArray
 
-from lrsearch.policies import SMITH_DEFAULTS
+from lrsearch.defaults import SMITH_DEFAULTS
 
 __all__ = [
     "SCHEDULES",

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import subprocess
 
 import numpy as np
 import optuna
 import pytest
-import torch
 from click.testing import CliRunner
 
 from lrsearch.cli import cli
@@ -49,6 +47,9 @@ def test_run_prints_best_and_ui_hint(finished_study) -> None:
     _, _, output = finished_study
     assert "study 'clitiny': " in output and "best: trial" in output
     assert "lrsearch ui --study clitiny" in output
+    # Not a terminal: one plain line per finished trial, no live view.
+    trial_lines = [line for line in output.splitlines() if line.startswith("trial ")]
+    assert len(trial_lines) == 3 and trial_lines[-1].split(" · ")[1] == "3/3 finished", output
 
 
 def test_status_json_and_table(finished_study) -> None:
@@ -58,6 +59,10 @@ def test_status_json_and_table(finished_study) -> None:
     data = json.loads(result.output)
     assert data["trials"]["COMPLETE"] + data["trials"]["PRUNED"] == 3
     assert data["best"]["value"] > 0 and "max_lr" in data["best"]["params"]
+    # optuna-dashboard opens a journal by its path; it refuses lrsearch's "journal:" prefix.
+    assert data["storage"].startswith("journal:")
+    assert data["dashboard"] == data["storage"].removeprefix("journal:")
+    assert data["dashboard"].endswith("optuna.journal")
     table = _invoke("status", env=env)
     assert table.exit_code == 0 and "clitiny" in table.output
 
@@ -71,21 +76,18 @@ def test_best_json_and_python_rebuild_the_schedule(finished_study) -> None:
     total = record["epochs"] * record["steps_per_epoch"]
 
     code = _invoke("best", "--study", "clitiny", "--format", "python", env=env).output
-    assert "lrsearch" not in code.replace("# lrsearch study", "")  # runs without lrsearch
-    model = torch.nn.Linear(2, 2)
-    scope: dict = {"model": model}
+    scope: dict = {"__name__": "exported"}
     exec(code, scope)
-    optimizer, scheduler = scope["optimizer"], scope["scheduler"]
+    optimizer = scope["make_optimizer"](scope["build_model"]())
     lrs, momenta = [], []
     for step in range(total):
-        scope["set_momentum"](step)
+        scope["set_schedule"](optimizer, [1.0], step)
         lrs.append(optimizer.param_groups[0]["lr"])
         momenta.append(optimizer.param_groups[0]["momentum"])
-        optimizer.step()
-        scheduler.step()
-    assert np.allclose(lrs, schedule.lrs(total), rtol=1e-6)
-    assert np.allclose(momenta, schedule.momenta(total), rtol=1e-5)
-    assert optimizer.param_groups[0]["weight_decay"] == pytest.approx(record["weight_decay"])
+    assert np.allclose(lrs, schedule.lrs(total), rtol=1e-9)
+    assert np.allclose(momenta, schedule.momenta(total), rtol=1e-9)
+    assert optimizer.param_groups[0]["weight_decay"] == record["weight_decay"]
+    assert record["weight_decay"] == record["params"]["weight_decay"]
 
 
 def test_train_from_study(finished_study) -> None:
@@ -100,6 +102,14 @@ def _experiment(home):
     from mlflow import MlflowClient
 
     return MlflowClient(f"sqlite:///{home}/mlflow.db").get_experiment_by_name("clitiny")
+
+
+def _trial_runs(home):
+    from mlflow import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{home}/mlflow.db")
+    runs = client.search_runs([_experiment(home).experiment_id])
+    return [r for r in runs if r.data.tags.get("lrsearch.role") == "trial"]
 
 
 def test_ui_dry_run_uses_the_embedded_store(finished_study) -> None:
@@ -121,23 +131,30 @@ def test_ui_without_a_study_shows_the_experiments(finished_study) -> None:
 
 
 def test_ui_serves_the_study_runs_page(finished_study, monkeypatch) -> None:
+    from lrsearch.tracking import ui_server
+
     home, env, _ = finished_study
-    servers: list[list[str]] = []
-    real_run = subprocess.run
-
-    def run(command, *args, **kwargs):
-        if command[1:4] != ["-m", "mlflow", "server"]:
-            return real_run(command, *args, **kwargs)
-        servers.append(command)  # as if Ctrl-C stopped it at once
-        return subprocess.CompletedProcess(command, 0)
-
-    monkeypatch.setattr(subprocess, "run", run)
-    result = _invoke("ui", "--study", "clitiny", "--no-open", env=env)
+    served: list[tuple[list[str], str]] = []
+    # The server itself is tested in test_cli_ui.py; here: what `ui` asks of it.
+    monkeypatch.setattr(ui_server, "serve", lambda command, url, **_: served.append((command, url)))
+    result = _invoke("ui", "--study", "clitiny", "--no-open", "--port", "5999", env=env)
     assert result.exit_code == 0, result.output
-    assert len(servers) == 1 and f"sqlite:///{home}/mlflow.db" in servers[0]
+    assert len(served) == 1 and f"sqlite:///{home}/mlflow.db" in served[0][0]
     experiment = _experiment(home)
-    assert f"/#/experiments/{experiment.experiment_id}/runs?" in result.output
+    url = served[0][1]
+    assert f"/#/experiments/{experiment.experiment_id}/runs?viewStateShareKey=lrsearch&" in url
     assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    view = json.loads(experiment.tags["mlflow.sharedViewState.lrsearch"])
+    assert view["orderByKey"] == "metrics.`val_accuracy`" and view["orderByAsc"] is False
+    assert view["selectedColumns"][:3] == [
+        "metrics.`val_accuracy`",
+        "tags.`lrsearch.state`",
+        "params.`max_lr`",
+    ]
+    # every parameter column names a parameter the trial runs logged
+    run = _trial_runs(home)[0]
+    params = [c.removeprefix("params.`")[:-1] for c in view["selectedColumns"][2:]]
+    assert set(params) <= set(run.data.params), (params, sorted(run.data.params))
 
 
 def test_status_fits_80_columns_with_a_long_study_name(finished_study, tmp_path) -> None:
@@ -169,6 +186,13 @@ def test_validate_ok(tmp_path) -> None:
     f.write_text(TINY.format(name="ok"))
     result = _invoke("validate", str(f))
     assert result.exit_code == 0 and "ok (study 'ok'" in result.output
+    assert "workload blobs," in result.output
+
+
+def test_validate_names_a_loop_a_loop(repo_root) -> None:
+    result = _invoke("validate", str(repo_root / "examples" / "own_loop.toml"))
+    assert result.exit_code == 0, result.output
+    assert "loop examples.own_loop:" in result.output and "workload" not in result.output
 
 
 def test_shipped_study_files_validate(repo_root) -> None:

@@ -2,6 +2,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import subprocess
+import sys
 
 import pytest
 from click.testing import CliRunner
@@ -60,9 +63,21 @@ def test_bad_input_is_one_line_without_traceback(args: list[str], needle: str) -
     assert len(text.splitlines()) == 1 and text.startswith("error: ")
 
 
-def test_debug_shows_the_exception() -> None:
-    result = _run("--debug", "train", "--workload", "nope")
-    assert result.exit_code != 0 and result.exception is not None
+def test_debug_shows_the_traceback_and_plain_runs_do_not(tmp_path) -> None:
+    def stderr(*args: str) -> tuple[int, str]:
+        command = [sys.executable, "-m", "lrsearch.cli", *args, "status", "--study", "ghost"]
+        env = {**os.environ, "LRSEARCH_HOME": str(tmp_path)}
+        done = subprocess.run(
+            command, check=False, capture_output=True, text=True, timeout=120, env=env
+        )
+        return done.returncode, done.stderr
+
+    code, text = stderr("--debug")
+    assert code != 0 and "Traceback (most recent call last)" in text, text
+    assert "ghost" in text
+    code, text = stderr()
+    assert code != 0 and "Traceback" not in text
+    assert text.strip().startswith("error: ") and len(text.strip().splitlines()) == 1
 
 
 def test_train_reports_the_test_split_next_to_validation() -> None:

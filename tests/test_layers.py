@@ -20,7 +20,7 @@ PKG = Path(lrsearch.__file__).parent
 
 # DESIGN.md's layers, top (imports nothing of lrsearch's below it) to bottom.
 LAYERS: list[tuple[str, set[str]]] = [
-    ("schedule math", {"errors", "interrupt", "schedules", "policies"}),
+    ("schedule math", {"errors", "interrupt", "defaults", "schedules", "policies"}),
     ("prior math", {"prior", "suggest", "config"}),
     ("torch parts", {"torch_schedule", "workloads", "training", "train_step", "range_test"}),
     ("drawing", {"plots"}),
@@ -146,3 +146,105 @@ def test_public_surface_is_pinned() -> None:
     }
     for name in lrsearch.__all__:
         assert getattr(lrsearch, name) is not None
+
+
+# --- no import cycles between lrsearch's modules -------------------------------------------------
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(PKG.parent).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+MODULES = {_module_name(p): p for p in PKG.rglob("*.py")}
+
+
+def _providing(name: str) -> str | None:
+    """The lrsearch module a dotted import name lands in (a submodule, else its package)."""
+    while name and name not in MODULES:
+        name = name.rpartition(".")[0]
+    return name or None
+
+
+def _type_checking_only(tree: ast.AST) -> set[int]:
+    """Nodes under ``if TYPE_CHECKING:``: never executed, so they cannot make a cycle."""
+    return {
+        id(inner)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
+        for statement in node.body
+        for inner in ast.walk(statement)
+    }
+
+
+def _edges(module: str, path: Path) -> set[str]:
+    """lrsearch modules ``module`` imports, at module or function level."""
+    tree = ast.parse(path.read_text())
+    skip = _type_checking_only(tree)
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    names: list[str] = []
+    for node in ast.walk(tree):
+        if id(node) in skip:
+            continue
+        if isinstance(node, ast.Import):
+            names += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:  # relative: from the package, up level - 1
+                parts = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join([*parts, base] if base else parts)
+            for alias in node.names:
+                sub = f"{base}.{alias.name}"
+                names.append(sub if sub in MODULES else base)
+    found = {_providing(n) for n in names if n.startswith("lrsearch")}
+    return {m for m in found if m is not None and m != module}
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[set[str]]:
+    """The strongly connected components of more than one module (Tarjan's algorithm)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found: list[set[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        for w in graph.get(v, ()):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = {stack.pop()}
+            while v not in component:
+                component.add(stack.pop())
+            if len(component) > 1:
+                found.append(component)
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return found
+
+
+# Known cycles, to be removed (issue 23); delete an entry when its cycle is gone.
+KNOWN_CYCLES = [{"lrsearch.harness.bench._curves", "lrsearch.harness.bench._search"}]
+
+
+def test_the_cycle_finder() -> None:
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}, "e": {"e"}}
+    assert _cycles(graph) == [{"a", "b", "c"}]
+    assert _cycles({"a": {"b"}, "b": set()}) == []
+
+
+def test_no_import_cycles_between_modules() -> None:
+    """Function-level imports count: a lazy import still makes two modules one concept."""
+    graph = {module: _edges(module, path) for module, path in MODULES.items()}
+    cycles = _cycles(graph)
+    new = [sorted(c) for c in cycles if c not in KNOWN_CYCLES]
+    assert not new, f"import cycles: {new}"
+    gone = [sorted(c) for c in KNOWN_CYCLES if c not in cycles]
+    assert not gone, f"these cycles are gone: delete them from KNOWN_CYCLES: {gone}"
+    assert "lrsearch.policies" not in graph["lrsearch.schedules"]

@@ -570,3 +570,80 @@ def test_plateau_reads_the_finished_trials_once_per_trial_not_per_epoch() -> Non
         assert _first_prune(study, curve, cycle_frac=0.5) is None
         study.tell(study.trials[-1].number, curve[-1])
     assert reads == [4, 5]  # one read each, though each was judged at 9 epochs
+
+
+# --- the plateau rule at its threshold -------------------------------------------------------
+# Five finished trials, compared at equal epochs (epochs=None): value at epoch 1 -> final value.
+NEAR = ((50.0, 80.0), (60.0, 83.0), (70.0, 88.0), (80.0, 90.0), (90.0, 94.0))
+NEAR_FINALS = sorted((f for _, f in NEAR), reverse=True)  # 94, 90, 88, 83, 80
+
+
+def _near_study(pruner: BasePruner) -> Study:
+    study = optuna.create_study(direction="maximize", pruner=pruner)
+    for now, final in NEAR:
+        study.add_trial(_finished([now, final]))
+    return study
+
+
+def _mine_for(bound: float, pairs: Sequence[tuple[float, float]] = NEAR) -> float:
+    """The value now whose upper bound of the final value is ``bound`` (bisection)."""
+    lo, hi = -500.0, 500.0
+    for _ in range(200):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if final_upper_bound(mid, pairs, 0.9) < bound else (lo, mid)
+    return (lo + hi) / 2
+
+
+def _judged(study: Study, values: Sequence[float]) -> bool:
+    trial = study.ask()
+    for step, value in enumerate(values, start=1):
+        trial.report(value, step)
+    return trial.should_prune()
+
+
+class TestPlateauThreshold:
+    @pytest.mark.parametrize("keep_top", [1, 2, 3, 4])
+    def test_the_bar_is_the_keep_top_th_best_final(self, keep_top: int) -> None:
+        """Pruned just below the keep_top-th best final, kept just above it: not the next."""
+        bar = NEAR_FINALS[keep_top - 1]
+        below, above = NEAR_FINALS[keep_top], NEAR_FINALS[keep_top - 2] if keep_top > 1 else 99.0
+        study = _near_study(PlateauPruner(keep_top=keep_top, epochs=None, n_warmup_steps=1))
+        # bound halfway between the bar and the next final down: below the bar, so pruned
+        assert _judged(study, [_mine_for((bar + below) / 2)])
+        # bound halfway between the bar and the next final up: above the bar, so kept
+        assert not _judged(study, [_mine_for((bar + above) / 2)])
+        # and right at the edges (the rule is "strictly below the bar")
+        assert _judged(study, [_mine_for(bar - 1e-6)])
+        assert not _judged(study, [_mine_for(bar + 1e-6)])
+
+    def test_the_slope_is_floored_at_zero(self) -> None:
+        """Peers that were better now and ended worse never make a good trial look hopeless."""
+        falling = [(1.0, 4.0), (2.0, 3.0), (3.0, 2.0), (4.0, 1.0)]  # exactly slope -1
+        mean, s = 2.5, math.sqrt(5.0 / 2.0)  # the flat line's level and residual spread
+        for mine in (0.0, 2.5, 10.0):
+            spread = s * math.sqrt(1.0 + 1.0 / 4 + (mine - 2.5) ** 2 / 5.0)
+            expected = mean + pruning._t_quantile(0.9, 2) * spread
+            assert final_upper_bound(mine, falling, 0.9) == pytest.approx(expected, rel=1e-12)
+        # Without the floor the bound of mine=10 would be 5 - 10 = -5: pruned by every peer.
+        study = optuna.create_study(direction="maximize", pruner=PlateauPruner(epochs=None))
+        for now, final in falling:
+            study.add_trial(_finished([now, final]))
+        assert not _judged(study, [10.0])
+
+    def test_the_running_best_is_judged_not_the_latest_value(self) -> None:
+        """A trial that reached a good value and then dipped is judged by the good value."""
+        three = [
+            (now, mid, final) for (now, final), mid in zip(NEAR, (81, 84, 88, 91, 94), strict=True)
+        ]
+        study = optuna.create_study(
+            direction="maximize", pruner=PlateauPruner(epochs=None, n_warmup_steps=1)
+        )
+        for now, mid, final in three:
+            study.add_trial(_finished([now, mid, final]))
+        # Its best so far (epoch 1) against the peers' best up to epoch 2 (their epoch-2
+        # values) bounds its final just above the bar; its latest value is far below.
+        pairs = [(mid, final) for _, mid, final in three]
+        good = _mine_for(NEAR_FINALS[2] + 1.0, pairs)
+        assert final_upper_bound(0.0, pairs, 0.9) < NEAR_FINALS[2]  # the latest would prune
+        assert not _judged(study, [good])
+        assert not _judged(study, [good, 0.0])

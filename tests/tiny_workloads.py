@@ -167,3 +167,23 @@ def tiny_lm(
         batch_size=16,
         epochs=epochs,
     )
+
+
+def _two_groups(
+    model: nn.Module, lr: float, momentum: float | None = None, weight_decay: float = 0.0
+) -> torch.optim.SGD:
+    """SGD with the first layer at the run's LR and weight decay, the rest at 0.1x LR, no decay."""
+    first, *rest = model.children()
+    return torch.optim.SGD(
+        [
+            {"params": first.parameters(), "weight_decay": weight_decay},
+            {"params": [p for m in rest for p in m.parameters()], "lr": lr * 0.1},
+        ],
+        lr=lr,
+        momentum=momentum or 0.0,
+    )
+
+
+def blobs_two_groups(**kwargs: int) -> Workload:
+    """``blobs`` whose optimizer has two parameter groups (LR ratio 0.1, decay on one)."""
+    return dataclasses.replace(blobs(**kwargs), name="blobs-two-groups", optimizer=_two_groups)

@@ -28,7 +28,9 @@ def _names(value: str | None, option: str) -> tuple[str, ...] | None:
     help="What to run first: mnist1d-cnn, 3 seeds, 20 trials of 8 epochs, storage to 300 "
     "trials (minutes on 2 CPU cores).",
 )
-@click.option("--smoke", is_flag=True, hidden=True, help="Test size: seconds per section.")
+@click.option(
+    "--smoke", is_flag=True, help="The tests' size: seconds per section, nothing measured."
+)
 @click.option(
     "--out",
     type=click.Path(file_okay=False, path_type=Path),

@@ -19,23 +19,22 @@ class LrsearchGroup(click.Group):
     """
 
     def invoke(self, ctx: click.Context) -> Any:
-        debug = (ctx.obj or {}).get("debug")
         try:
             return super().invoke(ctx)
         except LrsearchError as exc:
-            if debug:
+            if _debug(ctx):
                 raise
             click.echo(f"error: {exc}", err=True)
             ctx.exit(exc.exit_code)
         except click.UsageError as exc:
-            if debug:
+            if _debug(ctx):
                 raise
             hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx else ""
             click.echo(f"error: {exc.format_message()}{hint}", err=True)
             ctx.exit(exc.exit_code)
         except (KeyboardInterrupt, Exception) as exc:
             # An error raised while a library cleaned up after Ctrl-C is the interrupt too.
-            if debug or not _caused_by_interrupt(exc):
+            if _debug(ctx) or not _caused_by_interrupt(exc):
                 raise
             click.echo(
                 "error: interrupted; what was recorded is kept: run the same command again "
@@ -43,6 +42,12 @@ class LrsearchGroup(click.Group):
                 err=True,
             )
             ctx.exit(130)
+
+
+def _debug(ctx: click.Context) -> bool:
+    """Whether ``--debug`` was given: read when an error arrives, because the group's callback
+    (which stores the flag) runs inside ``invoke``, after it has begun."""
+    return bool((ctx.obj or {}).get("debug"))
 
 
 def _caused_by_interrupt(exc: BaseException) -> bool:

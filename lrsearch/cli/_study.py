@@ -3,12 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-import threading
-import time
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -17,9 +11,13 @@ from lrsearch.cli._common import cli, positive
 from lrsearch.errors import LrsearchError, StorageError
 
 if TYPE_CHECKING:
+    from lrsearch.study import StudyHandle
     from lrsearch.workers import RunOutcome
 
-STORAGE_HELP = "Optuna storage URL (default: $LRSEARCH_STORAGE, else SQLite under $LRSEARCH_HOME)."
+STORAGE_HELP = (
+    "Optuna storage URL (default: $LRSEARCH_STORAGE, else the journal file "
+    "$LRSEARCH_HOME/optuna.journal, or an optuna.db already there)."
+)
 
 
 def devices_options(f: Any) -> Any:
@@ -54,7 +52,7 @@ def budget_options(f: Any) -> Any:
         default=None,
         callback=positive("n-trials"),
         help="Finished trials (complete + pruned) the study should reach "
-        "(default: the study file's).",
+        "(default: the study's target, n_trials of its study file).",
     )(f)
 
 
@@ -70,6 +68,12 @@ def study_option(required: bool) -> Any:
         required=required,
         help="Study name (as in the study file's [study] name).",
     )
+
+
+def _say(line: str) -> None:
+    """A line of a running study: through ``sys.stdout`` as it is when called, so that rich's
+    live view (which swaps it) prints it whole above the view instead of drawing over it."""
+    print(line, flush=True)
 
 
 def _storage(url: str | None) -> str:
@@ -124,8 +128,9 @@ def validate(file: str) -> None:
 
     config = load_study_config(file)
     workload = build_workload(config)
+    trains = f"loop {config.study.loop}" if config.study.loop else f"workload {workload.name}"
     click.echo(
-        f"{file}: ok (study {config.study.name!r}, workload {workload.name}, "
+        f"{file}: ok (study {config.study.name!r}, {trains}, "
         f"{config.study.n_trials} trials, pruner {config.pruner.name})"
     )
 
@@ -162,7 +167,7 @@ def run(file: str, **opts: Any) -> None:
         tracking=not opts["no_tracking"],
         devices=opts["devices"],
         trials_per_device=opts["trials_per_device"],
-        echo=click.echo,
+        echo=_say,
     )
     click.echo(closing_report(outcome))
 
@@ -192,7 +197,7 @@ def worker(study_name: str, storage: str | None, **opts: Any) -> None:
         n_trials=opts["n_trials"],
         timeout=opts["timeout"],
         allow_workloads=tuple(opts["allow_workloads"]),
-        echo=click.echo,
+        echo=_say,
     )
     click.echo(closing_report(outcome))
 
@@ -229,10 +234,11 @@ def status(study_name: str | None, storage: str | None, as_json: bool) -> None:
     type=click.Choice(["json", "python"]),
     default="json",
     show_default=True,
-    help="JSON, or plain PyTorch code that rebuilds the schedule.",
+    help="JSON, or a plain PyTorch script (placeholder model and data) that trains with the "
+    "trial's optimizer and schedule.",
 )
 def best(study_name: str, storage: str | None, fmt: str) -> None:
-    """The best trial's schedule, as JSON or as a few lines of plain PyTorch."""
+    """The best trial's schedule, as JSON or as a plain PyTorch script that runs as it is."""
     from lrsearch.export import best_as_json, best_as_python
     from lrsearch.study import load_study
 
@@ -270,201 +276,53 @@ def ui(
     """
     from lrsearch.storage import default_home
     from lrsearch.study import load_study
+    from lrsearch.tracking import ui_server
 
-    uri = tracking_uri
-    if uri is None and study_name:
-        uri = load_study(study_name, _storage(storage)).tracking_uri
-    uri = uri or str(default_home())
+    # The study's own store: its runs table opens with the metric and parameters as columns.
+    handle = load_study(study_name, _storage(storage)) if study_name and not tracking_uri else None
+    uri = tracking_uri or (handle.tracking_uri if handle else None) or str(default_home())
     remote = uri.startswith(("http://", "https://"))
-    base = _server_base(uri) if remote else _local_base(host, port)
-    experiment_id = _study_experiment(uri, study_name, mark=not dry_run) if study_name else None
-    url = mlflow_ui_url(base, experiment_id)
-    command = None if remote else mlflow_server_command(uri, host=host, port=port)
+    base = ui_server.server_base(uri) if remote else ui_server.local_base(host, port)
+    experiment_id = view = None
+    if study_name:
+        wanted = None if dry_run or handle is None else _runs_view(handle)
+        experiment_id, view = ui_server.study_experiment(uri, study_name, view=wanted, note=_note)
+    url = ui_server.ui_url(base, experiment_id, view=view)
+    command = None if remote else ui_server.server_command(uri, host=host, port=port)
+    browser = not dry_run and ui_server.wants_browser(open_browser, note=_note)
     if dry_run:
-        click.echo(_shown(command) if command else f"(no server to start: {base} serves the UI)")
+        click.echo(
+            ui_server.shown(command) if command else f"(no server to start: {base} serves the UI)"
+        )
         click.echo(url)
     elif command is None:
         click.echo(f"MLflow UI: {url}", err=True)
-        if _wants_browser(open_browser):
-            _open_browser(url)
+        if browser:
+            ui_server.open_browser(url)
     else:
-        _serve(command, url, health=f"{base}/health", open_browser=_wants_browser(open_browser))
-
-
-def mlflow_server_command(tracking_uri: str, *, host: str, port: int) -> list[str]:
-    """``mlflow server`` for a tracking URI; a directory means the embedded store in it."""
-    from lrsearch.tracking import local_tracking_uri
-
-    artifacts: str | None = None
-    if "://" not in tracking_uri:
-        tracking_uri, artifacts = local_tracking_uri(Path(tracking_uri))
-    command = [
-        sys.executable,
-        "-m",
-        "mlflow",
-        "server",
-        "--backend-store-uri",
-        tracking_uri,
-        "--host",
-        host,
-        "--port",
-        str(port),
-    ]
-    if artifacts:
-        command += ["--default-artifact-root", artifacts]
-    return command
-
-
-def mlflow_ui_url(base: str, experiment_id: str | None = None) -> str:
-    """The MLflow 3 UI's page of an experiment's runs table, or of the experiments list.
-
-    The UI routes in the fragment (``#/experiments/<id>/runs``). ``workflowType`` picks its
-    "Model training" view: MLflow 3 otherwise starts in its GenAI view, on traces.
-
-    Example:
-        >>> mlflow_ui_url("http://127.0.0.1:5000", "1")
-        'http://127.0.0.1:5000/#/experiments/1/runs?workflowType=machine_learning'
-    """
-    import urllib.parse
-
-    page = "experiments"
-    if experiment_id is not None:
-        page += f"/{urllib.parse.quote(experiment_id, safe='')}/runs"
-    return f"{base}/#/{page}?workflowType=machine_learning"
-
-
-def _local_base(host: str, port: int) -> str:
-    """Where a browser on this machine reaches a server listening on ``host``."""
-    # Listening on every interface includes the loopback.
-    host = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
-    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
-
-
-def _server_base(uri: str) -> str:
-    """An MLflow server's address, without credentials: the browser asks for its own."""
-    import urllib.parse
-
-    parts = urllib.parse.urlsplit(uri)
-    host = parts.netloc.rpartition("@")[2]
-    return urllib.parse.urlunsplit((parts.scheme, host, parts.path.rstrip("/"), "", ""))
-
-
-def _shown(command: list[str]) -> str:
-    from lrsearch.tracking import redact_url
-
-    return " ".join(redact_url(part) for part in command)
-
-
-def _store_exists(uri: str) -> bool:
-    """Whether there may be anything at ``uri``: looking must not create an empty store."""
-    from lrsearch.tracking import local_tracking_uri
-
-    if "://" not in uri:  # a directory, as in mlflow_server_command
-        if not Path(uri).expanduser().is_dir():
-            return False
-        uri = local_tracking_uri(Path(uri))[0]
-    if uri.startswith("sqlite:///") and ":memory:" not in uri:
-        return Path(uri.removeprefix("sqlite:///").partition("?")[0]).expanduser().is_file()
-    return True
-
-
-def _study_experiment(uri: str, name: str, *, mark: bool) -> str | None:
-    """The id of the study's MLflow experiment, or None (with a note) when there is none.
-
-    With ``mark`` the experiment is tagged ``mlflow.experimentKind=custom_model_development``
-    unless it has a kind: MLflow 3 UIs that read the tag then open it on its runs. The UI must
-    start even where this fails, so every problem here is a note, not an error.
-    """
-    import contextlib
-
-    from lrsearch.errors import TrackingError
-    from lrsearch.tracking import MlflowTracker, redact_url
-
-    experiment_id = None
-    try:
-        if _store_exists(uri):
-            tracker = MlflowTracker(uri)
-            experiment_id = tracker.experiment_id(name)
-    except TrackingError as exc:
-        click.echo(f"note: {exc}", err=True)
-        return None
-    if experiment_id is None:
-        click.echo(
-            f"note: no MLflow experiment {name!r} in {redact_url(uri)} yet; "
-            "showing the list of experiments",
-            err=True,
+        ui_server.check_port(host, port)
+        ui_server.serve(
+            command,
+            url,
+            health=f"{base}/health",
+            log=default_home() / "logs" / f"mlflow-ui-{port}.log",
+            say=_note,
+            on_up=(lambda: ui_server.open_browser(url)) if browser else lambda: None,
         )
-    elif mark:
-        with contextlib.suppress(TrackingError):  # a read-only store still shows the runs
-            tracker.mark_machine_learning(experiment_id)
-    return experiment_id
 
 
-def _wants_browser(choice: bool | None) -> bool:
-    """--open, --no-open, else open when run in a terminal where a browser can show a window.
-
-    Without a desktop, Python's webbrowser falls back to text browsers (lynx, w3m) that would
-    take over the terminal the server logs to, so even --open leaves them alone.
-    """
-    if choice is False:
-        return False
-    desktop = (
-        bool(os.environ.get("BROWSER"))  # the user's pick, e.g. an IDE's remote-opening helper
-        or sys.platform in ("darwin", "win32")
-        or bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
-    )
-    if choice and not desktop:
-        click.echo(
-            "note: no desktop browser here (no DISPLAY or BROWSER); open the page yourself",
-            err=True,
-        )
-    return desktop and (bool(choice) or sys.stdout.isatty())
+def _note(line: str) -> None:
+    click.echo(line, err=True)
 
 
-def _open_browser(url: str) -> bool:
-    """Try to show ``url`` in a browser; no browser is not an error."""
-    import webbrowser
+def _runs_view(handle: StudyHandle) -> dict[str, object]:
+    """The runs table ``ui`` opens: the validation metric and the sampled parameters, best first."""
+    from lrsearch.config import SpaceSection
+    from lrsearch.reporting import best_trial, trial_params
+    from lrsearch.tracking import ui_server
 
     try:
-        return webbrowser.open(url, new=2)
-    except (webbrowser.Error, OSError):
-        return False
-
-
-def _open_when_up(
-    url: str, health: str, stop: threading.Event, *, timeout_s: float = 300.0
-) -> None:
-    """Open ``url`` once ``health`` answers; give up when ``stop`` is set or after the timeout."""
-    import urllib.error
-    import urllib.request
-
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # no proxy to localhost
-    deadline = time.monotonic() + timeout_s
-    while not stop.is_set() and time.monotonic() < deadline:
-        try:
-            opener.open(health, timeout=2).close()
-        except urllib.error.HTTPError as exc:
-            exc.close()  # any HTTP answer means the server is up
-        except OSError:
-            stop.wait(0.5)
-            continue
-        _open_browser(url)
-        return
-
-
-def _serve(command: list[str], url: str, *, health: str, open_browser: bool) -> None:
-    """Run ``mlflow server`` until Ctrl-C, opening the page in a browser once it answers."""
-    click.echo(f"MLflow UI: {url}  (Ctrl-C to stop)", err=True)
-    click.echo(f"  server: {_shown(command)}", err=True)
-    stop = threading.Event()
-    if open_browser:
-        args = (url, health, stop)
-        threading.Thread(target=_open_when_up, args=args, name="lrsearch-ui", daemon=True).start()
-    try:
-        subprocess.run(command, check=False, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    except FileNotFoundError as exc:
-        raise LrsearchError(f"cannot start the MLflow UI ({exc}); is mlflow installed?") from None
-    except KeyboardInterrupt:
-        pass
-    finally:
-        stop.set()
+        params = [k for k in trial_params(handle, best_trial(handle)) if k != "policy"]
+    except StorageError:  # no complete trial yet: the space's names
+        params = ["max_lr", *(name for name in SpaceSection.model_fields if name != "policies")]
+    return ui_server.runs_view(f"val_{handle.metric_name}", maximize=handle.maximize, params=params)
