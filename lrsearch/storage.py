@@ -47,6 +47,7 @@ __all__ = [
     "storage_of",
     "system_attrs",
     "trial_storage_id",
+    "trusted_tracking_uri",
 ]
 
 # A storage that went away mid-study: the database (SQLAlchemy) or the gRPC storage proxy.
@@ -87,6 +88,47 @@ def redact(url: str | None) -> str:
     from lrsearch.tracking import redact_url
 
     return redact_url(url) if url else ""
+
+
+def trusted_tracking_uri(uri: str | None) -> str | None:
+    """A tracking URI read from a study's storage, if this process may use it.
+
+    Whoever can write the storage chooses it, and MLflow creates a store (files, a
+    database) wherever it points. So it is used only if it is a server
+    (``http(s)://``) or a local store under ``$LRSEARCH_HOME``; anything else needs the
+    operator's own ``--tracking-uri``.
+
+    Raises:
+        TrackingError: the stored URI is neither.
+    """
+    from lrsearch.errors import TrackingError
+
+    if uri is None or uri.startswith(("http://", "https://")):
+        return uri
+    path = _local_store_path(uri)
+    home = default_home()
+    if path is not None and path.is_relative_to(home):
+        return uri
+    raise TrackingError(
+        f"the study's stored tracking URI {redact(uri)} is neither an http(s) server nor under "
+        f"$LRSEARCH_HOME ({home}); pass --tracking-uri with the store this worker should "
+        "record to (the same URI if you trust it)"
+    )
+
+
+def _local_store_path(uri: str) -> Path | None:
+    """The file or directory a local tracking URI names (a path, sqlite:///, file:), else None."""
+    if uri.startswith("sqlite:///"):
+        text = uri.removeprefix("sqlite:///").partition("?")[0]
+    elif uri.startswith("file:"):
+        text = urlsplit(uri).path
+    elif ":" not in uri:
+        text = uri
+    else:
+        return None
+    if not text or ":memory:" in text:
+        return None
+    return Path(text).expanduser().resolve()
 
 
 def retry_callback() -> RetryHeartbeatStaleTrialCallback:

@@ -86,6 +86,7 @@ class Supervisor:
         """What a worker is to do (JSON); ``python -m lrsearch.workers`` reads it."""
         orders = {"study": self.handle.name, "device": slot.device, "n_trials": self.n_trials}
         orders |= {"timeout": self.timeout, "workload": self.handle.config.study.workload}
+        orders["tracking_uri"] = self.handle.tracking_uri  # the operator's, not the storage's
         return json.dumps(orders)
 
     def run(self, progress: StudyProgress | None = None) -> None:

@@ -25,7 +25,13 @@ from lrsearch.devices import Slot, parse_devices
 from lrsearch.errors import LrsearchError, StorageError
 from lrsearch.objective import Objective
 from lrsearch.recording import close_orphans, close_study, observe_trials, open_recorder
-from lrsearch.storage import STORAGE_ERRORS, default_home, read_trials, redact
+from lrsearch.storage import (
+    STORAGE_ERRORS,
+    default_home,
+    read_trials,
+    redact,
+    trusted_tracking_uri,
+)
 from lrsearch.study import FINISHED, StudyHandle, build_workload, load_study, open_study
 
 if TYPE_CHECKING:
@@ -277,24 +283,29 @@ def join_study(
     n_trials: int | None = None,
     timeout: float | None = None,
     allow_workloads: tuple[str, ...] = (),
+    tracking_uri: str | None = None,
+    tracking: bool = True,
     echo: Callable[[str], None] = print,
     show_progress: bool | None = None,
 ) -> RunOutcome:
     """``lrsearch worker``: join an existing study; everything else comes from its storage.
 
-    Only trusted workloads are imported (see :func:`lrsearch.workloads.check_allowed`).
+    Only trusted workloads are imported (see :func:`lrsearch.workloads.check_allowed`), and
+    the study's stored tracking URI is used only where :func:`~lrsearch.storage.trusted_tracking_uri`
+    allows it; ``tracking_uri`` (the operator's own) replaces it.
     """
-    from lrsearch.workloads import check_allowed
-
     slots = parse_devices(devices, trials_per_device)
     # Unseeded: workers on other hosts (or in other containers) must not repeat each other's
     # random startup draws; the study's own seed drives the orchestrating `lrsearch run`.
     started = time.perf_counter()
     quiet = os.environ.get("LRSEARCH_QUIET") == "1"  # a supervised worker: its supervisor speaks
     with interrupt.deferred_interrupts(echo if not quiet else lambda line: None):
-        handle = load_study(study_name, storage_url, seed=None)
-        check_allowed(handle.config.study.workload, allow_workloads)
-        handle.plan  # builds the workload: a broken one fails here, before any trial  # noqa: B018
+        handle = load_study(study_name, storage_url, seed=None, allow_workloads=allow_workloads)
+        # builds the workload: an untrusted or broken one fails here, before any trial
+        handle.plan  # noqa: B018
+        if tracking_uri is None and tracking:
+            tracking_uri = trusted_tracking_uri(handle.tracking_uri)
+        handle.tracking_uri = tracking_uri if tracking else None
         interrupt.check()
         tracker = _tracker(handle.tracking_uri)
         recorder = open_recorder(handle, tracker, log_parent=False) if tracker else None
@@ -366,7 +377,7 @@ def worker_main() -> int:
 
     The storage URL comes in ``$LRSEARCH_STORAGE`` (never on the command line, where ``ps``
     shows it), the orders in ``$LRSEARCH_WORKER``. The operator's own study file named the
-    workload, so it is trusted.
+    workload and the tracking store, so they are trusted.
     """
     from lrsearch.supervisor import WORKER_ENV
 
@@ -379,6 +390,8 @@ def worker_main() -> int:
             n_trials=orders["n_trials"],
             timeout=orders["timeout"],
             allow_workloads=(orders["workload"],),
+            tracking_uri=orders.get("tracking_uri"),
+            tracking=orders.get("tracking_uri") is not None,
             echo=lambda line: print(line, file=sys.stderr),
             show_progress=False,
         )

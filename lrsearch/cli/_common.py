@@ -106,6 +106,19 @@ def workload_option(f: Any) -> Any:
     )(f)
 
 
+def allow_workload_option(f: Any) -> Any:
+    """``--allow-workload PATTERN``: import paths a study's storage may name (see README's
+    "Trust model")."""
+    return click.option(
+        "--allow-workload",
+        "allow_workloads",
+        multiple=True,
+        metavar="PATTERN",
+        help="Trust workload import paths matching PATTERN (fnmatch, e.g. 'mypkg.*') when the "
+        "study's storage names them; built-ins and installed entry points are always allowed.",
+    )(f)
+
+
 def device_option(f: Any) -> Any:
     """``--device``: where one training or range test runs."""
     return click.option("--device", default="cpu", show_default=True, help="'cpu' or 'cuda:N'.")(f)
