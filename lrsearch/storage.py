@@ -84,7 +84,7 @@ def default_storage(home: Path | None = None) -> str:
 
 
 def redact(url: str | None) -> str:
-    """A storage or tracking URL with any password replaced by ``***``."""
+    """A storage or tracking URL (or a text holding some) with any password replaced by ``***``."""
     from lrsearch.tracking import redact_url
 
     return redact_url(url) if url else ""

@@ -25,7 +25,9 @@ class LrsearchGroup(click.Group):
         except LrsearchError as exc:
             if debug:
                 raise
-            click.echo(f"error: {exc}", err=True)
+            from lrsearch.tracking import scrub  # messages redact at their source; once more
+
+            click.echo(f"error: {scrub(str(exc))}", err=True)
             ctx.exit(exc.exit_code)
         except click.UsageError as exc:
             if debug:

@@ -346,9 +346,10 @@ def _server_base(uri: str) -> str:
     """An MLflow server's address, without credentials: the browser asks for its own."""
     import urllib.parse
 
-    parts = urllib.parse.urlsplit(uri)
-    host = parts.netloc.rpartition("@")[2]
-    return urllib.parse.urlunsplit((parts.scheme, host, parts.path.rstrip("/"), "", ""))
+    from lrsearch.tracking import without_userinfo
+
+    parts = urllib.parse.urlsplit(without_userinfo(uri))
+    return urllib.parse.urlunsplit((parts.scheme, parts.netloc, parts.path.rstrip("/"), "", ""))
 
 
 def _shown(command: list[str]) -> str:
