@@ -8,6 +8,7 @@ name and the storage URL. The handle builds the workload, epochs and steps per e
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,7 +24,7 @@ from lrsearch.prior import LRPrior
 from lrsearch.pruning import pruner_from_config
 from lrsearch.sampler import sampler_from_config
 from lrsearch.space import default_params
-from lrsearch.storage import open_storage, redact
+from lrsearch.storage import open_storage, redact, storage_of
 
 if TYPE_CHECKING:
     from lrsearch.workloads import Workload
@@ -281,6 +282,31 @@ def open_study(
         direction=workload.metric.direction,
         load_if_exists=True,
     )
+    try:
+        _start(study, config, workload, tracking_uri=tracking_uri, device=device, say=on_range_test)
+    except BaseException:
+        if name not in existing:  # a failed range test leaves no empty study behind
+            _delete_unstarted(study)
+        raise
+    handle = load_study(name, storage_url, storage=storage)
+    # What runs here is what the operator's file says (checked against the storage above,
+    # and again now: the storage may have changed since); the tracking store is theirs too.
+    _check_stored_config(name, handle.study.user_attrs, config, storage_url)
+    handle.config, handle.workload, handle.tracking_uri = config, workload, tracking_uri
+    return handle
+
+
+def _start(
+    study: optuna.Study,
+    config: StudyConfig,
+    workload: Workload,
+    *,
+    tracking_uri: str | None,
+    device: str,
+    say: Callable[[str], None] | None,
+) -> None:
+    """Store the study's config (the first time), target and tracking URI; run the range
+    test and enqueue the prior's centre unless done before."""
     if KEY_CONFIG not in study.user_attrs:
         study.set_user_attr(KEY_CONFIG, config.to_json())
         study.set_user_attr(KEY_FINGERPRINT, config.fingerprint())
@@ -299,8 +325,8 @@ def open_study(
     if tracking_uri and KEY_TRACKING not in study.user_attrs:
         study.set_user_attr(KEY_TRACKING, tracking_uri)
     if KEY_PRIOR not in study.user_attrs:
-        if on_range_test:
-            on_range_test("running the LR range test (first time for this study)")
+        if say:
+            say("running the LR range test (first time for this study)")
         prior = _store_range_test(study, config, workload, device)
         if not study.trials:
             momentum = config.study.loop is not None or _drives_momentum(workload)
@@ -308,12 +334,13 @@ def open_study(
                 default_params(config.space, prior, momentum=momentum),
                 user_attrs={"lrsearch.origin": "prior-centre"},
             )
-    handle = load_study(name, storage_url, storage=storage)
-    # What runs here is what the operator's file says (checked against the storage above,
-    # and again now: the storage may have changed since); the tracking store is theirs too.
-    _check_stored_config(name, handle.study.user_attrs, config, storage_url)
-    handle.config, handle.workload, handle.tracking_uri = config, workload, tracking_uri
-    return handle
+
+
+def _delete_unstarted(study: optuna.Study) -> None:
+    """Delete a study this run created but could not start (no prior, no trials)."""
+    with contextlib.suppress(Exception):  # the error that stopped it is the one to report
+        if KEY_PRIOR not in study.user_attrs and not study.get_trials(deepcopy=False):
+            optuna.delete_study(study_name=study.study_name, storage=storage_of(study))
 
 
 def _store_range_test(

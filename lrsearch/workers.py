@@ -24,7 +24,13 @@ from lrsearch.config import StudyConfig
 from lrsearch.devices import Slot, parse_devices
 from lrsearch.errors import LrsearchError, StorageError
 from lrsearch.objective import Objective
-from lrsearch.recording import close_orphans, close_study, observe_trials, open_recorder
+from lrsearch.recording import (
+    close_orphans,
+    close_study,
+    fail_study,
+    observe_trials,
+    open_recorder,
+)
 from lrsearch.storage import (
     STORAGE_ERRORS,
     default_home,
@@ -260,15 +266,20 @@ def run_study(
         for line in describe_study(handle, resumed=not ran_range_test):
             echo(line)
         recorder = open_recorder(handle, tracker, log_parent=True) if tracker else None
-        interrupted = _execute(
-            handle,
-            slots,
-            n_trials=config.study.n_trials,
-            timeout=config.study.timeout,
-            recorder=recorder,
-            show_progress=show_progress,
-            echo=echo,
-        )
+        try:
+            interrupted = _execute(
+                handle,
+                slots,
+                n_trials=config.study.n_trials,
+                timeout=config.study.timeout,
+                recorder=recorder,
+                show_progress=show_progress,
+                echo=echo,
+            )
+        except BaseException as exc:  # trials kept failing, the storage went, Ctrl-C
+            if recorder is not None:
+                fail_study(handle, recorder, interrupted=isinstance(exc, KeyboardInterrupt))
+            raise
         if recorder is not None:
             close_study(handle, recorder, interrupted=interrupted)
     return RunOutcome(handle, time.perf_counter() - started, uri, interrupted)
