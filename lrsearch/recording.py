@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from optuna.trial import TrialState
 
+from lrsearch.errors import TrackingError
 from lrsearch.heartbeat import fail_stale
 from lrsearch.objective import Observe, Outcome, TrialSpec
 from lrsearch.reporting import ended_trial_reasons, study_history
@@ -63,7 +64,10 @@ def open_recorder(handle: StudyHandle, tracker: Tracker, *, log_parent: bool) ->
         from lrsearch.range_test import RangeTestResult
 
         result = RangeTestResult.from_dict(handle.range_test)
-        recorder.log_range_test(result, config_json=handle.config.to_json())
+        try:
+            recorder.log_range_test(result, config_json=handle.config.to_json())
+        except (TrackingError, OSError) as exc:  # the study can run without these files
+            print(f"warning: the range test's files were not recorded: {exc}", file=sys.stderr)
     return recorder
 
 

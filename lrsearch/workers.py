@@ -33,6 +33,8 @@ from lrsearch.recording import (
 )
 from lrsearch.storage import (
     STORAGE_ERRORS,
+    check_storage_writable,
+    check_tracking_writable,
     default_home,
     read_trials,
     redact,
@@ -61,12 +63,19 @@ class RunOutcome:
     interrupted: bool
 
 
-def _tracker(uri: str | None) -> Tracker | None:
+def _tracker(uri: str | None, echo: Callable[[str], None]) -> Tracker | None:
+    """The MLflow tracker for ``uri``, its places checked first (one line, no minutes of
+    MLflow retrying); without artifacts, with a warning, where only those cannot be written."""
     if uri is None:
         return None
     from lrsearch.tracking import MlflowTracker
 
-    return MlflowTracker(uri)
+    problem = check_tracking_writable(uri)
+    tracker = MlflowTracker(uri)
+    if problem:
+        echo(f"warning: {problem}")
+        tracker.artifacts = False
+    return tracker
 
 
 class _FailureGuard:
@@ -201,17 +210,25 @@ def run_worker(
 
 
 def _prepare(
-    config: StudyConfig, *, tracking_uri: str | None, tracking: bool
+    config: StudyConfig,
+    *,
+    storage_url: str,
+    tracking_uri: str | None,
+    tracking: bool,
+    echo: Callable[[str], None],
 ) -> tuple[Workload, str | None, Tracker | None]:
-    """Check what can be checked before anything is written: workload, then tracking server.
+    """Check what can be checked before anything is written: workload, the places written
+    to, then the tracking server.
 
     Returns the built workload, the tracking URI and the tracker (None without tracking).
     """
     workload = build_workload(config)
+    check_storage_writable(storage_url)
     uri = None
     if tracking and config.tracking.enabled:
         uri = tracking_uri or config.tracking.uri or str(default_home())
-    return workload, uri, _tracker(uri)  # fails fast on an unreachable server, before the storage
+    # fails fast on an unreachable server, before the storage
+    return workload, uri, _tracker(uri, echo)
 
 
 def run_study(
@@ -234,7 +251,9 @@ def run_study(
     # the MLflow store (its first migration), the study's attributes and the range test are
     # never cut in half; the range test and the trials stop at their next step.
     with interrupt.deferred_interrupts(echo):
-        workload, uri, tracker = _prepare(config, tracking_uri=tracking_uri, tracking=tracking)
+        workload, uri, tracker = _prepare(
+            config, storage_url=storage_url, tracking_uri=tracking_uri, tracking=tracking, echo=echo
+        )
         interrupt.check()
         started = time.perf_counter()
         range_device = (
@@ -311,6 +330,7 @@ def join_study(
     started = time.perf_counter()
     quiet = os.environ.get("LRSEARCH_QUIET") == "1"  # a supervised worker: its supervisor speaks
     with interrupt.deferred_interrupts(echo if not quiet else lambda line: None):
+        check_storage_writable(storage_url)
         handle = load_study(study_name, storage_url, seed=None, allow_workloads=allow_workloads)
         # builds the workload: an untrusted or broken one fails here, before any trial
         handle.plan  # noqa: B018
@@ -318,7 +338,8 @@ def join_study(
             tracking_uri = trusted_tracking_uri(handle.tracking_uri)
         handle.tracking_uri = tracking_uri if tracking else None
         interrupt.check()
-        tracker = _tracker(handle.tracking_uri)
+        # a supervised worker's warning: its supervisor has said it once
+        tracker = _tracker(handle.tracking_uri, echo if not quiet else lambda line: None)
         recorder = open_recorder(handle, tracker, log_parent=False) if tracker else None
         interrupted = _execute(
             handle,
@@ -383,6 +404,10 @@ def _execute(
     return False
 
 
+def _stderr(line: str) -> None:
+    print(line, file=sys.stderr)
+
+
 def worker_main() -> int:
     """Entry point of a supervised worker (``python -m lrsearch.workers``); its exit code.
 
@@ -403,7 +428,7 @@ def worker_main() -> int:
             allow_workloads=(orders["workload"],),
             tracking_uri=orders.get("tracking_uri"),
             tracking=orders.get("tracking_uri") is not None,
-            echo=lambda line: print(line, file=sys.stderr),
+            echo=_stderr,
             show_progress=False,
         )
     except LrsearchError as exc:
