@@ -7,6 +7,7 @@ The attack is the issue's: the stored config rewritten in a real storage (journa
 
 from __future__ import annotations
 
+import contextlib
 import json
 
 import pytest
@@ -49,19 +50,39 @@ def _set_attr(url: str, key: str, value) -> None:
     storage.set_study_user_attr(storage.get_study_id_from_name("base"), key, value)
 
 
+@contextlib.contextmanager
+def rewritten(url: str, key: str, change):
+    """The stored attribute ``key`` of study "base" rewritten by ``change``; put back after."""
+    storage = open_storage(url)
+    original = storage.get_study_user_attrs(storage.get_study_id_from_name("base"))[key]
+    _set_attr(url, key, change(original))
+    try:
+        yield
+    finally:
+        _set_attr(url, key, original)
+
+
+def _study_changed(**changes):
+    """A ``change`` for :func:`rewritten`: the stored config's ``[study]`` updated."""
+
+    def change(text: str) -> str:
+        config = json.loads(text)
+        config["study"].update(changes)
+        return json.dumps(config)
+
+    return change
+
+
 @pytest.fixture
 def tampered(recorded, tmp_path):
     """The stored config rewritten to run ``touch F``; put back afterwards."""
     home, url, env = recorded
-    storage = open_storage(url)
-    original = storage.get_study_user_attrs(storage.get_study_id_from_name("base"))[KEY_CONFIG]
-    config = json.loads(original)
     flag = tmp_path / "pwned"
-    config["study"]["workload"] = "subprocess:run"
-    config["study"]["workload_options"] = {"args": ["touch", str(flag)]}
-    _set_attr(url, KEY_CONFIG, json.dumps(config))
-    yield home, env, flag
-    _set_attr(url, KEY_CONFIG, original)
+    attack = _study_changed(
+        workload="subprocess:run", workload_options={"args": ["touch", str(flag)]}
+    )
+    with rewritten(url, KEY_CONFIG, attack):
+        yield home, env, flag
 
 
 @pytest.mark.parametrize(
@@ -108,34 +129,24 @@ def test_run_with_workers_gives_them_the_files_workload(recorded, tmp_path) -> N
     # The stored config names another workload with a matching fingerprint attribute: only
     # the comparison of the configs themselves catches it.
     home, url, env = recorded
-    storage = open_storage(url)
-    original = storage.get_study_user_attrs(storage.get_study_id_from_name("base"))[KEY_CONFIG]
-    config = json.loads(original)
-    config["study"]["workload"] = "tests.tiny_workloads:blobs_with_test"
-    _set_attr(url, KEY_CONFIG, json.dumps(config))
-    try:
+    with rewritten(
+        url, KEY_CONFIG, _study_changed(workload="tests.tiny_workloads:blobs_with_test")
+    ):
         result = _invoke(["run", home / "base.toml", "--devices", "cpu", "--n-trials", "3"], env)
-        _one_line_error(result, "trains 'tests.tiny_workloads:blobs_with_test'")
-    finally:
-        _set_attr(url, KEY_CONFIG, original)
+    _one_line_error(result, "trains 'tests.tiny_workloads:blobs_with_test'")
 
 
 def test_a_stored_tracking_uri_elsewhere_is_not_used(recorded, tmp_path) -> None:
     home, url, env = recorded
     elsewhere = tmp_path / "elsewhere"
-    storage = open_storage(url)
-    original = storage.get_study_user_attrs(storage.get_study_id_from_name("base"))[KEY_TRACKING]
-    _set_attr(url, KEY_TRACKING, str(elsewhere))
     worker = ["worker", "--study", "base", "--devices", "cpu", "--allow-workload", "tests.*"]
-    try:
+    with rewritten(url, KEY_TRACKING, lambda _: str(elsewhere)):
         result = _invoke(worker, env)
         _one_line_error(result, "is neither an http(s) server nor under $LRSEARCH_HOME")
         assert not elsewhere.exists()
         result = _invoke([*worker, "--tracking-uri", str(home)], env)  # the operator's own
         assert result.exit_code == 0, result.output
         assert not elsewhere.exists()
-    finally:
-        _set_attr(url, KEY_TRACKING, original)
 
 
 def test_trusted_tracking_uri(tmp_path, monkeypatch) -> None:
@@ -162,3 +173,23 @@ def test_trusted_tracking_uri(tmp_path, monkeypatch) -> None:
         with pytest.raises(TrackingError, match="pass --tracking-uri") as caught:
             trusted_tracking_uri(refused)
         assert "hunter2" not in str(caught.value)
+
+
+@pytest.mark.parametrize("command", ["run", "worker", "best"])
+def test_a_stored_loop_is_not_imported(recorded, command) -> None:
+    """The stored config turned into a study with its own loop, ``os:system``: ``run FILE``
+    (one worker slot: once it imported the storage's loop) and the rest refuse it."""
+    home, url, env = recorded
+    loop = _study_changed(
+        loop="os:system", workload="os:system", metric="acc", direction="maximize",
+        steps_per_epoch=1, workload_options={}, batch_size=None,
+    )  # fmt: skip
+    args = {
+        "run": ["run", home / "base.toml", "--devices", "cpu", "--n-trials", "3"],
+        "worker": ["worker", "--study", "base", "--devices", "cpu", "--allow-workload", "tests.*"],
+        "best": ["best", "--study", "base", "--allow-workload", "tests.*"],
+    }[command]
+    with rewritten(url, KEY_CONFIG, loop):
+        result = _invoke(args, env)
+    needle = "trains 'os:system'" if command == "run" else "'os:system', which this process"
+    _one_line_error(result, needle)
