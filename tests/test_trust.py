@@ -125,7 +125,7 @@ def test_run_refuses_a_stored_study_that_trains_other_code(tampered) -> None:
     assert not flag.exists()
 
 
-def test_run_with_workers_gives_them_the_files_workload(recorded, tmp_path) -> None:
+def test_run_compares_the_stored_config_not_its_fingerprint(recorded) -> None:
     # The stored config names another workload with a matching fingerprint attribute: only
     # the comparison of the configs themselves catches it.
     home, url, env = recorded
