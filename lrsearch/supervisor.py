@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 
 from lrsearch import interrupt
 from lrsearch.devices import Slot
+from lrsearch.errors import WorkloadError
 from lrsearch.recording import recover_worker
 from lrsearch.storage import STORAGE_ERRORS
 from lrsearch.study import StudyHandle
@@ -66,6 +67,7 @@ class Supervisor:
         self.recorder = recorder
         self.echo = echo
         self.workers: list[_Worker] = []
+        self.broken_workload = False
         self._last_message = ""
         self.host = os.uname().nodename
 
@@ -107,6 +109,11 @@ class Supervisor:
         except KeyboardInterrupt:
             self._stop_all()
             raise
+        if self.broken_workload and self.handle.n_finished() < self.n_trials:
+            raise WorkloadError(
+                "workers stopped because their trials kept failing (the reason is above); "
+                "fix the workload (see --debug) and run again to resume"
+            )
 
     def _check(self) -> None:
         for w in self.workers:
@@ -125,7 +132,9 @@ class Supervisor:
                 f"worker {w.slot.label} (pid {w.process.pid}) exited with {code}; "
                 f"{len(recovered)} trial(s) re-queued: {recovered}"
             )
-            if w.restarts < MAX_RESTARTS and finished < self.n_trials:
+            if code == WorkloadError.exit_code:  # its trials kept failing: so would a new one
+                self.broken_workload = True
+            elif w.restarts < MAX_RESTARTS and finished < self.n_trials:
                 self.workers.append(
                     _Worker(w.index, w.slot, self._spawn(w.index, w.slot), w.restarts + 1)
                 )

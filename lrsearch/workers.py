@@ -22,7 +22,7 @@ from optuna.trial import FrozenTrial, TrialState
 from lrsearch import interrupt
 from lrsearch.config import StudyConfig
 from lrsearch.devices import Slot, parse_devices
-from lrsearch.errors import LrsearchError, StorageError
+from lrsearch.errors import LrsearchError, StorageError, WorkloadError
 from lrsearch.objective import Objective
 from lrsearch.recording import (
     close_orphans,
@@ -114,7 +114,7 @@ def run_trials(
     """Run trials in this process until the study holds ``n_trials`` finished ones.
 
     Raises:
-        LrsearchError: when trials keep failing (the last reason is in the message).
+        WorkloadError: when trials keep failing (the last reason is in the message).
     """
     # Optuna would log each failed trial with its traceback; _FailureGuard says it in one line.
     optuna.logging.set_verbosity(optuna.logging.ERROR)
@@ -148,7 +148,7 @@ def run_trials(
             gc_after_trial=False,
         )
     if guard.streak >= guard.limit:
-        raise LrsearchError(
+        raise WorkloadError(
             f"{guard.streak} trials in a row failed; last: {guard.last_reason}. "
             "Fix the workload (see --debug) and run again to resume"
         )
@@ -433,7 +433,7 @@ def worker_main() -> int:
         )
     except LrsearchError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 1
+        return exc.exit_code  # a WorkloadError's tells the supervisor not to restart it
     except KeyboardInterrupt:
         return 130
     return 130 if outcome.interrupted else 0

@@ -4,10 +4,13 @@ status, nothing stays RUNNING, and a study that never started leaves no empty st
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from mlflow import MlflowClient
 from optuna.trial import TrialState
 
+from lrsearch.errors import WorkloadError
 from lrsearch.storage import list_studies, open_storage
 from lrsearch.tracking import local_tracking_uri
 from tests.test_hardening import STUDY, _invoke
@@ -75,3 +78,19 @@ def test_a_study_that_never_started_is_created_afresh(tmp_path) -> None:
     result = _invoke(["run", f, "--devices", "cpu", "--no-tracking"], env)
     assert result.exit_code == 0, result.output
     assert "study 's': 2 complete" in result.output
+
+
+@pytest.mark.process
+def test_supervised_workers_whose_trials_keep_failing_stop_the_study(tmp_path) -> None:
+    """Workers whose trials fail 3 in a row exit with the workload's code and are not
+    restarted; `run` ends the parent run FAILED and exits with that code."""
+    f, env = _home(tmp_path, "tests.tiny_workloads:fails_eval")
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1])  # workers import `tests`
+    result = _invoke(["run", f, "--devices", "cpu", "--trials-per-device", "2"], env)
+    assert result.exit_code == WorkloadError.exit_code, result.output
+    assert result.output.strip().splitlines()[-1].startswith("error: workers stopped because")
+    assert "exited with 3; 0 trial(s) re-queued" in result.output
+    by_role, runs = _runs(tmp_path)
+    assert by_role["study"].info.status == "FAILED"
+    assert not [r for r in runs if r.info.status == "RUNNING"]
+    assert len(runs) - 1 <= 2 * 3 + 1  # each worker's streak (and one trial in flight), no restarts
