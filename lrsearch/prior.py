@@ -69,9 +69,6 @@ NO_SIGNAL_LOW_DECADES = 3.0
 # A curve that neither descends nor rises nor diverges says nothing: the prior is centred on
 # the ramp's geometric middle (the fallback reading), NO_INFO_SIGMA wide.
 NO_INFO_SIGMA = 1.0
-# The offset for a study whose optimizer family is known (an own loop's is not: it gets
-# DEFAULT_OFFSET_DECADES); empty where one offset serves every family.
-DEFAULT_OFFSET_BY_FAMILY: dict[str, float] = {}
 
 ANCHORS: tuple[str, ...] = tuple(n for n in SUGGESTION_NAMES if n not in ("rise", "diverge"))
 

@@ -10,11 +10,13 @@ closes every run whose trial has ended but whose worker never could.
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from optuna.trial import TrialState
 
+from lrsearch.errors import TrackingError
 from lrsearch.heartbeat import fail_stale
 from lrsearch.objective import Observe, Outcome, TrialSpec
 from lrsearch.reporting import ended_trial_reasons, study_history
@@ -29,6 +31,7 @@ if TYPE_CHECKING:
 __all__ = [
     "close_orphans",
     "close_study",
+    "fail_study",
     "observe_trials",
     "open_recorder",
     "recover_worker",
@@ -61,7 +64,10 @@ def open_recorder(handle: StudyHandle, tracker: Tracker, *, log_parent: bool) ->
         from lrsearch.range_test import RangeTestResult
 
         result = RangeTestResult.from_dict(handle.range_test)
-        recorder.log_range_test(result, config_json=handle.config.to_json())
+        try:
+            recorder.log_range_test(result, config_json=handle.config.to_json())
+        except (TrackingError, OSError) as exc:  # the study can run without these files
+            print(f"warning: the range test's files were not recorded: {exc}", file=sys.stderr)
     return recorder
 
 
@@ -69,6 +75,22 @@ def close_study(handle: StudyHandle, recorder: StudyRecorder, *, interrupted: bo
     """At the end of ``lrsearch run``: close orphaned trial runs, draw the plots, end the parent."""
     close_orphans(handle, recorder)
     recorder.close_parent(interrupted=interrupted, history=study_history(handle))
+
+
+def fail_study(handle: StudyHandle, recorder: StudyRecorder, *, interrupted: bool) -> None:
+    """``lrsearch run`` stops on an error (or Ctrl-C): end the parent run FAILED (KILLED),
+    with what can still be read, so that no run is left RUNNING. Never raises: the error
+    that stopped the study is the one to report."""
+    history = None
+    try:
+        close_orphans(handle, recorder)
+        history = study_history(handle)
+    except Exception:  # the storage may be what failed
+        pass
+    try:
+        recorder.close_parent(interrupted=interrupted, history=history, failed=not interrupted)
+    except Exception as exc:  # any failure here is only a warning
+        print(f"warning: the study's MLflow run could not be closed: {exc}", file=sys.stderr)
 
 
 class _Recording:

@@ -27,13 +27,16 @@ from optuna.storages import BaseStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy.exc import SQLAlchemyError
 
-from lrsearch.errors import StorageError
+from lrsearch.errors import LrsearchError, StorageError
+from lrsearch.paths import check_writable
 
 __all__ = [
     "GRACE_S",
     "HEARTBEAT_S",
     "MAX_RETRY",
     "STORAGE_ERRORS",
+    "check_storage_writable",
+    "check_tracking_writable",
     "default_home",
     "default_storage",
     "fail_trial",
@@ -47,6 +50,7 @@ __all__ = [
     "storage_of",
     "system_attrs",
     "trial_storage_id",
+    "trusted_tracking_uri",
 ]
 
 # A storage that went away mid-study: the database (SQLAlchemy) or the gRPC storage proxy.
@@ -76,17 +80,108 @@ def default_storage(home: Path | None = None) -> str:
     if env:
         return env
     home = home or default_home()
-    home.mkdir(parents=True, exist_ok=True)
+    if not home.is_dir():  # a read-only home that exists still serves status and best
+        check_writable(home, what="the lrsearch home", fix=_HOME_FIX, error=StorageError)
     if (home / "optuna.db").exists():
         return f"sqlite:///{home / 'optuna.db'}"
     return f"journal:{home / 'optuna.journal'}"
 
 
 def redact(url: str | None) -> str:
-    """A storage or tracking URL with any password replaced by ``***``."""
+    """A storage or tracking URL (or a text holding some) with any password replaced by ``***``."""
     from lrsearch.tracking import redact_url
 
     return redact_url(url) if url else ""
+
+
+_HOME_FIX = "set LRSEARCH_HOME to a writable directory (or --storage to another storage)"
+
+
+def check_storage_writable(url: str) -> None:
+    """Before a study starts or resumes: a file storage's file and directory take writes.
+
+    Raises:
+        StorageError: one line naming the path and the fix.
+    """
+    if url.startswith("journal:"):
+        path = Path(url.removeprefix("journal:"))
+    elif url.startswith("sqlite:///") and ":memory:" not in url:
+        path = Path(url.removeprefix("sqlite:///").partition("?")[0])
+    else:
+        return  # a database server or the storage proxy: their own errors say it
+    path = path.expanduser().absolute()
+    check_writable(
+        path.parent, what="the study storage", files=(path.name,), fix=_HOME_FIX, error=StorageError
+    )
+
+
+def check_tracking_writable(uri: str) -> str | None:
+    """Before a study starts: a local MLflow store's directory and database take writes.
+
+    Returns a warning (one line, naming the path) when only its artifacts directory does
+    not: the study can run and record its runs without their files and plots.
+
+    Raises:
+        TrackingError: one line naming the path and the fix.
+    """
+    from lrsearch.errors import TrackingError
+
+    path = _local_store_path(uri)
+    if path is None:
+        return None  # a server or a database: MLflow's own errors say it
+    sqlite = uri.startswith("sqlite:")
+    root, files = (path.parent, (path.name,)) if sqlite else (path, ("mlflow.db",))
+    fix = "make it writable, or pass --tracking-uri elsewhere (or --no-tracking)"
+    check_writable(root, what="the MLflow store", files=files, fix=fix, error=TrackingError)
+    try:
+        check_writable(root / "artifacts", what="MLflow artifacts", fix="")
+    except LrsearchError as exc:
+        return (
+            f"{str(exc).rstrip('; ')}; the study runs without its plots and files "
+            "(make the directory writable to keep them)"
+        )
+    return None
+
+
+def trusted_tracking_uri(uri: str | None) -> str | None:
+    """A tracking URI read from a study's storage, if this process may use it.
+
+    Whoever can write the storage chooses it, and MLflow creates a store (files, a
+    database) wherever it points. So it is used only if it is a server
+    (``http(s)://``) or a local store under ``$LRSEARCH_HOME``; anything else needs the
+    operator's own ``--tracking-uri``.
+
+    Raises:
+        TrackingError: the stored URI is neither.
+    """
+    from lrsearch.errors import TrackingError
+
+    if uri is None or uri.startswith(("http://", "https://")):
+        return uri
+    path = _local_store_path(uri)
+    home = default_home()
+    if path is not None and path.is_relative_to(home):
+        return uri
+    raise TrackingError(
+        f"the study's stored tracking URI {redact(uri)} is neither an http(s) server nor under "
+        f"$LRSEARCH_HOME ({home}); pass --tracking-uri with the store this worker should "
+        "record to (the same URI if you trust it)"
+    )
+
+
+def _local_store_path(uri: str) -> Path | None:
+    """The file or directory a local tracking URI names (a path, sqlite:///, file:), else None."""
+    if uri.startswith("sqlite:///"):
+        text = uri.removeprefix("sqlite:///").partition("?")[0]
+    elif uri.startswith("file:"):
+        text = urlsplit(uri).path
+    elif ":" not in uri:
+        text = uri
+    else:
+        return None
+    if not text or ":memory:" in text:
+        return None
+    return Path(text).expanduser().resolve()
 
 
 def retry_callback() -> RetryHeartbeatStaleTrialCallback:

@@ -8,6 +8,7 @@ name and the storage URL. The handle builds the workload, epochs and steps per e
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,13 +24,21 @@ from lrsearch.prior import DEFAULT_ANCHOR, LRPrior, has_signal
 from lrsearch.pruning import pruner_from_config
 from lrsearch.sampler import sampler_from_config
 from lrsearch.space import default_params
-from lrsearch.storage import open_storage, redact
+from lrsearch.storage import open_storage, redact, storage_of
 
 if TYPE_CHECKING:
     from lrsearch.range_test import RangeTestResult
     from lrsearch.workloads import Workload
 
-__all__ = ["FINISHED", "StudyHandle", "TrialPlan", "load_study", "open_study", "trial_seed"]
+__all__ = [
+    "FINISHED",
+    "StudyHandle",
+    "TrialPlan",
+    "check_trusted",
+    "load_study",
+    "open_study",
+    "trial_seed",
+]
 
 KEY_CONFIG = "lrsearch.config"
 KEY_FINGERPRINT = "lrsearch.fingerprint"
@@ -86,6 +95,69 @@ def build_workload(config: StudyConfig) -> Workload:
     return workload
 
 
+def check_trusted(config: StudyConfig, patterns: tuple[str, ...] = ()) -> None:
+    """Refuse a stored config whose workload or loop this process was not told to trust.
+
+    A study's storage can be written by anyone with its URL; see
+    :func:`lrsearch.workloads.check_allowed` for what is trusted.
+
+    Raises:
+        WorkloadError: the workload or the loop is not trusted.
+    """
+    from lrsearch.workloads import check_allowed
+
+    check_allowed(config.study.workload, patterns)
+    if config.study.loop is not None and config.study.loop != config.study.workload:
+        check_allowed(config.study.loop, patterns)
+
+
+def _same_code(stored: StudyConfig, config: StudyConfig) -> bool:
+    """Whether a stored study trains what the study file says: same workload, options, loop."""
+    a, b = stored.study, config.study
+    return (a.workload, a.workload_options, a.loop) == (b.workload, b.workload_options, b.loop)
+
+
+def _check_stored_config(name: str, attrs: dict[str, Any], config: StudyConfig, url: str) -> None:
+    """Refuse to resume a stored study that is not the one the operator's file describes.
+
+    The stored config is compared itself, not only its stored fingerprint: whoever can write
+    the storage can rewrite both.
+
+    Raises:
+        ConfigError: the stored study trains other code, or searches another way.
+    """
+    if KEY_CONFIG in attrs:
+        stored = _stored_config(name, attrs[KEY_CONFIG])
+        if not _same_code(stored, config):
+            raise ConfigError(
+                f"study {name!r} in {redact(url)} trains "
+                f"{stored.study.loop or stored.study.workload!r}, not what the study file names "
+                f"({config.study.loop or config.study.workload!r}); pass --study-name NEW to "
+                f"start a new study, or join the stored one with 'lrsearch worker --study {name} "
+                "--allow-workload PATTERN' if you trust its workload"
+            )
+    fingerprint = attrs.get(KEY_FINGERPRINT)
+    if fingerprint is not None and fingerprint != config.fingerprint():
+        raise ConfigError(
+            f"study {name!r} already exists in {redact(url)} with a different "
+            "config; resume it with its original file, or pass --study-name NEW to start a new one"
+        )
+
+
+def _stored_config(name: str, text: Any) -> StudyConfig:
+    """A study's stored config; a storage holding something else is one line, not a traceback."""
+    from pydantic import ValidationError
+
+    try:
+        return StudyConfig.from_json(text)
+    except (ValidationError, TypeError, ValueError) as exc:
+        reason = str(exc).splitlines()[0]
+        raise StorageError(
+            f"study {name!r}: its stored config is not valid ({reason}); was the storage "
+            "written by something other than lrsearch? Start a new study with --study-name NEW"
+        ) from None
+
+
 def _drives_momentum(workload: Workload) -> bool:
     """Whether ``workload``'s optimizer has a momentum a schedule can drive.
 
@@ -113,6 +185,7 @@ class StudyHandle:
     tracking_uri: str | None
     parent_run_id: str | None
     workload: Workload | None = field(default=None, repr=False)
+    allow_workloads: tuple[str, ...] = ()  # import paths trusted beyond built-ins (see plan)
 
     @property
     def name(self) -> str:
@@ -137,8 +210,15 @@ class StudyHandle:
         """The workload, epochs per trial, steps per epoch and whether momentum is searched.
 
         Built once per handle. A study with its own loop always searches momentum (its loop
-        owns the optimizer).
+        owns the optimizer). The storage named the workload (and loop) unless the caller's own
+        study file did (``workload`` set): then it is imported only if trusted, see
+        :func:`check_trusted`.
+
+        Raises:
+            WorkloadError: the workload is not trusted, or cannot be built.
         """
+        if self.workload is None:
+            check_trusted(self.config, self.allow_workloads)
         workload = self.workload or build_workload(self.config)
         cfg = self.config.study
         epochs = cfg.epochs or workload.epochs
@@ -196,18 +276,38 @@ def open_study(
     workload = workload or build_workload(config)
     existing = {s.study_name: s for s in storage.get_all_studies()}
     if name in existing:
-        stored = existing[name].user_attrs.get(KEY_FINGERPRINT)
-        if stored is not None and stored != config.fingerprint():
-            raise ConfigError(
-                f"study {name!r} already exists in {redact(storage_url)} with a different "
-                "config; resume it with its original file, or pass --study-name NEW to start a new one"
-            )
+        _check_stored_config(name, existing[name].user_attrs, config, storage_url)
     study = optuna.create_study(
         study_name=name,
         storage=storage,
         direction=workload.metric.direction,
         load_if_exists=True,
     )
+    try:
+        _start(study, config, workload, tracking_uri=tracking_uri, device=device, say=on_range_test)
+    except BaseException:
+        if name not in existing:  # a failed range test leaves no empty study behind
+            _delete_unstarted(study)
+        raise
+    handle = load_study(name, storage_url, storage=storage)
+    # What runs here is what the operator's file says (checked against the storage above,
+    # and again now: the storage may have changed since); the tracking store is theirs too.
+    _check_stored_config(name, handle.study.user_attrs, config, storage_url)
+    handle.config, handle.workload, handle.tracking_uri = config, workload, tracking_uri
+    return handle
+
+
+def _start(
+    study: optuna.Study,
+    config: StudyConfig,
+    workload: Workload,
+    *,
+    tracking_uri: str | None,
+    device: str,
+    say: Callable[[str], None] | None,
+) -> None:
+    """Store the study's config (the first time), target and tracking URI; run the range
+    test and enqueue the prior's centre unless done before."""
     if KEY_CONFIG not in study.user_attrs:
         study.set_user_attr(KEY_CONFIG, config.to_json())
         study.set_user_attr(KEY_FINGERPRINT, config.fingerprint())
@@ -227,14 +327,12 @@ def open_study(
         study.set_user_attr(KEY_TRACKING, tracking_uri)
     if KEY_PRIOR not in study.user_attrs:
         size = range_test_size(config, workload)
-        if on_range_test:
-            on_range_test(
-                f"running the LR range test (first time for this study): {size.describe()}"
-            )
+        if say:
+            say(f"running the LR range test (first time for this study): {size.describe()}")
         result = _store_range_test(study, config, workload, device, size)
         prior = result.prior
-        if on_range_test and not has_signal(result.summary[config.prior.anchor or DEFAULT_ANCHOR]):
-            on_range_test(
+        if say and not has_signal(result.summary[config.prior.anchor or DEFAULT_ANCHOR]):
+            say(
                 "range test: no clear signal (the loss never fell above its noise before it "
                 f"rose at {result.summary['rise'].median:.3g}): the prior stays wide"
             )
@@ -244,9 +342,13 @@ def open_study(
                 default_params(config.space, prior, momentum=momentum),
                 user_attrs={"lrsearch.origin": "prior-centre"},
             )
-    handle = load_study(name, storage_url, storage=storage)
-    handle.workload = workload
-    return handle
+
+
+def _delete_unstarted(study: optuna.Study) -> None:
+    """Delete a study this run created but could not start (no prior, no trials)."""
+    with contextlib.suppress(Exception):  # the error that stopped it is the one to report
+        if KEY_PRIOR not in study.user_attrs and not study.get_trials(deepcopy=False):
+            optuna.delete_study(study_name=study.study_name, storage=storage_of(study))
 
 
 @dataclass(frozen=True)
@@ -351,10 +453,14 @@ def load_study(
     *,
     seed: Any = _STUDY_SEED,
     storage: optuna.storages.BaseStorage | None = None,
+    allow_workloads: tuple[str, ...] = (),
 ) -> StudyHandle:
     """Open an existing lrsearch study by name (any host, any worker).
 
     ``seed`` seeds the sampler (default: the study file's seed; None for unseeded workers).
+    Nothing is imported here: :attr:`StudyHandle.plan` builds the stored workload, if it is
+    a built-in, an installed entry point, or matches ``allow_workloads`` (or
+    ``$LRSEARCH_ALLOW_WORKLOAD``).
     """
     storage = storage or open_storage(storage_url)
     summaries = {s.study_name: s for s in storage.get_all_studies()}
@@ -370,7 +476,7 @@ def load_study(
             f"study {name!r} was not created by lrsearch run (or its range test never finished); "
             "start it with 'lrsearch run FILE'"
         )
-    config = StudyConfig.from_json(attrs[KEY_CONFIG])
+    config = _stored_config(name, attrs[KEY_CONFIG])
     prior = LRPrior.from_dict(attrs[KEY_PRIOR])
     study = optuna.load_study(
         study_name=name,
@@ -388,4 +494,5 @@ def load_study(
         storage_url=storage_url,
         tracking_uri=attrs.get(KEY_TRACKING),
         parent_run_id=attrs.get(KEY_PARENT_RUN),
+        allow_workloads=tuple(allow_workloads),
     )

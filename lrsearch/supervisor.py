@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 
 from lrsearch import interrupt
 from lrsearch.devices import Slot
+from lrsearch.errors import WorkloadError
 from lrsearch.recording import recover_worker
 from lrsearch.storage import STORAGE_ERRORS
 from lrsearch.study import StudyHandle
@@ -66,6 +67,7 @@ class Supervisor:
         self.recorder = recorder
         self.echo = echo
         self.workers: list[_Worker] = []
+        self.broken_workload = False
         self._last_message = ""
         self.host = os.uname().nodename
 
@@ -86,6 +88,7 @@ class Supervisor:
         """What a worker is to do (JSON); ``python -m lrsearch.workers`` reads it."""
         orders = {"study": self.handle.name, "device": slot.device, "n_trials": self.n_trials}
         orders |= {"timeout": self.timeout, "workload": self.handle.config.study.workload}
+        orders["tracking_uri"] = self.handle.tracking_uri  # the operator's, not the storage's
         return json.dumps(orders)
 
     def run(self, progress: StudyProgress | None = None) -> None:
@@ -106,6 +109,11 @@ class Supervisor:
         except KeyboardInterrupt:
             self._stop_all()
             raise
+        if self.broken_workload and self.handle.n_finished() < self.n_trials:
+            raise WorkloadError(
+                "workers stopped because their trials kept failing (the reason is above); "
+                "fix the workload (see --debug) and run again to resume"
+            )
 
     def _check(self) -> None:
         for w in self.workers:
@@ -124,7 +132,9 @@ class Supervisor:
                 f"worker {w.slot.label} (pid {w.process.pid}) exited with {code}; "
                 f"{len(recovered)} trial(s) re-queued: {recovered}"
             )
-            if w.restarts < MAX_RESTARTS and finished < self.n_trials:
+            if code == WorkloadError.exit_code:  # its trials kept failing: so would a new one
+                self.broken_workload = True
+            elif w.restarts < MAX_RESTARTS and finished < self.n_trials:
                 self.workers.append(
                     _Worker(w.index, w.slot, self._spawn(w.index, w.slot), w.restarts + 1)
                 )

@@ -22,10 +22,24 @@ from optuna.trial import FrozenTrial, TrialState
 from lrsearch import interrupt
 from lrsearch.config import StudyConfig
 from lrsearch.devices import Slot, parse_devices
-from lrsearch.errors import LrsearchError, StorageError
+from lrsearch.errors import LrsearchError, StorageError, WorkloadError
 from lrsearch.objective import Objective
-from lrsearch.recording import close_orphans, close_study, observe_trials, open_recorder
-from lrsearch.storage import STORAGE_ERRORS, default_home, read_trials, redact
+from lrsearch.recording import (
+    close_orphans,
+    close_study,
+    fail_study,
+    observe_trials,
+    open_recorder,
+)
+from lrsearch.storage import (
+    STORAGE_ERRORS,
+    check_storage_writable,
+    check_tracking_writable,
+    default_home,
+    read_trials,
+    redact,
+    trusted_tracking_uri,
+)
 from lrsearch.study import FINISHED, StudyHandle, build_workload, load_study, open_study
 
 if TYPE_CHECKING:
@@ -49,12 +63,19 @@ class RunOutcome:
     interrupted: bool
 
 
-def _tracker(uri: str | None) -> Tracker | None:
+def _tracker(uri: str | None, echo: Callable[[str], None]) -> Tracker | None:
+    """The MLflow tracker for ``uri``, its places checked first (one line, no minutes of
+    MLflow retrying); without artifacts, with a warning, where only those cannot be written."""
     if uri is None:
         return None
     from lrsearch.tracking import MlflowTracker
 
-    return MlflowTracker(uri)
+    problem = check_tracking_writable(uri)
+    tracker = MlflowTracker(uri)
+    if problem:
+        echo(f"warning: {problem}")
+        tracker.artifacts = False
+    return tracker
 
 
 class _FailureGuard:
@@ -93,7 +114,7 @@ def run_trials(
     """Run trials in this process until the study holds ``n_trials`` finished ones.
 
     Raises:
-        LrsearchError: when trials keep failing (the last reason is in the message).
+        WorkloadError: when trials keep failing (the last reason is in the message).
     """
     # Optuna would log each failed trial with its traceback; _FailureGuard says it in one line.
     optuna.logging.set_verbosity(optuna.logging.ERROR)
@@ -127,7 +148,7 @@ def run_trials(
             gc_after_trial=False,
         )
     if guard.streak >= guard.limit:
-        raise LrsearchError(
+        raise WorkloadError(
             f"{guard.streak} trials in a row failed; last: {guard.last_reason}. "
             "Fix the workload (see --debug) and run again to resume"
         )
@@ -189,17 +210,25 @@ def run_worker(
 
 
 def _prepare(
-    config: StudyConfig, *, tracking_uri: str | None, tracking: bool
+    config: StudyConfig,
+    *,
+    storage_url: str,
+    tracking_uri: str | None,
+    tracking: bool,
+    echo: Callable[[str], None],
 ) -> tuple[Workload, str | None, Tracker | None]:
-    """Check what can be checked before anything is written: workload, then tracking server.
+    """Check what can be checked before anything is written: workload, the places written
+    to, then the tracking server.
 
     Returns the built workload, the tracking URI and the tracker (None without tracking).
     """
     workload = build_workload(config)
+    check_storage_writable(storage_url)
     uri = None
     if tracking and config.tracking.enabled:
         uri = tracking_uri or config.tracking.uri or str(default_home())
-    return workload, uri, _tracker(uri)  # fails fast on an unreachable server, before the storage
+    # fails fast on an unreachable server, before the storage
+    return workload, uri, _tracker(uri, echo)
 
 
 def run_study(
@@ -222,7 +251,9 @@ def run_study(
     # the MLflow store (its first migration), the study's attributes and the range test are
     # never cut in half; the range test and the trials stop at their next step.
     with interrupt.deferred_interrupts(echo):
-        workload, uri, tracker = _prepare(config, tracking_uri=tracking_uri, tracking=tracking)
+        workload, uri, tracker = _prepare(
+            config, storage_url=storage_url, tracking_uri=tracking_uri, tracking=tracking, echo=echo
+        )
         interrupt.check()
         started = time.perf_counter()
         range_device = (
@@ -254,15 +285,20 @@ def run_study(
         for line in describe_study(handle, resumed=not ran_range_test):
             echo(line)
         recorder = open_recorder(handle, tracker, log_parent=True) if tracker else None
-        interrupted = _execute(
-            handle,
-            slots,
-            n_trials=config.study.n_trials,
-            timeout=config.study.timeout,
-            recorder=recorder,
-            show_progress=show_progress,
-            echo=echo,
-        )
+        try:
+            interrupted = _execute(
+                handle,
+                slots,
+                n_trials=config.study.n_trials,
+                timeout=config.study.timeout,
+                recorder=recorder,
+                show_progress=show_progress,
+                echo=echo,
+            )
+        except BaseException as exc:  # trials kept failing, the storage went, Ctrl-C
+            if recorder is not None:
+                fail_study(handle, recorder, interrupted=isinstance(exc, KeyboardInterrupt))
+            raise
         if recorder is not None:
             close_study(handle, recorder, interrupted=interrupted)
     return RunOutcome(handle, time.perf_counter() - started, uri, interrupted)
@@ -277,26 +313,33 @@ def join_study(
     n_trials: int | None = None,
     timeout: float | None = None,
     allow_workloads: tuple[str, ...] = (),
+    tracking_uri: str | None = None,
+    tracking: bool = True,
     echo: Callable[[str], None] = print,
     show_progress: bool | None = None,
 ) -> RunOutcome:
     """``lrsearch worker``: join an existing study; everything else comes from its storage.
 
-    Only trusted workloads are imported (see :func:`lrsearch.workloads.check_allowed`).
+    Only trusted workloads are imported (see :func:`lrsearch.workloads.check_allowed`), and
+    the study's stored tracking URI is used only where :func:`~lrsearch.storage.trusted_tracking_uri`
+    allows it; ``tracking_uri`` (the operator's own) replaces it.
     """
-    from lrsearch.workloads import check_allowed
-
     slots = parse_devices(devices, trials_per_device)
     # Unseeded: workers on other hosts (or in other containers) must not repeat each other's
     # random startup draws; the study's own seed drives the orchestrating `lrsearch run`.
     started = time.perf_counter()
     quiet = os.environ.get("LRSEARCH_QUIET") == "1"  # a supervised worker: its supervisor speaks
     with interrupt.deferred_interrupts(echo if not quiet else lambda line: None):
-        handle = load_study(study_name, storage_url, seed=None)
-        check_allowed(handle.config.study.workload, allow_workloads)
-        handle.plan  # builds the workload: a broken one fails here, before any trial  # noqa: B018
+        check_storage_writable(storage_url)
+        handle = load_study(study_name, storage_url, seed=None, allow_workloads=allow_workloads)
+        # builds the workload: an untrusted or broken one fails here, before any trial
+        handle.plan  # noqa: B018
+        if tracking_uri is None and tracking:
+            tracking_uri = trusted_tracking_uri(handle.tracking_uri)
+        handle.tracking_uri = tracking_uri if tracking else None
         interrupt.check()
-        tracker = _tracker(handle.tracking_uri)
+        # a supervised worker's warning: its supervisor has said it once
+        tracker = _tracker(handle.tracking_uri, echo if not quiet else lambda line: None)
         recorder = open_recorder(handle, tracker, log_parent=False) if tracker else None
         interrupted = _execute(
             handle,
@@ -361,12 +404,16 @@ def _execute(
     return False
 
 
+def _stderr(line: str) -> None:
+    print(line, file=sys.stderr)
+
+
 def worker_main() -> int:
     """Entry point of a supervised worker (``python -m lrsearch.workers``); its exit code.
 
     The storage URL comes in ``$LRSEARCH_STORAGE`` (never on the command line, where ``ps``
     shows it), the orders in ``$LRSEARCH_WORKER``. The operator's own study file named the
-    workload, so it is trusted.
+    workload and the tracking store, so they are trusted.
     """
     from lrsearch.supervisor import WORKER_ENV
 
@@ -379,12 +426,14 @@ def worker_main() -> int:
             n_trials=orders["n_trials"],
             timeout=orders["timeout"],
             allow_workloads=(orders["workload"],),
-            echo=lambda line: print(line, file=sys.stderr),
+            tracking_uri=orders.get("tracking_uri"),
+            tracking=orders.get("tracking_uri") is not None,
+            echo=_stderr,
             show_progress=False,
         )
     except LrsearchError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 1
+        return exc.exit_code  # a WorkloadError's tells the supervisor not to restart it
     except KeyboardInterrupt:
         return 130
     return 130 if outcome.interrupted else 0

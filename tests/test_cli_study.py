@@ -69,13 +69,14 @@ def test_status_json_and_table(finished_study) -> None:
 
 def test_best_json_and_python_rebuild_the_schedule(finished_study) -> None:
     _, env, _ = finished_study
-    result = _invoke("best", "--study", "clitiny", "--format", "json", env=env)
+    trust = ("--allow-workload", "tests.*")  # the study names a test workload by import path
+    result = _invoke("best", "--study", "clitiny", "--format", "json", *trust, env=env)
     assert result.exit_code == 0
     record = json.loads(result.output)
     schedule = schedule_from_dict(record["schedule"])
     total = record["epochs"] * record["steps_per_epoch"]
 
-    code = _invoke("best", "--study", "clitiny", "--format", "python", env=env).output
+    code = _invoke("best", "--study", "clitiny", "--format", "python", *trust, env=env).output
     scope: dict = {"__name__": "exported"}
     exec(code, scope)
     optimizer = scope["make_optimizer"](scope["build_model"]())
@@ -92,7 +93,9 @@ def test_best_json_and_python_rebuild_the_schedule(finished_study) -> None:
 
 def test_train_from_study(finished_study) -> None:
     _, env, _ = finished_study
-    result = _invoke("train", "--from-study", "clitiny", "--json", env=env)
+    result = _invoke(
+        "train", "--from-study", "clitiny", "--json", "--allow-workload", "tests.*", env=env
+    )
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["epochs"] == 2
     assert "retraining trial" in result.stderr

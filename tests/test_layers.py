@@ -20,7 +20,7 @@ PKG = Path(lrsearch.__file__).parent
 
 # DESIGN.md's layers, top (imports nothing of lrsearch's below it) to bottom.
 LAYERS: list[tuple[str, set[str]]] = [
-    ("schedule math", {"errors", "interrupt", "defaults", "schedules", "policies"}),
+    ("schedule math", {"errors", "interrupt", "defaults", "paths", "schedules", "policies"}),
     ("prior math", {"prior", "suggest", "config"}),
     ("torch parts", {"torch_schedule", "workloads", "training", "train_step", "range_test"}),
     ("drawing", {"plots"}),

@@ -117,6 +117,7 @@ def test_a_failing_trial_is_told_fail_with_one_line(monkeypatch) -> None:
 
 def test_train_from_study_reproduces_the_best_trial_exactly(tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("LRSEARCH_HOME", str(tmp_path))
+    monkeypatch.setenv("LRSEARCH_ALLOW_WORKLOAD", "tests.*")  # the stored workload is a test's
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
     config = parse_study_config({**CONFIG, "study": {**CONFIG["study"], "seed": 7}})
     outcome = run_study(

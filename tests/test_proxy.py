@@ -264,10 +264,11 @@ def test_a_study_runs_through_the_proxy(tmp_path: Path, pg_url: str, proxy_over)
     assert status.exit_code == 0, status.output
     counts = json.loads(status.output)["trials"]
     assert counts["COMPLETE"] + counts["PRUNED"] == 4
-    best = runner.invoke(cli, ["best", "--study", "proxied", "--storage", grpc_url])
+    trust = ("--allow-workload", "tests.*")  # the stored workload is a test's
+    best = runner.invoke(cli, ["best", "--study", "proxied", "--storage", grpc_url, *trust])
     assert best.exit_code == 0 and "max_lr" in best.output, best.output
     retrain = runner.invoke(
-        cli, ["train", "--from-study", "proxied", "--storage", grpc_url, "--json"]
+        cli, ["train", "--from-study", "proxied", "--storage", grpc_url, "--json", *trust]
     )
     assert retrain.exit_code == 0, retrain.output
 

@@ -187,3 +187,28 @@ def _two_groups(
 def blobs_two_groups(**kwargs: int) -> Workload:
     """``blobs`` whose optimizer has two parameter groups (LR ratio 0.1, decay on one)."""
     return dataclasses.replace(blobs(**kwargs), name="blobs-two-groups", optimizer=_two_groups)
+
+
+class _FailsToEvaluate(nn.Module):
+    """Trains (the range test passes) but raises when evaluated: every trial fails."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.net = nn.Linear(dim, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training:
+            raise RuntimeError("boom in evaluation")
+        return self.net(x)
+
+
+def fails_eval(**kwargs: int) -> Workload:
+    """``blobs`` whose every trial fails (at its first evaluation)."""
+    base = blobs(**kwargs)
+    dim = base.train_data[0].shape[1]
+    return dataclasses.replace(base, name="fails-eval", build_model=lambda: _FailsToEvaluate(dim))
+
+
+def no_params(**kwargs: int) -> Workload:
+    """``blobs`` with a model that has nothing to train."""
+    return dataclasses.replace(blobs(**kwargs), name="no-params", build_model=nn.Flatten)

@@ -24,7 +24,9 @@ class LrsearchGroup(click.Group):
         except LrsearchError as exc:
             if _debug(ctx):
                 raise
-            click.echo(f"error: {exc}", err=True)
+            from lrsearch.tracking import scrub  # messages redact at their source; once more
+
+            click.echo(f"error: {scrub(str(exc))}", err=True)
             ctx.exit(exc.exit_code)
         except click.UsageError as exc:
             if _debug(ctx):
@@ -108,6 +110,19 @@ def workload_option(f: Any) -> Any:
         default="mnist1d-cnn",
         show_default=True,
         help="Built-in workload name or 'package.module:function'.",
+    )(f)
+
+
+def allow_workload_option(f: Any) -> Any:
+    """``--allow-workload PATTERN``: import paths a study's storage may name (see README's
+    "Trust model")."""
+    return click.option(
+        "--allow-workload",
+        "allow_workloads",
+        multiple=True,
+        metavar="PATTERN",
+        help="Trust workload import paths matching PATTERN (fnmatch, e.g. 'mypkg.*') when the "
+        "study's storage names them; built-ins and installed entry points are always allowed.",
     )(f)
 
 

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from lrsearch.cli._common import cli, positive
+from lrsearch.cli._common import allow_workload_option, cli, positive
 from lrsearch.errors import LrsearchError, StorageError
 
 if TYPE_CHECKING:
@@ -176,13 +176,13 @@ def run(file: str, **opts: Any) -> None:
 @study_option(required=True)
 @storage_option
 @budget_options
+@allow_workload_option
 @click.option(
-    "--allow-workload",
-    "allow_workloads",
-    multiple=True,
-    metavar="PATTERN",
-    help="Trust workload import paths matching PATTERN (fnmatch, e.g. 'mypkg.*'); "
-    "built-ins and installed entry points are always allowed.",
+    "--tracking-uri",
+    envvar="LRSEARCH_TRACKING_URI",
+    default=None,
+    help="MLflow store to record to ($LRSEARCH_TRACKING_URI; default: the study's, if it is "
+    "a server or under $LRSEARCH_HOME).",
 )
 @devices_options
 def worker(study_name: str, storage: str | None, **opts: Any) -> None:
@@ -197,6 +197,7 @@ def worker(study_name: str, storage: str | None, **opts: Any) -> None:
         n_trials=opts["n_trials"],
         timeout=opts["timeout"],
         allow_workloads=tuple(opts["allow_workloads"]),
+        tracking_uri=opts["tracking_uri"],
         echo=_say,
     )
     click.echo(closing_report(outcome))
@@ -237,12 +238,13 @@ def status(study_name: str | None, storage: str | None, as_json: bool) -> None:
     help="JSON, or a plain PyTorch script (placeholder model and data) that trains with the "
     "trial's optimizer and schedule.",
 )
-def best(study_name: str, storage: str | None, fmt: str) -> None:
+@allow_workload_option
+def best(study_name: str, storage: str | None, fmt: str, allow_workloads: tuple[str, ...]) -> None:
     """The best trial's schedule, as JSON or as a plain PyTorch script that runs as it is."""
     from lrsearch.export import best_as_json, best_as_python
     from lrsearch.study import load_study
 
-    handle = load_study(study_name, _storage(storage))
+    handle = load_study(study_name, _storage(storage), allow_workloads=allow_workloads)
     click.echo(best_as_json(handle) if fmt == "json" else best_as_python(handle))
 
 
@@ -274,13 +276,17 @@ def ui(
     Without --study the page is the list of experiments. A tracking URI that is an MLflow
     server already serves the UI: nothing is started then, the page is on that server.
     """
-    from lrsearch.storage import default_home
+    from lrsearch.storage import default_home, trusted_tracking_uri
     from lrsearch.study import load_study
     from lrsearch.tracking import ui_server
 
     # The study's own store: its runs table opens with the metric and parameters as columns.
     handle = load_study(study_name, _storage(storage)) if study_name and not tracking_uri else None
-    uri = tracking_uri or (handle.tracking_uri if handle else None) or str(default_home())
+    uri = (
+        tracking_uri
+        or (trusted_tracking_uri(handle.tracking_uri) if handle else None)
+        or str(default_home())
+    )
     remote = uri.startswith(("http://", "https://"))
     base = ui_server.server_base(uri) if remote else ui_server.local_base(host, port)
     experiment_id = view = None

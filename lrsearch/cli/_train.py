@@ -10,6 +10,7 @@ import click
 
 from lrsearch.branching import BRANCH_OF
 from lrsearch.cli._common import (
+    allow_workload_option,
     check_device,
     cli,
     device_option,
@@ -130,6 +131,7 @@ def schedule_from_options(
     help="Retrain the best schedule of this study (other schedule options are ignored).",
 )
 @click.option("--storage", default=None, help="Storage of --from-study (default: as for 'run').")
+@allow_workload_option
 def train(**opts: Any) -> None:
     """Train one schedule on a workload and print the final validation metric (and the test
     metric, scored once at the end, where the workload has a test split)."""
@@ -248,7 +250,11 @@ def _from_study(opts: dict[str, Any]) -> _Job:
     from lrsearch.storage import default_storage
     from lrsearch.study import load_study, trial_seed
 
-    handle = load_study(opts["from_study"], opts["storage"] or default_storage())
+    handle = load_study(
+        opts["from_study"],
+        opts["storage"] or default_storage(),
+        allow_workloads=tuple(opts["allow_workloads"]),
+    )
     trial = best_trial(handle)
     plan = handle.plan
     params = trial_params(handle, trial)

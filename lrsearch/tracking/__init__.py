@@ -25,7 +25,7 @@ from lrsearch.tracking._base import END_STATUSES, Status, Tracker, TrialRun, Tri
 from lrsearch.tracking._memory import MemoryRun, MemoryTracker
 from lrsearch.tracking._mlflow import MlflowTracker, local_tracking_uri
 from lrsearch.tracking._range_test import RANGE_TEST_FILES, log_range_test, record_range_test
-from lrsearch.tracking._scrub import redact_url, scrub
+from lrsearch.tracking._scrub import redact_url, scrub, without_userinfo
 
 __all__ = [
     "END_STATUSES",
@@ -42,4 +42,5 @@ __all__ = [
     "record_range_test",
     "redact_url",
     "scrub",
+    "without_userinfo",
 ]

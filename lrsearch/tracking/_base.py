@@ -225,6 +225,7 @@ class Tracker(abc.ABC):
         self.flush_every = flush_every
         self.flush_seconds = flush_seconds
         self.points_logged = 0
+        self.artifacts = True  # False: files cannot be stored here; artifact calls do nothing
         self._open: dict[str, TrialRun] = {}
         self._executor: ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
@@ -310,6 +311,8 @@ class Tracker(abc.ABC):
         self, run_id: str, name: str, text: str, artifact_path: str | None = None
     ) -> None:
         """Store ``text``, scrubbed, as the artifact ``[artifact_path/]name``."""
+        if not self.artifacts:
+            return
         self._log_text(run_id, f"{artifact_path}/{name}" if artifact_path else name, scrub(text))
 
     def log_artifact_file(
@@ -319,7 +322,8 @@ class Tracker(abc.ABC):
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"artifact file {path} does not exist")
-        self._log_file(run_id, path, artifact_path)
+        if self.artifacts:
+            self._log_file(run_id, path, artifact_path)
 
     def end_run(self, run_id: str, status: Status) -> None:
         """Flush the run's open recorder if it has one, then mark the run ``status``."""

@@ -16,7 +16,7 @@ from typing import Any
 
 from lrsearch.errors import TrackingError
 from lrsearch.tracking._base import ROLE, Pairs, Tracker, _Point, _RunRecord
-from lrsearch.tracking._scrub import redact_url, scrub
+from lrsearch.tracking._scrub import redact_url, scrub, without_userinfo
 
 
 def local_tracking_uri(root_dir: Path) -> tuple[str, str]:
@@ -52,7 +52,7 @@ _DB_PORTS = {"postgresql": 5432, "postgres": 5432, "mysql": 3306, "mssql": 1433}
 
 def _preflight(uri: str, timeout_s: float) -> None:
     """Fail fast when nothing answers at ``uri``; MLflow itself retries for minutes."""
-    parts = urllib.parse.urlsplit(uri)
+    parts = urllib.parse.urlsplit(without_userinfo(uri))  # a raw "/" in a password: still split
     scheme = parts.scheme.partition("+")[0]
     try:
         if scheme in ("http", "https"):
@@ -73,8 +73,10 @@ def _preflight(uri: str, timeout_s: float) -> None:
 
 
 def _get_health(parts: urllib.parse.SplitResult, timeout_s: float) -> None:
-    host = parts.netloc.rpartition("@")[2]  # credentials are MLflow's business, not this check's
-    url = urllib.parse.urlunsplit((parts.scheme, host, parts.path.rstrip("/") + "/health", "", ""))
+    # credentials (already taken out) are MLflow's business, not this check's
+    url = urllib.parse.urlunsplit(
+        (parts.scheme, parts.netloc, parts.path.rstrip("/") + "/health", "", "")
+    )
     try:
         with urllib.request.urlopen(url, timeout=timeout_s):
             return

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lrsearch.errors import TrackingError
-from lrsearch.tracking._base import Tracker, TrialRun
+from lrsearch.tracking._base import Status, Tracker, TrialRun
 from lrsearch.tracking._range_test import record_range_test
 
 if TYPE_CHECKING:
@@ -176,10 +176,26 @@ class StudyRecorder:
         run.log_text("prior.json", result.prior.to_json())
         run.log_text("config.json", config_json)
 
-    def close_parent(self, *, interrupted: bool, history: StudyHistory | None) -> None:
-        """Upload the study's plots and end the parent run (KILLED when interrupted)."""
+    def close_parent(
+        self, *, interrupted: bool, history: StudyHistory | None, failed: bool = False
+    ) -> None:
+        """Upload the study's plots and end the parent run: FINISHED, KILLED when interrupted,
+        FAILED when the study stopped on an error.
+
+        The run is ended even where its summary or plots cannot be written (an unwritable
+        artifact store, say): that is a warning, not an error, for the study is done.
+        """
         if self.parent_run_id is None:
             return
+        try:
+            self._write_summary(history)
+        except (TrackingError, OSError) as exc:
+            _warn(f"the study's summary and plots were not recorded: {exc}")
+        status: Status = "FAILED" if failed else "KILLED" if interrupted else "FINISHED"
+        self.tracker.end_run(self.parent_run_id, status)
+
+    def _write_summary(self, history: StudyHistory | None) -> None:
+        assert self.parent_run_id is not None
         if history is not None:
             self._summarise(history)
         if history is not None and history.numbers:
@@ -188,7 +204,6 @@ class StudyRecorder:
             with tempfile.TemporaryDirectory() as tmp:
                 for path in plots.study_pngs(history, Path(tmp)):
                     self.tracker.log_artifact_file(self.parent_run_id, path)
-        self.tracker.end_run(self.parent_run_id, "KILLED" if interrupted else "FINISHED")
 
     def _summarise(self, history: StudyHistory) -> None:
         """What a reviewer wants at a glance: best value and trial, counts, best so far."""

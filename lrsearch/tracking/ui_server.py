@@ -25,7 +25,7 @@ from types import FrameType
 
 from lrsearch.errors import ConfigError, TrackingError
 from lrsearch.tracking._mlflow import MlflowTracker, local_tracking_uri
-from lrsearch.tracking._scrub import redact_url
+from lrsearch.tracking._scrub import redact_url, without_userinfo
 
 VIEW_KEY = "lrsearch"
 """The share key of the runs-table view lrsearch stores on a study's experiment."""
@@ -77,9 +77,8 @@ def local_base(host: str, port: int) -> str:
 
 def server_base(uri: str) -> str:
     """An MLflow server's address, without credentials: the browser asks for its own."""
-    parts = urllib.parse.urlsplit(uri)
-    host = parts.netloc.rpartition("@")[2]
-    return urllib.parse.urlunsplit((parts.scheme, host, parts.path.rstrip("/"), "", ""))
+    parts = urllib.parse.urlsplit(without_userinfo(uri))
+    return urllib.parse.urlunsplit((parts.scheme, parts.netloc, parts.path.rstrip("/"), "", ""))
 
 
 def shown(command: Sequence[str]) -> str:

@@ -76,7 +76,7 @@ def check_allowed(spec: str, patterns: list[str] | tuple[str, ...] = ()) -> None
     if any(fnmatch.fnmatchcase(spec, p) for p in [*patterns, *env]):
         return
     raise WorkloadError(
-        f"the study asks for workload {spec!r}, which this worker does not trust; "
+        f"the study asks for workload {spec!r}, which this process does not trust; "
         f"pass --allow-workload '{spec.partition(':')[0]}:*' (or set LRSEARCH_ALLOW_WORKLOAD) if you do"
     )
 

@@ -283,8 +283,15 @@ class Workload:
         """Build the workload's optimizer; ``momentum`` is SGD's momentum or Adam's beta1.
 
         Raises:
-            WorkloadError: a factory that does not build its param groups from ``lr``.
+            WorkloadError: a model without trainable parameters, or a factory that does not
+                build its param groups from ``lr``.
         """
+        if not any(p.requires_grad for p in model.parameters()):
+            raise WorkloadError(
+                f"workload {self.name!r}: its model ({type(model).__name__}) has no trainable "
+                "parameters, so there is nothing to train; make build_model return a module "
+                "with parameters (requires_grad=True)"
+            )
         if isinstance(self.optimizer, str) and self.optimizer.lower() in OPTIMIZERS:
             return _builtin_optimizer(self.optimizer.lower(), model, lr, momentum, weight_decay)
         factory = self.optimizer
