@@ -4,6 +4,7 @@ status, nothing stays RUNNING, and a study that never started leaves no empty st
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -34,7 +35,8 @@ def _one_line(result, needle: str) -> str:
     out = result.output.strip()
     assert result.exit_code != 0, out
     errors = [line for line in out.splitlines() if line.startswith("error: ")]
-    assert len(errors) == 1 and out.splitlines()[-1] == errors[0] and needle in errors[0], out
+    # one error line, no traceback (a finished trial's plain progress line may follow it)
+    assert len(errors) == 1 and needle in errors[0] and "Traceback" not in out, out
     assert "Traceback" not in out
     return errors[0]
 
@@ -77,7 +79,10 @@ def test_a_study_that_never_started_is_created_afresh(tmp_path) -> None:
     f.write_text(f.read_text().replace("no_params", "blobs"))
     result = _invoke(["run", f, "--devices", "cpu", "--no-tracking"], env)
     assert result.exit_code == 0, result.output
-    assert "study 's': 2 complete" in result.output
+    # both trials finished (the bracketing startup may have pruned one that diverged)
+    assert re.search(r"study 's': (\d+) complete, (\d+) pruned", result.output), result.output
+    done = re.search(r"study 's': (\d+) complete, (\d+) pruned", result.output)
+    assert int(done[1]) + int(done[2]) == 2 and int(done[1]) >= 1
 
 
 @pytest.mark.process

@@ -324,11 +324,18 @@ def _note(line: str) -> None:
 def _runs_view(handle: StudyHandle) -> dict[str, object]:
     """The runs table ``ui`` opens: the validation metric and the sampled parameters, best first."""
     from lrsearch.config import SpaceSection
+    from lrsearch.errors import WorkloadError
     from lrsearch.reporting import best_trial, trial_params
     from lrsearch.tracking import ui_server
 
     try:
-        params = [k for k in trial_params(handle, best_trial(handle)) if k != "policy"]
+        best = best_trial(handle)
     except StorageError:  # no complete trial yet: the space's names
         params = ["max_lr", *(name for name in SpaceSection.model_fields if name != "policies")]
+    else:
+        try:
+            replayed = trial_params(handle, best)
+        except WorkloadError:  # a workload this process does not trust: never built for a page
+            replayed = dict(best.params)
+        params = [k for k in replayed if k != "policy"]
     return ui_server.runs_view(f"val_{handle.metric_name}", maximize=handle.maximize, params=params)
