@@ -5,7 +5,7 @@ recorder, a progress bar, a test) passes ``observe``: a factory that gets the tr
 :class:`TrialSpec` before training and returns a :class:`TrialObserver` (or None). The
 observer sees every step and epoch and the final :class:`Outcome`.
 
-Example:
+Example (not run as a doctest: ``handle`` is an opened study, :func:`lrsearch.study.open_study`):
     >>> objective = Objective(handle, device="cpu")   # doctest: +SKIP
     >>> handle.study.optimize(objective, n_trials=4)     # doctest: +SKIP
 """

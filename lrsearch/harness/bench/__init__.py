@@ -9,7 +9,7 @@ Four sections, each a question with a number for an answer:
 3. **overhead**: one trial inside lrsearch (SQLite, pruner, MLflow) against the bare loop;
 4. **storage**: 1-8 worker processes against PostgreSQL, latency as the study grows.
 
-Example:
+Example (the import runs as a doctest; the benchmark itself takes minutes):
     >>> from lrsearch.harness.bench import SIZES, run_bench, write_report
     >>> report = run_bench(SIZES["quick"])                     # doctest: +SKIP
     >>> write_report(report, Path("bench-report"), command="")  # doctest: +SKIP
