@@ -22,8 +22,9 @@ from __future__ import annotations
 
 from lrsearch.harness.bench._config import ARMS, PRUNER_ARMS, SECTIONS, SIZES, BenchConfig
 from lrsearch.harness.bench._recipes import TwoPhaseCycle, fastai_one_cycle, torch_one_cycle
-from lrsearch.harness.bench._report import evaluate_targets, render_markdown, write_report
+from lrsearch.harness.bench._report import render_markdown, write_report
 from lrsearch.harness.bench._run import merge_reports, run_bench
+from lrsearch.harness.bench._targets import evaluate_targets
 
 __all__ = [
     "ARMS",
