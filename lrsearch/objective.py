@@ -5,7 +5,7 @@ recorder, a progress bar, a test) passes ``observe``: a factory that gets the tr
 :class:`TrialSpec` before training and returns a :class:`TrialObserver` (or None). The
 observer sees every step and epoch and the final :class:`Outcome`.
 
-Example:
+Example (not run as a doctest: ``handle`` is an opened study, :func:`lrsearch.study.open_study`):
     >>> objective = Objective(handle, device="cpu")   # doctest: +SKIP
     >>> handle.study.optimize(objective, n_trials=4)     # doctest: +SKIP
 """
@@ -34,6 +34,7 @@ from lrsearch.branching import (
     tail_values,
 )
 from lrsearch.heartbeat import beating, fail_stale
+from lrsearch.pruning import PruneDecision, last_decision
 from lrsearch.space import build_schedule, derived_params, suggest_params
 from lrsearch.storage import read_trials, system_attrs
 from lrsearch.study import FINISHED, StudyHandle, trial_seed
@@ -44,6 +45,7 @@ if TYPE_CHECKING:
     from lrsearch.trial_context import Loop
 
 __all__ = [
+    "PRUNED_BECAUSE",
     "TRAINING",
     "MetricsObserver",
     "Objective",
@@ -59,6 +61,8 @@ State = Literal["COMPLETE", "PRUNED", "FAIL"]
 # The user attribute with where and how long a trial trained: {"device": str, "seconds": float}
 # (one storage write at the end of the trial, not one per key).
 TRAINING = "training"
+PRUNED_BECAUSE = "pruned_because"
+"""User attribute of a pruned trial: the pruner's judgement (:class:`PruneDecision` fields)."""
 
 
 class SurplusTrial(Exception):
@@ -98,6 +102,7 @@ class Outcome:
     interrupted: bool = False
     epochs: int = 0
     steps: int = 0
+    why_pruned: PruneDecision | None = None  # the pruner's judgement, where it keeps one
 
 
 class TrialObserver(Protocol):
@@ -173,7 +178,8 @@ class Objective:
     (``host:pid``) before :func:`claim`, so a supervisor can recover it; ``derived`` (and
     ``retry_of``, the observer's ``attrs``) before training; after it, ``test_metric`` where
     there is one, :data:`TRAINING` (``{"device", "seconds"}``), ``diverged`` or
-    ``fail_reason`` where the trial ended so, and what the observer's ``end`` returns.
+    ``fail_reason`` where the trial ended so, :data:`PRUNED_BECAUSE` where the pruner said
+    why it stopped the trial, and what the observer's ``end`` returns.
     ``surplus`` marks a trial that backed off without training.
 
     Args:
@@ -230,7 +236,8 @@ class Objective:
             if outcome is not None:
                 self._end(trial, observer, outcome, started)
             raise
-        outcome = _outcome(result)
+        study = self.handle.study
+        outcome = _outcome(result, last_decision(study.pruner, study.study_name, trial.number))
         if outcome.state == "COMPLETE" and math.isfinite(result.test_metric):
             # Kept for reporting only (best, bench): the sampler and pruner see validation.
             trial.set_user_attr("test_metric", float(result.test_metric))
@@ -352,6 +359,8 @@ class Objective:
             trial.set_user_attr("diverged", outcome.reason)
         if outcome.state == "FAIL":
             trial.set_user_attr("fail_reason", outcome.reason)
+        if outcome.why_pruned is not None:
+            trial.set_user_attr(PRUNED_BECAUSE, outcome.why_pruned.to_dict())
         if observer is not None:
             _keep(trial, observer.end(outcome))
 
@@ -411,7 +420,8 @@ def _keep(trial: optuna.Trial, attrs: Mapping[str, Any]) -> None:
         trial.set_user_attr(key, value)
 
 
-def _outcome(result: TrainResult) -> Outcome:
+def _outcome(result: TrainResult, decision: PruneDecision | None = None) -> Outcome:
+    """How a trial that trained ended; ``decision`` is the pruner's last judgement of it."""
     # steps this trial trained: a tail's shared prefix was trained (and counted) by its parent
     epochs, steps = result.epochs, result.steps_trained
     if result.diverged:
@@ -419,7 +429,12 @@ def _outcome(result: TrainResult) -> Outcome:
         return Outcome("PRUNED", reason=reason, diverged=True, epochs=epochs, steps=steps)
     if result.stopped:
         reason = f"pruned at epoch {epochs}"
-        return Outcome("PRUNED", reason=reason, epochs=epochs, steps=steps)
+        why = decision if decision is not None and decision.pruned else None
+        if why is not None and why.epoch == epochs:
+            reason = f"{reason}: {why.describe()}"
+        else:
+            why = None
+        return Outcome("PRUNED", reason=reason, epochs=epochs, steps=steps, why_pruned=why)
     return Outcome("COMPLETE", value=float(result.val_metric), epochs=epochs, steps=steps)
 
 

@@ -31,6 +31,7 @@ class StudyHistory:
     counts: Mapping[str, int] = field(default_factory=dict)  # trials by state, and "diverged"
     schedules: Sequence[Schedule] = ()  # of the complete trials, in the same order
     total_steps: int = 0
+    metric: str = "metric"  # the workload's, e.g. "accuracy" (trials report val_<metric>)
 
 
 _PRIOR_COLOUR = "dimgrey"  # not a repeat colour (C0, C1, ...)
@@ -189,18 +190,27 @@ def _schedules_png(history: StudyHistory, path: Path) -> Path:
     One figure for the study instead of one per trial: drawing costs ~0.3 s of CPU, which a
     per-trial PNG took from every trial's training.
     """
+    return _save(schedules_figure(history), path)
+
+
+def schedules_figure(history: StudyHistory) -> Figure:
+    """The figure of :func:`_schedules_png`: a colour bar, labelled with the validation
+    metric's name, maps each schedule's colour to its trial's value."""
     import matplotlib
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
 
     fig = _figure(figsize=(8, 4.5))
     ax = fig.add_subplot()
     values = np.asarray(history.values, dtype=float)
     lo, hi = float(values.min()), float(values.max())
+    norm = Normalize(lo, hi) if hi > lo else Normalize(lo - 1.0, hi + 1.0)
     cmap = matplotlib.colormaps["viridis" if history.maximize else "viridis_r"]
     best = int(np.argmax(values) if history.maximize else np.argmin(values))
     steps = np.arange(history.total_steps)
     for i, schedule in enumerate(history.schedules):
-        shade = 0.5 if hi == lo else (values[i] - lo) / (hi - lo)
-        ax.plot(steps, schedule.lrs(history.total_steps), color=cmap(shade), lw=0.9, alpha=0.7)
+        colour = cmap(norm(values[i]))
+        ax.plot(steps, schedule.lrs(history.total_steps), color=colour, lw=0.9, alpha=0.7)
     ax.plot(
         steps,
         history.schedules[best].lrs(history.total_steps),
@@ -211,9 +221,10 @@ def _schedules_png(history: StudyHistory, path: Path) -> Path:
     ax.set_yscale("log")
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("learning rate")
-    ax.set_title("schedules of the complete trials (colour: validation metric)")
+    ax.set_title("schedules of the complete trials")
     ax.legend(loc="lower left")
-    return _save(fig, path)
+    fig.colorbar(ScalarMappable(norm=norm, cmap=cmap), ax=ax, label=f"val_{history.metric}")
+    return fig
 
 
 def _history_png(

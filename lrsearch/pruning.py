@@ -16,6 +16,7 @@ import inspect
 import itertools
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -32,9 +33,11 @@ if TYPE_CHECKING:
 __all__ = [
     "PRUNERS",
     "PlateauPruner",
+    "PruneDecision",
     "StallPruner",
     "final_upper_bound",
     "is_stalled",
+    "last_decision",
     "make_pruner",
     "pruner_from_config",
     "schedule_phase",
@@ -270,6 +273,57 @@ def _running_best_at(values: Mapping[int, float], epoch: float, sign: float) -> 
     return series[-1][1]
 
 
+@dataclass(frozen=True)
+class PruneDecision:
+    """What a :class:`PlateauPruner` compared at a trial's latest judgement, in metric units.
+
+    ``bound`` is how good the trial's final value can plausibly be (its ``confidence``
+    prediction bound: an upper bound of an accuracy, a lower bound of a loss); ``threshold``
+    is the ``keep_top``-th best final value of the finished trials. ``pruned`` is whether the
+    bound fell short of the threshold.
+
+    Example:
+        >>> d = PruneDecision(epoch=4, phase=0.8, bound=71.25, threshold=85.0,
+        ...                   keep_top=3, confidence=0.9, peers=5, pruned=True)
+        >>> d.describe()
+        'at phase 0.80 its final value is at best 71.25 (90% bound), short of 85, the 3rd best final of 5 finished trials'
+    """
+
+    epoch: int
+    phase: float
+    bound: float
+    threshold: float
+    keep_top: int
+    confidence: float
+    peers: int
+    pruned: bool
+
+    def describe(self) -> str:
+        """One line: the phase, the bound and the threshold it was compared with."""
+        verdict = "short of" if self.pruned else "within reach of"
+        return (
+            f"at phase {self.phase:.2f} its final value is at best {self.bound:.4g} "
+            f"({self.confidence:.0%} bound), {verdict} {self.threshold:.4g}, "
+            f"the {_ordinal(self.keep_top)} best final of {self.peers} finished trials"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The fields, for a trial's user attribute (JSON)."""
+        return asdict(self)
+
+
+def _ordinal(n: int) -> str:
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"
+
+
+def last_decision(pruner: object, study_name: str, number: int) -> PruneDecision | None:
+    """The last judgement ``pruner`` made of trial ``number``; None if it keeps none (a
+    pruner other than :class:`PlateauPruner`) or never compared that trial with its peers."""
+    decisions = getattr(pruner, "decisions", None)
+    return decisions.get((study_name, number)) if isinstance(decisions, Mapping) else None
+
+
 class PlateauPruner(BasePruner):
     """Stop a trial whose curve, at its schedule phase, cannot plausibly end among the best.
 
@@ -296,6 +350,10 @@ class PlateauPruner(BasePruner):
 
     Peers are the COMPLETE trials only (their final values are known); RUNNING ones would
     make the decision depend on worker timing, PRUNED ones have no end.
+
+    Each judgement that compares a bound with the bar is kept as a :class:`PruneDecision` in
+    :attr:`decisions` (by study name and trial number; :func:`last_decision` reads it), so the
+    run of a pruned trial can say why it was stopped.
 
     The defaults were chosen by replaying recorded studies of five workloads (``lrsearch
     bench``'s pruning section; ``docs/benchmarks.md``): the boldest confidence that never lost
@@ -335,6 +393,8 @@ class PlateauPruner(BasePruner):
         self._n_startup_trials = max(n_startup_trials, MIN_PEERS)
         self._n_warmup_steps = n_warmup_steps
         self._cache: dict[tuple[str, int], list[FrozenTrial]] = {}
+        self.decisions: dict[tuple[str, int], PruneDecision] = {}
+        """The last bound-versus-bar judgement of each recent trial: (study, number) -> it."""
 
     def prune(self, study: Study, trial: FrozenTrial) -> bool:
         """Judge the trial at its latest step; see the class docstring for the rule."""
@@ -362,7 +422,28 @@ class PlateauPruner(BasePruner):
         if len(pairs) < MIN_PEERS:
             return False
         bar = finals[min(self._keep_top, len(finals)) - 1]
-        return final_upper_bound(mine, pairs, self._confidence) < bar
+        bound = final_upper_bound(mine, pairs, self._confidence)
+        pruned = bound < bar
+        self._remember(
+            (study.study_name, trial.number),
+            PruneDecision(
+                epoch=step,
+                phase=phase,
+                bound=sign * bound,  # back to metric units (a loss's is a lower bound)
+                threshold=sign * bar,
+                keep_top=min(self._keep_top, len(finals)),
+                confidence=self._confidence,
+                peers=len(pairs),
+                pruned=pruned,
+            ),
+        )
+        return pruned
+
+    def _remember(self, key: tuple[str, int], decision: PruneDecision) -> None:
+        self.decisions.pop(key, None)  # re-inserted last: the oldest trial is dropped first
+        self.decisions[key] = decision
+        while len(self.decisions) > _CACHED_TRIALS:
+            self.decisions.pop(next(iter(self.decisions)))
 
     def _peers(self, study: Study, number: int) -> list[FrozenTrial]:
         """The finished trials a trial is judged by, read once per trial (not per epoch).
@@ -465,7 +546,7 @@ def make_pruner(name: str, **options: Any) -> BasePruner:
 
     Args:
         name: A key of :data:`PRUNERS`.
-        **options: Keyword arguments of that pruner, e.g. ``patience=2`` for ``"plateau"``.
+        **options: Keyword arguments of that pruner, e.g. ``patience=2`` for ``"stall"``.
 
     Returns:
         The pruner.
@@ -477,7 +558,7 @@ def make_pruner(name: str, **options: Any) -> BasePruner:
             message names it and lists the valid options.
 
     Example:
-        >>> make_pruner("plateau", patience=2).__class__.__name__
+        >>> make_pruner("stall", patience=2).__class__.__name__
         'StallPruner'
     """
     factory = PRUNERS.get(name)

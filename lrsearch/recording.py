@@ -117,6 +117,17 @@ class _Recording:
         if self.record is None:
             return {}
         tags = {"lrsearch.diverged": "true"} if outcome.diverged else {}
+        why = outcome.why_pruned
+        if why is not None:  # the bound and the bar it fell short of, one tag each
+            tags.update(
+                {
+                    "lrsearch.pruned.phase": f"{why.phase:.4g}",
+                    "lrsearch.pruned.bound": f"{why.bound:.6g}",
+                    "lrsearch.pruned.threshold": f"{why.threshold:.6g}",
+                    "lrsearch.pruned.keep_top": str(why.keep_top),
+                    "lrsearch.pruned.confidence": f"{why.confidence:g}",
+                }
+            )
         final = None
         if outcome.state == "COMPLETE" and outcome.value is not None:
             final = (outcome.steps, outcome.value)

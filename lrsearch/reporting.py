@@ -149,6 +149,7 @@ def study_history(handle: StudyHandle) -> StudyHistory:
         counts=counts,
         schedules=[trial_schedule(handle, t) for t in trials],
         total_steps=handle.plan.total_steps,
+        metric=handle.metric_name,
     )
 
 

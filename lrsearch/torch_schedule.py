@@ -58,10 +58,15 @@ class ScheduleDriver:
     False, so a search can leave its momentum parameters out.
 
     Example:
-        >>> driver = ScheduleDriver(optimizer, OneCycle(0.1, total_steps=1000))
-        >>> for step in range(1000):
-        ...     driver.apply(step)   # before forward/backward/step
-        ...     ...
+        >>> from lrsearch.schedules import OneCycle
+        >>> model = torch.nn.Linear(4, 2)
+        >>> optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+        >>> schedule = OneCycle(0.1, total_steps=100)
+        >>> driver = ScheduleDriver(optimizer, schedule)
+        >>> for step in range(100):
+        ...     lr, momentum = driver.apply(step)  # before forward/backward/step
+        >>> optimizer.param_groups[0]["lr"] == schedule.lr_at(99)
+        True
 
     Raises:
         ValueError: if a torch LR scheduler or another driver already drives the optimizer.

@@ -5,7 +5,7 @@ A study file names a function instead of a workload (``loop = "pkg.module:train"
 ``train(ctx)`` once per trial, on the worker's device, with a :class:`TrialContext`: the
 sampled schedule and parameters go out, the loop's losses and validation metric come in.
 
-Example:
+Example (not run as a doctest: the model, data and ``evaluate`` are yours):
     >>> def train(ctx: TrialContext) -> float | None:          # doctest: +SKIP
     ...     model = build_model().to(ctx.device)
     ...     optimizer = torch.optim.AdamW(groups(model, ctx.weight_decay), lr=1e-3)
@@ -162,7 +162,10 @@ class TrialContext:
         lrsearch builds the context of each trial and range-test repeat itself.
 
         Example:
+            >>> from lrsearch.schedules import OneCycle
             >>> ctx = TrialContext(OneCycle(3e-3, 600), epochs=10, steps_per_epoch=60)
+            >>> ctx.lr_at(300)  # the peak, halfway through the cycle
+            0.00269
         """
         if epochs < 1 or steps_per_epoch < 1:
             raise ValueError(

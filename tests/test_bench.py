@@ -575,7 +575,7 @@ def test_replay_counts_every_epoch_trained_and_picks_on_validation() -> None:
 
 
 def test_the_anytime_target_names_every_arm_and_fraction_ahead_of_lrsearch() -> None:
-    from lrsearch.harness.bench._report import _anytime_target
+    from lrsearch.harness.bench._targets import _anytime_target
 
     def arm(eighth: float, quarter: float, half: float, whole: float) -> dict[str, float]:
         return {

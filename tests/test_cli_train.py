@@ -108,3 +108,21 @@ def test_several_seeds_report_the_test_mean_and_std() -> None:
         _run("train", "-w", "digits-mlp", "--epochs", "1", "--seeds", "2", "--json").output
     )
     assert len(record["test_metric"]) == 2 and math.isfinite(record["test_metric_std"])
+
+
+def test_each_seed_is_named_in_its_line_and_its_json_record() -> None:
+    args = ["train", "-w", "tests.tiny_workloads:blobs", "--epochs", "1", "--seed", "5"]
+    text = _run(*args, "--seeds", "2")
+    assert text.exit_code == 0, text.output
+    first, second, summary = text.output.strip().splitlines()
+    assert " seed 5: finished after 1 epochs" in first
+    assert " seed 6: finished after 1 epochs" in second
+    assert summary.startswith("over 2 seeds: ")
+    record = json.loads(_run(*args, "--seeds", "2", "--json").output)
+    assert record["seeds"] == [5, 6]
+    assert [run["seed"] for run in record["runs"]] == [5, 6]
+    assert [run["val_metric"] for run in record["runs"]] == record["val_metric"]
+    assert all("history" not in run and "test_metric" not in run for run in record["runs"])
+    # the first seed alone is that same run, and says which seed it was
+    single = json.loads(_run(*args, "--json").output)
+    assert single["seed"] == 5 and single["val_metric"] == record["runs"][0]["val_metric"]

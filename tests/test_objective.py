@@ -137,8 +137,13 @@ def test_train_from_study_reproduces_the_best_trial_exactly(tmp_path, monkeypatc
         cli, ["train", "--from-study", "obj", "--storage", storage, "--seeds", "3"], obj={}
     )
     assert several.exit_code == 0, several.output
-    summary = several.output.strip().splitlines()[-1]
+    *runs, summary = several.stdout.strip().splitlines()
     assert summary.startswith("over 3 seeds: val_accuracy=") and "±" in summary
+    first = 7 + best.number  # the trial's own seed, then the next ones: each line names its seed
+    assert [line.split(": ")[0].rsplit(" ", 2)[1:] for line in runs] == [
+        ["seed", str(first + k)] for k in range(3)
+    ]
+    assert f"val_accuracy={best.value:.2f} " in runs[0]  # the trial's seed: its result
     mean = float(summary.split("=")[1].split("±")[0])
     assert math.isfinite(mean)
 

@@ -421,9 +421,11 @@ def test_public_surface() -> None:
     assert sorted(pruning.__all__) == [
         "PRUNERS",
         "PlateauPruner",
+        "PruneDecision",
         "StallPruner",
         "final_upper_bound",
         "is_stalled",
+        "last_decision",
         "make_pruner",
         "pruner_from_config",
         "schedule_phase",
@@ -647,3 +649,44 @@ class TestPlateauThreshold:
         assert final_upper_bound(0.0, pairs, 0.9) < NEAR_FINALS[2]  # the latest would prune
         assert not _judged(study, [good])
         assert not _judged(study, [good, 0.0])
+
+
+# --- what the plateau pruner says about its judgement ----------------------------------------
+
+
+def test_the_decision_names_the_bound_and_the_bar_it_was_compared_with() -> None:
+    pruner = PlateauPruner(keep_top=2, epochs=None, n_warmup_steps=1)
+    study = _near_study(pruner)
+    trial = study.ask()
+    trial.report(_mine_for(NEAR_FINALS[1] - 1.0), 1)
+    assert trial.should_prune()
+    decision = pruning.last_decision(pruner, study.study_name, trial.number)
+    assert decision is not None and decision.pruned
+    assert decision.epoch == 1 and decision.phase == 1.0 and decision.peers == len(NEAR)
+    assert decision.threshold == NEAR_FINALS[1]  # the 2nd best final
+    assert decision.bound == pytest.approx(NEAR_FINALS[1] - 1.0, abs=1e-6)
+    line = decision.describe()
+    assert f"{decision.bound:.4g}" in line and "short of 90, the 2nd best final of 5" in line
+    kept = study.ask()
+    kept.report(_mine_for(NEAR_FINALS[1] + 1.0), 1)
+    assert not kept.should_prune()
+    after = pruning.last_decision(pruner, study.study_name, kept.number)
+    assert after is not None and not after.pruned and "within reach of 90" in after.describe()
+    # no judgement kept for a trial never compared, nor by a pruner that keeps none
+    assert pruning.last_decision(pruner, study.study_name, 99) is None
+    assert pruning.last_decision(MedianPruner(), study.study_name, trial.number) is None
+
+
+def test_a_loss_decision_is_in_the_losss_units() -> None:
+    """Minimising, the bound is a lower bound of the loss and the bar the keep_top-th lowest."""
+    pruner = PlateauPruner(keep_top=1, epochs=None, n_warmup_steps=1)
+    study = optuna.create_study(direction="minimize", pruner=pruner)
+    for now, final in NEAR:
+        study.add_trial(_finished([-now, -final]))
+    trial = study.ask()
+    trial.report(-_mine_for(NEAR_FINALS[0] - 2.0), 1)
+    assert trial.should_prune()
+    decision = pruning.last_decision(pruner, study.study_name, trial.number)
+    assert decision is not None
+    assert decision.threshold == -NEAR_FINALS[0]
+    assert decision.bound == pytest.approx(-(NEAR_FINALS[0] - 2.0), abs=1e-6)

@@ -17,6 +17,7 @@ import lrsearch.training
 from lrsearch.cli._study import closing_report
 from lrsearch.config import parse_study_config
 from lrsearch.errors import ConfigError, LrsearchError
+from lrsearch.pruning import cycle_frac_of, schedule_phase
 from lrsearch.schedules import schedule_from_dict
 from lrsearch.study import KEY_RANGE_TEST, load_study, open_study
 from lrsearch.tracking import local_tracking_uri
@@ -301,3 +302,48 @@ def test_the_range_test_fits_its_share_of_the_budget_and_says_so(home) -> None:
     assert settings["steps"] <= 0.05 * settings["budget_steps"] + 1e-9
     assert settings["budget_share"] == pytest.approx(settings["steps"] / settings["budget_steps"])
     assert any("of the study's" in line and "trial steps" in line for line in said)
+
+
+def test_a_pruned_run_records_why(home) -> None:
+    """The plateau pruner's judgement (phase, bound, threshold) reaches the trial and its run."""
+    config = parse_study_config(
+        {
+            **TINY,
+            "study": {**TINY["study"], "name": "why", "n_trials": 4},
+            "pruner": {"name": "plateau", "keep_top": 1, "confidence": 0.51},
+        }
+    )
+    storage = f"sqlite:///{home / 'optuna.db'}"
+    handle = open_study(config, storage, tracking_uri=str(home))
+    prior = handle.prior
+    for max_lr in (prior.center / 3, prior.center, prior.center * 2):  # three finished peers
+        handle.study.enqueue_trial({"max_lr": max_lr})
+    handle.study.enqueue_trial({"max_lr": prior.low})  # far behind them at epoch 1
+    run_study(config, storage_url=storage, show_progress=False, echo=lambda s: None)
+
+    trials = load_study("why", storage).study.get_trials()
+    assert [t.state for t in trials[:3]] == [TrialState.COMPLETE] * 3
+    pruned = trials[3]
+    assert pruned.state == TrialState.PRUNED
+    why = pruned.user_attrs["pruned_because"]
+    epoch = max(pruned.intermediate_values)
+    assert why["pruned"] and why["epoch"] == epoch < 3
+    assert why["keep_top"] == 1 and why["peers"] == 3 and why["confidence"] == 0.51
+    # the threshold is the best finished trial's final value; the bound fell short of it
+    assert why["threshold"] == pytest.approx(max(t.value for t in trials[:3]))
+    assert why["bound"] < why["threshold"]
+    assert why["phase"] == pytest.approx(schedule_phase(epoch, 3, cycle_frac_of(pruned)))
+
+    _client, trial_runs, _ = _runs(home, "why")
+    run = next(r for r in trial_runs if r.data.tags["lrsearch.trial"] == "3")
+    tags = run.data.tags
+    assert tags["lrsearch.state"] == "PRUNED"
+    assert float(tags["lrsearch.pruned.bound"]) == pytest.approx(why["bound"], rel=1e-5)
+    assert float(tags["lrsearch.pruned.threshold"]) == pytest.approx(why["threshold"], rel=1e-5)
+    assert float(tags["lrsearch.pruned.phase"]) == pytest.approx(why["phase"], rel=1e-3)
+    reason = tags["lrsearch.reason"]
+    assert reason.startswith(f"pruned at epoch {epoch}: at phase {why['phase']:.2f}")
+    assert f"{why['bound']:.4g}" in reason and f"{why['threshold']:.4g}" in reason
+    for peer in trial_runs:  # finished runs carry no pruning judgement
+        if peer.data.tags["lrsearch.trial"] != "3":
+            assert "lrsearch.pruned.bound" not in peer.data.tags

@@ -151,12 +151,12 @@ def train(**opts: Any) -> None:
 def _print_results(results: list[TrainResult], seed: int, job: _Job) -> None:
     """One line per seed, then the mean ± std over seeds; test next to validation if any."""
     has_test = job.workload.has_test
-    for result in results:
+    for k, result in enumerate(results):
         status = f"diverged: {result.diverge_reason}" if result.diverged else "finished"
         test = f" test_{result.metric_name}={result.test_metric:.2f}" if has_test else ""
         click.echo(
-            f"{job.workload.name} {job.label}: {status} after {result.epochs} epochs in "
-            f"{result.seconds:.1f}s; val_{result.metric_name}={result.val_metric:.2f} "
+            f"{job.workload.name} {job.label} seed {seed + k}: {status} after "
+            f"{result.epochs} epochs in {result.seconds:.1f}s; val_{result.metric_name}={result.val_metric:.2f} "
             f"val_loss={result.val_loss:.4f}{test}"
         )
     if len(results) > 1:
@@ -167,18 +167,27 @@ def _print_results(results: list[TrainResult], seed: int, job: _Job) -> None:
 
 
 def _json_record(results: list[TrainResult], seed: int, job: _Job) -> dict[str, Any]:
-    """``train --json``'s object: one run's result, or the seeds' summary; test scores only
-    where the workload has a test split."""
+    """``train --json``'s object: one run's result (and its ``seed``), or the seeds' summary
+    with each seed's run under ``runs``; test scores only where the workload has a test split."""
     has_test = job.workload.has_test
     if len(results) == 1:
-        record = results[0].to_dict()
-        record.pop("history", None)
-        if not has_test:
-            record.pop("test_metric", None)
-            record.pop("test_loss", None)
+        record = {"seed": seed, **_run_record(results[0], has_test=has_test)}
     else:
         record = _seeds_record(results, seed, has_test=has_test)
+        record["runs"] = [
+            {"seed": seed + k, **_run_record(r, has_test=has_test)} for k, r in enumerate(results)
+        ]
     record["schedule"] = job.schedule.to_dict()
+    return record
+
+
+def _run_record(result: TrainResult, *, has_test: bool) -> dict[str, Any]:
+    """One run's result for ``--json``: no per-epoch history; test scores only if any."""
+    record = result.to_dict()
+    record.pop("history", None)
+    if not has_test:
+        record.pop("test_metric", None)
+        record.pop("test_loss", None)
     return record
 
 

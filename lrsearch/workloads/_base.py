@@ -162,7 +162,10 @@ class Workload:
         """A copy with some of :attr:`OPTIONS` changed (and checked again).
 
         Example:
+            >>> from lrsearch.workloads import get_workload
             >>> w = get_workload("digits-mlp").with_options(optimizer="adamw", grad_clip=1.0)
+            >>> w.optimizer, w.grad_clip
+            ('adamw', 1.0)
 
         Raises:
             ValueError: an unknown option or a bad value.

@@ -9,7 +9,7 @@ Four sections, each a question with a number for an answer:
 3. **overhead**: one trial inside lrsearch (SQLite, pruner, MLflow) against the bare loop;
 4. **storage**: 1-8 worker processes against PostgreSQL, latency as the study grows.
 
-Example:
+Example (the import runs as a doctest; the benchmark itself takes minutes):
     >>> from lrsearch.harness.bench import SIZES, run_bench, write_report
     >>> report = run_bench(SIZES["quick"])                     # doctest: +SKIP
     >>> write_report(report, Path("bench-report"), command="")  # doctest: +SKIP
@@ -22,8 +22,9 @@ from __future__ import annotations
 
 from lrsearch.harness.bench._config import ARMS, PRUNER_ARMS, SECTIONS, SIZES, BenchConfig
 from lrsearch.harness.bench._recipes import TwoPhaseCycle, fastai_one_cycle, torch_one_cycle
-from lrsearch.harness.bench._report import evaluate_targets, render_markdown, write_report
+from lrsearch.harness.bench._report import render_markdown, write_report
 from lrsearch.harness.bench._run import merge_reports, run_bench
+from lrsearch.harness.bench._targets import evaluate_targets
 
 __all__ = [
     "ARMS",

@@ -52,8 +52,8 @@ def merge_reports(reports: list[dict[str, Any]]) -> dict[str, Any]:
     ``merged_from`` listing each report's command; each search section keeps its own budget
     and epochs.
     """
-    from lrsearch.harness.bench._report import evaluate_targets
     from lrsearch.harness.bench._stats import summarize_pruning, summarize_search
+    from lrsearch.harness.bench._targets import evaluate_targets
 
     if not reports:
         raise ValueError("nothing to merge: name at least one report")
@@ -144,7 +144,7 @@ def run_bench(
         step = _stepper(progress, "storage", len(config.storage_workers))
         report["storage"] = run_storage(config, step)
         say(f"storage: {time.perf_counter() - t0:.0f} s")
-    from lrsearch.harness.bench._report import evaluate_targets
+    from lrsearch.harness.bench._targets import evaluate_targets
 
     report["targets"] = evaluate_targets(report)
     report["machine"]["load_end"] = os.getloadavg()[0]
