@@ -115,9 +115,13 @@ def open_storage(url: str) -> BaseStorage:
                     engine_kwargs=None if url.startswith("sqlite") else {"pool_pre_ping": True},
                 )
         if url.startswith("journal:"):
-            from optuna.storages.journal import JournalFileBackend, JournalStorage
+            from optuna.storages.journal import JournalStorage
 
-            return JournalStorage(JournalFileBackend(url.removeprefix("journal:")))
+            from lrsearch.journal import SafeJournalFile
+
+            return JournalStorage(SafeJournalFile(url.removeprefix("journal:")))
+    except StorageError:
+        raise  # a journal with an unreadable record: its own message says what to do
     except Exception as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise StorageError(

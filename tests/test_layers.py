@@ -29,6 +29,7 @@ LAYERS: list[tuple[str, set[str]]] = [
         "search",
         {
             "storage",
+            "journal",
             "heartbeat",
             "study",
             "objective",
