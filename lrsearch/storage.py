@@ -34,6 +34,7 @@ __all__ = [
     "HEARTBEAT_S",
     "MAX_RETRY",
     "STORAGE_ERRORS",
+    "backend_of",
     "default_home",
     "default_storage",
     "fail_trial",
@@ -94,59 +95,89 @@ def retry_callback() -> RetryHeartbeatStaleTrialCallback:
     return RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)
 
 
-def open_storage(url: str) -> BaseStorage:
+def open_storage(url: str, *, wait: bool = False) -> BaseStorage:
     """Open an Optuna storage; failures become one line without the password.
+
+    A database or a storage proxy is put behind a :class:`~lrsearch.retrying.RetryingStorage`:
+    its calls ride out an outage of up to ``$LRSEARCH_STORAGE_GRACE`` seconds. With ``wait``
+    (a worker whose supervisor has opened this storage already: the URL is right), opening
+    waits out an outage too; otherwise an unreachable storage fails at once.
 
     Raises:
         StorageError: an unsupported URL, or one that cannot be opened.
     """
+    from lrsearch.retrying import retrying, waiting_out
+
+    label = redact(url)
     if url.startswith("grpc://"):
-        return _open_grpc_proxy(url)
-    try:
-        if url.startswith(("postgresql", "mysql", "sqlite")):
-            with warnings.catch_warnings():
-                # Heartbeats are the standard crash recovery, but still flagged experimental.
-                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                return optuna.storages.RDBStorage(
-                    url,
-                    heartbeat_interval=HEARTBEAT_S,
-                    grace_period=GRACE_S,
-                    heartbeat_stale_trial_callback=retry_callback(),
-                    engine_kwargs=None if url.startswith("sqlite") else {"pool_pre_ping": True},
-                )
-        if url.startswith("journal:"):
-            from optuna.storages.journal import JournalStorage
+        proxy = waiting_out(lambda: _open_grpc_proxy(url), label=label, wait=wait)
+        return retrying(proxy, label=label, settle_s=GRACE_S + HEARTBEAT_S)
+    if url.startswith(("postgresql", "mysql", "sqlite")):
+        rdb = waiting_out(lambda: _open_rdb(url), label=label, wait=wait)
+        cached = optuna.storages.get_storage(rdb)  # Optuna's cache in front of it
+        return retrying(cached, label=label, settle_s=GRACE_S + HEARTBEAT_S)
+    if url.startswith("journal:"):
+        from optuna.storages.journal import JournalStorage
 
-            from lrsearch.journal import SafeJournalFile
+        from lrsearch.journal import SafeJournalFile
 
+        try:
             return JournalStorage(SafeJournalFile(url.removeprefix("journal:")))
-    except StorageError:
-        raise  # a journal with an unreadable record: its own message says what to do
-    except Exception as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise StorageError(
-            f"cannot open storage {redact(url)}: {redact(reason)}; check the URL, the server "
-            "and the credentials"
-        ) from None
+        except StorageError:
+            raise  # a journal with an unreadable record: its own message says what to do
+        except Exception as exc:
+            raise _cannot_open(url, exc) from None
     raise StorageError(
         f"unsupported storage URL {redact(url)}; use sqlite:///path, postgresql://..., "
         "journal:/path/file.log or grpc://host:port (lrsearch storage-proxy)"
     )
 
 
+def _cannot_open(url: str, exc: Exception) -> StorageError:
+    reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return StorageError(
+        f"cannot open storage {redact(url)}: {redact(reason)}; check the URL, the server "
+        "and the credentials"
+    )
+
+
+def _open_rdb(url: str) -> optuna.storages.RDBStorage:
+    try:
+        with warnings.catch_warnings():
+            # Heartbeats are the standard crash recovery, but still flagged experimental.
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.storages.RDBStorage(
+                url,
+                heartbeat_interval=HEARTBEAT_S,
+                grace_period=GRACE_S,
+                heartbeat_stale_trial_callback=retry_callback(),
+                engine_kwargs=None if url.startswith("sqlite") else {"pool_pre_ping": True},
+            )
+    except Exception as exc:
+        raise _cannot_open(url, exc) from exc  # the cause: for waiting_out to judge
+
+
 def open_rdb_storage(url: str) -> optuna.storages.RDBStorage:
-    """Open a database storage (what ``lrsearch storage-proxy`` serves).
+    """Open a database storage (what ``lrsearch storage-proxy`` serves), as it is.
 
     Raises:
         StorageError: the URL is not a database's, or cannot be opened.
     """
-    storage = None if url.startswith(("grpc:", "journal:")) else open_storage(url)
-    if not isinstance(storage, optuna.storages.RDBStorage):
+    if not url.startswith(("postgresql", "mysql", "sqlite")):
         raise StorageError(
             f"{redact(url)} is not a database URL; the storage proxy serves postgresql://..., "
             "mysql://... or sqlite:///path"
         )
-    return storage
+    return _open_rdb(url)
+
+
+def backend_of(storage: BaseStorage) -> BaseStorage:
+    """The storage behind lrsearch's retrying wrapper and Optuna's cache (an RDBStorage, say)."""
+    from lrsearch.retrying import RetryingStorage
+
+    if isinstance(storage, RetryingStorage):
+        storage = storage.inner
+    return getattr(storage, "_backend", storage)
 
 
 def _open_grpc_proxy(url: str) -> BaseStorage:
@@ -167,11 +198,11 @@ def _open_grpc_proxy(url: str) -> BaseStorage:
         raise StorageError(
             "grpc:// storage needs grpcio and protobuf: pip install grpcio protobuf"
         ) from None
-    except ConnectionError:
+    except ConnectionError as exc:
         raise StorageError(
             f"no storage proxy answers at {redact(url)} within {PROXY_CONNECT_S:.0f}s; start "
             "one with 'lrsearch storage-proxy --storage URL' and check the host and port"
-        ) from None
+        ) from exc
     return proxy
 
 

@@ -25,7 +25,15 @@ from lrsearch.devices import Slot, parse_devices
 from lrsearch.errors import LrsearchError, StorageError
 from lrsearch.objective import Objective
 from lrsearch.recording import close_orphans, close_study, observe_trials, open_recorder
-from lrsearch.storage import STORAGE_ERRORS, default_home, read_trials, redact
+from lrsearch.retrying import StorageUnavailable, gave_up
+from lrsearch.storage import (
+    STORAGE_ERRORS,
+    default_home,
+    open_storage,
+    read_trials,
+    redact,
+    storage_of,
+)
 from lrsearch.study import FINISHED, StudyHandle, build_workload, load_study, open_study
 
 if TYPE_CHECKING:
@@ -119,13 +127,21 @@ def run_trials(
         # Optuna logs every caught trial failure as a warning; the trial's state and
         # fail_reason attribute already record it.
         warnings.simplefilter("ignore", UserWarning)
-        handle.study.optimize(
-            objective,
-            timeout=timeout,
-            callbacks=callbacks,
-            catch=(Exception,),
-            gc_after_trial=False,
-        )
+        try:
+            handle.study.optimize(
+                objective,
+                timeout=timeout,
+                callbacks=callbacks,
+                catch=(Exception,),
+                gc_after_trial=False,
+            )
+        except Exception:
+            # Past the grace period Optuna's own cleanup trips over the storage too (an
+            # UnboundLocalError in its _run_trial): say what happened, in one line.
+            gone = gave_up(storage_of(handle.study))
+            if gone is not None:
+                raise gone from None
+            raise
     if guard.streak >= guard.limit:
         raise LrsearchError(
             f"{guard.streak} trials in a row failed; last: {guard.last_reason}. "
@@ -279,10 +295,13 @@ def join_study(
     allow_workloads: tuple[str, ...] = (),
     echo: Callable[[str], None] = print,
     show_progress: bool | None = None,
+    storage_wait: bool = False,
 ) -> RunOutcome:
     """``lrsearch worker``: join an existing study; everything else comes from its storage.
 
     Only trusted workloads are imported (see :func:`lrsearch.workloads.check_allowed`).
+    ``storage_wait``: opening the storage waits out an outage (a supervised worker's: its
+    supervisor has opened the same URL, so an unreachable storage is an outage, not a typo).
     """
     from lrsearch.workloads import check_allowed
 
@@ -292,7 +311,8 @@ def join_study(
     started = time.perf_counter()
     quiet = os.environ.get("LRSEARCH_QUIET") == "1"  # a supervised worker: its supervisor speaks
     with interrupt.deferred_interrupts(echo if not quiet else lambda line: None):
-        handle = load_study(study_name, storage_url, seed=None)
+        storage = open_storage(storage_url, wait=storage_wait)
+        handle = load_study(study_name, storage_url, seed=None, storage=storage)
         check_allowed(handle.config.study.workload, allow_workloads)
         handle.plan  # builds the workload: a broken one fails here, before any trial  # noqa: B018
         interrupt.check()
@@ -381,7 +401,10 @@ def worker_main() -> int:
             allow_workloads=(orders["workload"],),
             echo=lambda line: print(line, file=sys.stderr),
             show_progress=False,
+            storage_wait=True,
         )
+    except StorageUnavailable:
+        return StorageUnavailable.exit_code  # its supervisor says it once, for every worker
     except LrsearchError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

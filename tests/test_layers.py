@@ -30,6 +30,7 @@ LAYERS: list[tuple[str, set[str]]] = [
         {
             "storage",
             "journal",
+            "retrying",
             "heartbeat",
             "study",
             "objective",
