@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -42,6 +44,7 @@ __all__ = [
     "list_studies",
     "open_rdb_storage",
     "open_storage",
+    "opening_lock",
     "read_trials",
     "redact",
     "retry_callback",
@@ -204,6 +207,43 @@ def _open_grpc_proxy(url: str) -> BaseStorage:
             "one with 'lrsearch storage-proxy --storage URL' and check the host and port"
         ) from exc
     return proxy
+
+
+@contextmanager
+def opening_lock(url: str, echo: Callable[[str], None] | None = None) -> Iterator[None]:
+    """One process at a time opens (creates, range-tests) studies in a local storage file.
+
+    Two ``lrsearch run`` started at once on one home would both find the study without a
+    range test and both run one; the second waits here (told so through ``echo``) and then
+    finds the first one's result. A file lock (``<storage file>.open.lock``), so for the
+    embedded storages only: a database or a storage proxy is left as it is.
+    """
+    path = _local_file(url)
+    if path is None:
+        yield
+        return
+    import fcntl
+
+    with open(path.with_name(f"{path.name}.open.lock"), "a+b") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if echo is not None:
+                echo("another lrsearch is opening a study in this storage; waiting for it")
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _local_file(url: str) -> Path | None:
+    """The file of a journal or SQLite storage URL (None for anything else)."""
+    if url.startswith("journal:"):
+        return Path(url.removeprefix("journal:"))
+    if url.startswith("sqlite:///") and ":memory:" not in url:
+        return Path(url.removeprefix("sqlite:///").partition("?")[0])
+    return None
 
 
 def list_studies(storage_url: str) -> list[str]:

@@ -30,6 +30,7 @@ from lrsearch.storage import (
     STORAGE_ERRORS,
     default_home,
     open_storage,
+    opening_lock,
     read_trials,
     redact,
     storage_of,
@@ -255,8 +256,13 @@ def run_study(
             ran_range_test.append(line)
             echo(line)
 
-        with waiting(
-            "opening the study (the LR range test runs the first time)", enabled=show_progress
+        # Two `run`s of a study at once on one home: the second waits here for the first's
+        # range test and parent run, and reuses both.
+        with (
+            opening_lock(storage_url),
+            waiting(
+                "opening the study (the LR range test runs the first time)", enabled=show_progress
+            ),
         ):
             handle = open_study(
                 config,
@@ -266,10 +272,10 @@ def run_study(
                 on_range_test=on_range_test,
                 workload=workload,
             )
+            recorder = open_recorder(handle, tracker, log_parent=True) if tracker else None
         interrupt.check()
         for line in describe_study(handle, resumed=not ran_range_test):
             echo(line)
-        recorder = open_recorder(handle, tracker, log_parent=True) if tracker else None
         interrupted = _execute(
             handle,
             slots,
