@@ -48,6 +48,7 @@ __all__ = [
     "read_trials",
     "redact",
     "retry_callback",
+    "served_storage",
     "storage_of",
     "system_attrs",
     "trial_storage_id",
@@ -172,6 +173,33 @@ def open_rdb_storage(url: str) -> optuna.storages.RDBStorage:
             "mysql://... or sqlite:///path"
         )
     return _open_rdb(url)
+
+
+def served_storage(url: str) -> BaseStorage:
+    """What ``lrsearch storage-proxy`` serves: the database behind Optuna's cache.
+
+    Optuna's cache sets a trial's parameter only for a trial it holds; a proxy restarted
+    mid-study (killed, say) never saw the trials its workers asked for before, and would
+    refuse their parameters (``KeyError``), failing the trial. Here such a call goes to the
+    database directly, which checks the same things.
+
+    Raises:
+        StorageError: the URL is not a database's, or cannot be opened.
+    """
+    from optuna.storages._cached_storage import _CachedStorage
+
+    class _ForgivingCache(_CachedStorage):
+        def set_trial_param(
+            self, trial_id: int, name: str, value: float, distribution: Any
+        ) -> None:
+            with self._lock:
+                known = trial_id in self._trial_id_to_study_id_and_number
+            if not known:  # created through another proxy process
+                self._backend.set_trial_param(trial_id, name, value, distribution)
+                return
+            super().set_trial_param(trial_id, name, value, distribution)
+
+    return _ForgivingCache(open_rdb_storage(url))
 
 
 def backend_of(storage: BaseStorage) -> BaseStorage:

@@ -28,7 +28,7 @@ from lrsearch.retrying import (
     retrying,
     settling,
 )
-from lrsearch.storage import backend_of, open_storage
+from lrsearch.storage import backend_of, open_storage, served_storage
 
 
 @pytest.fixture
@@ -143,3 +143,18 @@ def test_the_grace_comes_from_the_environment(monkeypatch) -> None:
     assert outage_grace_s() == 300
     monkeypatch.setenv(GRACE_ENV, "20")
     assert outage_grace_s() == 20
+
+
+def test_a_restarted_proxy_takes_the_parameters_of_a_trial_it_never_saw(tmp_path: Path) -> None:
+    """A trial asked for through one proxy process gets its parameters through the next."""
+    url = f"sqlite:///{tmp_path / 'o.db'}"
+    before = served_storage(url)  # the proxy that was killed
+    study_id = before.create_new_study([optuna.study.StudyDirection.MINIMIZE], "s")
+    trial_id = before.create_new_trial(study_id)
+    after = served_storage(url)  # its replacement, on the same database
+    x = optuna.distributions.FloatDistribution(0.0, 1.0)
+    after.set_trial_param(trial_id, "x", 0.25, x)
+    after.set_trial_param(trial_id, "x", 0.25, x)  # a client's retry: the same value again
+    assert after.get_trial(trial_id).params == {"x": 0.25}
+    for storage in (before, after):
+        backend_of(storage).engine.dispose()
