@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import optuna
@@ -29,6 +30,17 @@ pytestmark = pytest.mark.postgres
 
 N_TRIALS = 6
 OUTAGE_S = 20.0
+
+
+@pytest.fixture
+def procs() -> Iterator[dict[str, subprocess.Popen[str]]]:
+    """The test's lrsearch processes by name; any still running at the end is killed."""
+    started: dict[str, subprocess.Popen[str]] = {}
+    yield started
+    for proc in started.values():
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
 
 
 def _start(tmp_path: Path, tag: str, *args: str, env: dict[str, str]) -> subprocess.Popen[str]:
@@ -56,8 +68,16 @@ def _trials(url: str, name: str) -> list[optuna.trial.FrozenTrial] | None:
         storage.engine.dispose()
 
 
+def _wait_for_trials(url: str, name: str, timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while not _trials(url, name):
+        if time.monotonic() > deadline:
+            raise AssertionError("the study was never created")
+        time.sleep(0.3)
+
+
 def _wait_mid_study(url: str, name: str, *, pid: int | None = None, timeout: float = 300) -> None:
-    """Until a trial has finished and another is training (in process ``pid``, if given)."""
+    """Until a trial is training (in process ``pid``, if given) and others are still to come."""
     owner = f"{socket.gethostname()}:{pid}"
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -65,8 +85,11 @@ def _wait_mid_study(url: str, name: str, *, pid: int | None = None, timeout: flo
         running = [t for t in trials if t.state == TrialState.RUNNING]
         if pid is not None:
             running = [t for t in running if t.user_attrs.get("worker") == owner]
-        if running and any(t.state == TrialState.COMPLETE for t in trials):
+        finished = sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials)
+        if running and finished <= N_TRIALS - 2:
             return
+        if finished > N_TRIALS - 2:
+            raise AssertionError("the study went too fast to stop it in the middle")
         time.sleep(0.3)
     raise AssertionError("the study never got going")
 
@@ -100,22 +123,29 @@ def _check(url: str, name: str, home: Path) -> None:
     runs = client.search_runs([experiment.experiment_id], max_results=1000)
     assert all(run.info.status != "RUNNING" for run in runs)
     finished = [run for run in _trial_runs(client, name) if run.info.status == "FINISHED"]
-    assert len(finished) == N_TRIALS
+    assert len(finished) == states.count(TrialState.COMPLETE)  # a pruned trial's run: KILLED
 
 
 def _env_for(home: Path) -> dict[str, str]:
     return _env(home, LRSEARCH_STORAGE_GRACE="120")  # a broken test fails in minutes, not hours
 
 
-def test_two_workers_ride_out_a_database_restart(tmp_path: Path, private_pg: PrivateCluster):  # noqa: F811
+def test_two_workers_ride_out_a_database_restart(
+    tmp_path: Path,
+    private_pg: PrivateCluster,  # noqa: F811
+    procs: dict[str, subprocess.Popen[str]],
+) -> None:
     name = f"pgout{uuid.uuid4().hex[:6]}"
     url = private_pg.create_database(name)
-    f = _study_file(tmp_path, name, n_trials=N_TRIALS, epochs=4, n=2048)
+    f = _study_file(tmp_path, name, n_trials=N_TRIALS, epochs=6, n=4096)
     env = _env_for(tmp_path)
-    procs = {
-        "run": _start(tmp_path, "run", "run", str(f), "--storage", url, "--devices", "cpu", env=env)
-    }
-    _wait_mid_study(url, name)
+    first = ("run", str(f), "--storage", url, "--devices", "cpu", "--n-trials", "1")
+    procs["create"] = _start(tmp_path, "create", *first, env=env)  # range test + one trial
+    _finish(tmp_path, procs)
+    # Then `run` and a `worker` start together: both are training when the database stops.
+    procs["run"] = _start(
+        tmp_path, "run", "run", str(f), "--storage", url, "--devices", "cpu", env=env
+    )
     worker = ("worker", "--study", name, "--storage", url, "--devices", "cpu")
     procs["worker"] = _start(tmp_path, "worker", *worker, "--allow-workload", "tests.*", env=env)
     _wait_mid_study(url, name, pid=procs["worker"].pid)  # the worker is in, training
@@ -130,12 +160,13 @@ def test_two_workers_ride_out_a_database_restart(tmp_path: Path, private_pg: Pri
 def test_a_supervisor_and_its_workers_ride_out_a_database_restart(
     tmp_path: Path,
     private_pg: PrivateCluster,  # noqa: F811
+    procs: dict[str, subprocess.Popen[str]],
 ) -> None:
     name = f"pgsup{uuid.uuid4().hex[:6]}"
     url = private_pg.create_database(name)
     f = _study_file(tmp_path, name, n_trials=N_TRIALS, epochs=4, n=2048)
     command = ("run", str(f), "--storage", url, "--devices", "cpu", "--trials-per-device", "2")
-    procs = {"run": _start(tmp_path, "run", *command, env=_env_for(tmp_path))}
+    procs["run"] = _start(tmp_path, "run", *command, env=_env_for(tmp_path))
     _wait_mid_study(url, name)
     private_pg.stop()
     time.sleep(OUTAGE_S)
@@ -164,7 +195,11 @@ def _proxy(port: int, url: str, env: dict[str, str]) -> subprocess.Popen[str]:
     raise AssertionError("storage-proxy never listened")
 
 
-def test_a_storage_proxy_sigkilled_and_restarted(tmp_path: Path, private_pg: PrivateCluster):  # noqa: F811
+def test_a_storage_proxy_sigkilled_and_restarted(
+    tmp_path: Path,
+    private_pg: PrivateCluster,  # noqa: F811
+    procs: dict[str, subprocess.Popen[str]],
+) -> None:
     name = f"pgprx{uuid.uuid4().hex[:6]}"
     url = private_pg.create_database(name)
     port = free_port()
@@ -173,7 +208,7 @@ def test_a_storage_proxy_sigkilled_and_restarted(tmp_path: Path, private_pg: Pri
     f = _study_file(tmp_path, name, n_trials=N_TRIALS, epochs=4, n=2048)
     grpc_url = f"grpc://127.0.0.1:{port}"
     command = ("run", str(f), "--storage", grpc_url, "--devices", "cpu", "--trials-per-device", "2")
-    procs = {"run": _start(tmp_path, "run", *command, env=env)}
+    procs["run"] = _start(tmp_path, "run", *command, env=env)
     try:
         _wait_mid_study(url, name)
         proxy.send_signal(signal.SIGKILL)
