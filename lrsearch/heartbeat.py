@@ -27,11 +27,13 @@ import optuna
 from optuna.storages import BaseStorage, InMemoryStorage
 from optuna.trial import FrozenTrial, TrialState
 
+from lrsearch.retrying import settling
 from lrsearch.storage import (
     GRACE_S,
     HEARTBEAT_S,
     fail_trial,
     has_optuna_heartbeat,
+    storage_of,
     trial_storage_id,
 )
 
@@ -109,6 +111,8 @@ def fail_stale(
     Returns:
         The numbers of the trials this call failed (another worker may fail some first).
     """
+    if settling(storage_of(study)):
+        return []  # every heartbeat is old right after an outage: give the workers time to beat
     if trials is None:
         trials = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
     now = time.time()

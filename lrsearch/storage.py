@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -35,6 +37,7 @@ __all__ = [
     "HEARTBEAT_S",
     "MAX_RETRY",
     "STORAGE_ERRORS",
+    "backend_of",
     "check_storage_writable",
     "check_tracking_writable",
     "default_home",
@@ -44,9 +47,11 @@ __all__ = [
     "list_studies",
     "open_rdb_storage",
     "open_storage",
+    "opening_lock",
     "read_trials",
     "redact",
     "retry_callback",
+    "served_storage",
     "storage_of",
     "system_attrs",
     "trial_storage_id",
@@ -189,55 +194,116 @@ def retry_callback() -> RetryHeartbeatStaleTrialCallback:
     return RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)
 
 
-def open_storage(url: str) -> BaseStorage:
+def open_storage(url: str, *, wait: bool = False) -> BaseStorage:
     """Open an Optuna storage; failures become one line without the password.
+
+    A database or a storage proxy is put behind a :class:`~lrsearch.retrying.RetryingStorage`:
+    its calls ride out an outage of up to ``$LRSEARCH_STORAGE_GRACE`` seconds. With ``wait``
+    (a worker whose supervisor has opened this storage already: the URL is right), opening
+    waits out an outage too; otherwise an unreachable storage fails at once.
 
     Raises:
         StorageError: an unsupported URL, or one that cannot be opened.
     """
-    if url.startswith("grpc://"):
-        return _open_grpc_proxy(url)
-    try:
-        if url.startswith(("postgresql", "mysql", "sqlite")):
-            with warnings.catch_warnings():
-                # Heartbeats are the standard crash recovery, but still flagged experimental.
-                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                return optuna.storages.RDBStorage(
-                    url,
-                    heartbeat_interval=HEARTBEAT_S,
-                    grace_period=GRACE_S,
-                    heartbeat_stale_trial_callback=retry_callback(),
-                    engine_kwargs=None if url.startswith("sqlite") else {"pool_pre_ping": True},
-                )
-        if url.startswith("journal:"):
-            from optuna.storages.journal import JournalFileBackend, JournalStorage
+    from lrsearch.retrying import retrying, waiting_out
 
-            return JournalStorage(JournalFileBackend(url.removeprefix("journal:")))
-    except Exception as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise StorageError(
-            f"cannot open storage {redact(url)}: {redact(reason)}; check the URL, the server "
-            "and the credentials"
-        ) from None
+    label = redact(url)
+    if url.startswith("grpc://"):
+        proxy = waiting_out(lambda: _open_grpc_proxy(url), label=label, wait=wait)
+        return retrying(proxy, label=label, settle_s=GRACE_S + HEARTBEAT_S)
+    if url.startswith(("postgresql", "mysql", "sqlite")):
+        rdb = waiting_out(lambda: _open_rdb(url), label=label, wait=wait)
+        cached = optuna.storages.get_storage(rdb)  # Optuna's cache in front of it
+        return retrying(cached, label=label, settle_s=GRACE_S + HEARTBEAT_S)
+    if url.startswith("journal:"):
+        from optuna.storages.journal import JournalStorage
+
+        from lrsearch.journal import SafeJournalFile
+
+        try:
+            return JournalStorage(SafeJournalFile(url.removeprefix("journal:")))
+        except StorageError:
+            raise  # a journal with an unreadable record: its own message says what to do
+        except Exception as exc:
+            raise _cannot_open(url, exc) from None
     raise StorageError(
         f"unsupported storage URL {redact(url)}; use sqlite:///path, postgresql://..., "
         "journal:/path/file.log or grpc://host:port (lrsearch storage-proxy)"
     )
 
 
+def _cannot_open(url: str, exc: Exception) -> StorageError:
+    reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return StorageError(
+        f"cannot open storage {redact(url)}: {redact(reason)}; check the URL, the server "
+        "and the credentials"
+    )
+
+
+def _open_rdb(url: str) -> optuna.storages.RDBStorage:
+    try:
+        with warnings.catch_warnings():
+            # Heartbeats are the standard crash recovery, but still flagged experimental.
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.storages.RDBStorage(
+                url,
+                heartbeat_interval=HEARTBEAT_S,
+                grace_period=GRACE_S,
+                heartbeat_stale_trial_callback=retry_callback(),
+                engine_kwargs=None if url.startswith("sqlite") else {"pool_pre_ping": True},
+            )
+    except Exception as exc:
+        raise _cannot_open(url, exc) from exc  # the cause: for waiting_out to judge
+
+
 def open_rdb_storage(url: str) -> optuna.storages.RDBStorage:
-    """Open a database storage (what ``lrsearch storage-proxy`` serves).
+    """Open a database storage (what ``lrsearch storage-proxy`` serves), as it is.
 
     Raises:
         StorageError: the URL is not a database's, or cannot be opened.
     """
-    storage = None if url.startswith(("grpc:", "journal:")) else open_storage(url)
-    if not isinstance(storage, optuna.storages.RDBStorage):
+    if not url.startswith(("postgresql", "mysql", "sqlite")):
         raise StorageError(
             f"{redact(url)} is not a database URL; the storage proxy serves postgresql://..., "
             "mysql://... or sqlite:///path"
         )
-    return storage
+    return _open_rdb(url)
+
+
+def served_storage(url: str) -> BaseStorage:
+    """What ``lrsearch storage-proxy`` serves: the database behind Optuna's cache.
+
+    Optuna's cache sets a trial's parameter only for a trial it holds; a proxy restarted
+    mid-study (killed, say) never saw the trials its workers asked for before, and would
+    refuse their parameters (``KeyError``), failing the trial. Here such a call goes to the
+    database directly, which checks the same things.
+
+    Raises:
+        StorageError: the URL is not a database's, or cannot be opened.
+    """
+    from optuna.storages._cached_storage import _CachedStorage
+
+    class _ForgivingCache(_CachedStorage):
+        def set_trial_param(
+            self, trial_id: int, name: str, value: float, distribution: Any
+        ) -> None:
+            with self._lock:
+                known = trial_id in self._trial_id_to_study_id_and_number
+            if not known:  # created through another proxy process
+                self._backend.set_trial_param(trial_id, name, value, distribution)
+                return
+            super().set_trial_param(trial_id, name, value, distribution)
+
+    return _ForgivingCache(open_rdb_storage(url))
+
+
+def backend_of(storage: BaseStorage) -> BaseStorage:
+    """The storage behind lrsearch's retrying wrapper and Optuna's cache (an RDBStorage, say)."""
+    from lrsearch.retrying import RetryingStorage
+
+    if isinstance(storage, RetryingStorage):
+        storage = storage.inner
+    return getattr(storage, "_backend", storage)
 
 
 def _open_grpc_proxy(url: str) -> BaseStorage:
@@ -258,12 +324,49 @@ def _open_grpc_proxy(url: str) -> BaseStorage:
         raise StorageError(
             "grpc:// storage needs grpcio and protobuf: pip install grpcio protobuf"
         ) from None
-    except ConnectionError:
+    except ConnectionError as exc:
         raise StorageError(
             f"no storage proxy answers at {redact(url)} within {PROXY_CONNECT_S:.0f}s; start "
             "one with 'lrsearch storage-proxy --storage URL' and check the host and port"
-        ) from None
+        ) from exc
     return proxy
+
+
+@contextmanager
+def opening_lock(url: str, echo: Callable[[str], None] | None = None) -> Iterator[None]:
+    """One process at a time opens (creates, range-tests) studies in a local storage file.
+
+    Two ``lrsearch run`` started at once on one home would both find the study without a
+    range test and both run one; the second waits here (told so through ``echo``) and then
+    finds the first one's result. A file lock (``<storage file>.open.lock``), so for the
+    embedded storages only: a database or a storage proxy is left as it is.
+    """
+    path = _local_file(url)
+    if path is None:
+        yield
+        return
+    import fcntl
+
+    with open(path.with_name(f"{path.name}.open.lock"), "a+b") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if echo is not None:
+                echo("another lrsearch is opening a study in this storage; waiting for it")
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _local_file(url: str) -> Path | None:
+    """The file of a journal or SQLite storage URL (None for anything else)."""
+    if url.startswith("journal:"):
+        return Path(url.removeprefix("journal:"))
+    if url.startswith("sqlite:///") and ":memory:" not in url:
+        return Path(url.removeprefix("sqlite:///").partition("?")[0])
+    return None
 
 
 def list_studies(storage_url: str) -> list[str]:

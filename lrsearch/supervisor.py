@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 
 from lrsearch import interrupt
 from lrsearch.devices import Slot
-from lrsearch.errors import WorkloadError
+from lrsearch.errors import LrsearchError, WorkloadError
 from lrsearch.recording import recover_worker
 from lrsearch.storage import STORAGE_ERRORS
 from lrsearch.study import StudyHandle
@@ -106,7 +106,7 @@ class Supervisor:
                     with contextlib.suppress(*STORAGE_ERRORS):  # progress can wait for the storage
                         progress.refresh(sum(w.process.poll() is None for w in self.workers))
                 time.sleep(POLL_S)
-        except KeyboardInterrupt:
+        except BaseException:  # Ctrl-C, or the storage gone past its grace period
             self._stop_all()
             raise
         if self.broken_workload and self.handle.n_finished() < self.n_trials:
@@ -124,8 +124,8 @@ class Supervisor:
                 recovered = self._recover(w.process.pid)
                 finished = self.handle.n_finished()
             except STORAGE_ERRORS as exc:
-                # The storage is down (a database restart, say): try again at the next poll.
-                self._say_once(f"storage unreachable ({type(exc).__name__}); retrying")
+                # Not an outage the storage rides out by itself: try again at the next poll.
+                self._say_once(f"storage error ({type(exc).__name__}); retrying")
                 return
             w.handled = True
             self.echo(
@@ -160,4 +160,7 @@ class Supervisor:
             except subprocess.TimeoutExpired:
                 w.process.kill()
             if w.process.returncode not in (0, None):
-                self._recover(w.process.pid)
+                # Best effort on the way out: a trial left RUNNING here is failed and
+                # retried by the heartbeat of the next run or worker.
+                with contextlib.suppress(LrsearchError, *STORAGE_ERRORS):
+                    self._recover(w.process.pid)

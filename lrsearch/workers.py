@@ -31,13 +31,17 @@ from lrsearch.recording import (
     observe_trials,
     open_recorder,
 )
+from lrsearch.retrying import StorageUnavailable, gave_up
 from lrsearch.storage import (
     STORAGE_ERRORS,
     check_storage_writable,
     check_tracking_writable,
     default_home,
+    open_storage,
+    opening_lock,
     read_trials,
     redact,
+    storage_of,
     trusted_tracking_uri,
 )
 from lrsearch.study import FINISHED, StudyHandle, build_workload, load_study, open_study
@@ -140,13 +144,21 @@ def run_trials(
         # Optuna logs every caught trial failure as a warning; the trial's state and
         # fail_reason attribute already record it.
         warnings.simplefilter("ignore", UserWarning)
-        handle.study.optimize(
-            objective,
-            timeout=timeout,
-            callbacks=callbacks,
-            catch=(Exception,),
-            gc_after_trial=False,
-        )
+        try:
+            handle.study.optimize(
+                objective,
+                timeout=timeout,
+                callbacks=callbacks,
+                catch=(Exception,),
+                gc_after_trial=False,
+            )
+        except Exception:
+            # Past the grace period Optuna's own cleanup trips over the storage too (an
+            # UnboundLocalError in its _run_trial): say what happened, in one line.
+            gone = gave_up(storage_of(handle.study))
+            if gone is not None:
+                raise gone from None
+            raise
     if guard.streak >= guard.limit:
         raise WorkloadError(
             f"{guard.streak} trials in a row failed; last: {guard.last_reason}. "
@@ -270,8 +282,13 @@ def run_study(
             ran_range_test.append(line)
             echo(line)
 
-        with waiting(
-            "opening the study (the LR range test runs the first time)", enabled=show_progress
+        # Two `run`s of a study at once on one home: the second waits here for the first's
+        # range test and parent run, and reuses both.
+        with (
+            opening_lock(storage_url),
+            waiting(
+                "opening the study (the LR range test runs the first time)", enabled=show_progress
+            ),
         ):
             handle = open_study(
                 config,
@@ -281,10 +298,10 @@ def run_study(
                 on_range_test=on_range_test,
                 workload=workload,
             )
+            recorder = open_recorder(handle, tracker, log_parent=True) if tracker else None
         interrupt.check()
         for line in describe_study(handle, resumed=not ran_range_test):
             echo(line)
-        recorder = open_recorder(handle, tracker, log_parent=True) if tracker else None
         try:
             interrupted = _execute(
                 handle,
@@ -317,12 +334,15 @@ def join_study(
     tracking: bool = True,
     echo: Callable[[str], None] = print,
     show_progress: bool | None = None,
+    storage_wait: bool = False,
 ) -> RunOutcome:
     """``lrsearch worker``: join an existing study; everything else comes from its storage.
 
     Only trusted workloads are imported (see :func:`lrsearch.workloads.check_allowed`), and
     the study's stored tracking URI is used only where :func:`~lrsearch.storage.trusted_tracking_uri`
     allows it; ``tracking_uri`` (the operator's own) replaces it.
+    ``storage_wait``: opening the storage waits out an outage (a supervised worker's: its
+    supervisor has opened the same URL, so an unreachable storage is an outage, not a typo).
     """
     slots = parse_devices(devices, trials_per_device)
     # Unseeded: workers on other hosts (or in other containers) must not repeat each other's
@@ -331,7 +351,10 @@ def join_study(
     quiet = os.environ.get("LRSEARCH_QUIET") == "1"  # a supervised worker: its supervisor speaks
     with interrupt.deferred_interrupts(echo if not quiet else lambda line: None):
         check_storage_writable(storage_url)
-        handle = load_study(study_name, storage_url, seed=None, allow_workloads=allow_workloads)
+        storage = open_storage(storage_url, wait=storage_wait)
+        handle = load_study(
+            study_name, storage_url, seed=None, allow_workloads=allow_workloads, storage=storage
+        )
         # builds the workload: an untrusted or broken one fails here, before any trial
         handle.plan  # noqa: B018
         if tracking_uri is None and tracking:
@@ -430,7 +453,10 @@ def worker_main() -> int:
             tracking=orders.get("tracking_uri") is not None,
             echo=_stderr,
             show_progress=False,
+            storage_wait=True,
         )
+    except StorageUnavailable:
+        return StorageUnavailable.exit_code  # its supervisor says it once, for every worker
     except LrsearchError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code  # a WorkloadError's tells the supervisor not to restart it

@@ -29,6 +29,8 @@ LAYERS: list[tuple[str, set[str]]] = [
         "search",
         {
             "storage",
+            "journal",
+            "retrying",
             "heartbeat",
             "study",
             "objective",

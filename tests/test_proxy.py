@@ -241,18 +241,17 @@ def test_storage_proxy_refuses_what_it_cannot_serve(tmp_path: Path) -> None:
 # --- real workers through the proxy, PostgreSQL behind it -----------------------------------
 
 
-@pytest.mark.postgres
-@pytest.mark.load  # opt-in (`make test-load`): keeps CI's distributed stage inside its budget
+@pytest.mark.postgres  # CI's distributed stage; small: 3 trials
 def test_a_study_runs_through_the_proxy(tmp_path: Path, pg_url: str, proxy_over) -> None:  # noqa: F811
     grpc_url = proxy_over(pg_url)
-    f = _study_file(tmp_path, "proxied", n_trials=4)
+    f = _study_file(tmp_path, "proxied", n_trials=3)
     env = _env(tmp_path)
     command = ["run", str(f), "--storage", grpc_url, "--devices", "cpu", "--trials-per-device", "2"]
     out = _lrsearch(*command, env=env)
     assert out.returncode == 0, out.stderr[-3000:]
     study = _load("proxied", pg_url)
     states = [t.state for t in study.trials]
-    assert sum(s in (TrialState.COMPLETE, TrialState.PRUNED) for s in states) == 4
+    assert sum(s in (TrialState.COMPLETE, TrialState.PRUNED) for s in states) == 3
     assert TrialState.RUNNING not in states
     assert len({t.user_attrs.get("worker") for t in study.trials}) >= 2  # two processes trained
     assert all(last_beat(t) is not None for t in study.trials)  # lrsearch's heartbeat ran
@@ -263,7 +262,7 @@ def test_a_study_runs_through_the_proxy(tmp_path: Path, pg_url: str, proxy_over)
     status = runner.invoke(cli, ["status", "--study", "proxied", "--storage", grpc_url, "--json"])
     assert status.exit_code == 0, status.output
     counts = json.loads(status.output)["trials"]
-    assert counts["COMPLETE"] + counts["PRUNED"] == 4
+    assert counts["COMPLETE"] + counts["PRUNED"] == 3
     trust = ("--allow-workload", "tests.*")  # the stored workload is a test's
     best = runner.invoke(cli, ["best", "--study", "proxied", "--storage", grpc_url, *trust])
     assert best.exit_code == 0 and "max_lr" in best.output, best.output
@@ -273,22 +272,21 @@ def test_a_study_runs_through_the_proxy(tmp_path: Path, pg_url: str, proxy_over)
     assert retrain.exit_code == 0, retrain.output
 
 
-@pytest.mark.postgres
-@pytest.mark.load  # opt-in (`make test-load`): keeps CI's distributed stage inside its budget
+@pytest.mark.postgres  # CI's distributed stage; small: 3 trials of 4 epochs
 def test_a_sigkilled_worker_behind_the_proxy_is_failed_retried_and_its_run_failed(
     tmp_path: Path,
     pg_url: str,  # noqa: F811
     proxy_over,
 ) -> None:
     grpc_url = proxy_over(pg_url)
-    f = _study_file(tmp_path, "lost", n_trials=4, epochs=6, n=2048)
+    f = _study_file(tmp_path, "lost", n_trials=3, epochs=4, n=2048)
     env = _env(tmp_path, LRSEARCH_HEARTBEAT_S="1", LRSEARCH_GRACE_S="3")
     created = _lrsearch(
         "run", str(f), "--storage", grpc_url, "--devices", "cpu", "--n-trials", "1", env=env
     )
     assert created.returncode == 0, created.stderr[-3000:]
     worker_env = {**env, "LRSEARCH_STORAGE": grpc_url}
-    command = ["worker", "--study", "lost", "--devices", "cpu", "--n-trials", "4"]
+    command = ["worker", "--study", "lost", "--devices", "cpu", "--n-trials", "3"]
     command += ["--allow-workload", "tests.*"]
     worker = subprocess.Popen(
         [sys.executable, "-m", "lrsearch.cli", *command],
@@ -310,7 +308,7 @@ def test_a_sigkilled_worker_behind_the_proxy_is_failed_retried_and_its_run_faile
     retries = [t for t in study.trials if t.system_attrs.get("failed_trial") == victim.number]
     assert len(retries) == 1 and retries[0].state == TrialState.COMPLETE
     assert retries[0].params == dead.params
-    assert sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in study.trials) == 4
+    assert sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in study.trials) == 3
     assert not study.get_trials(states=(TrialState.RUNNING,))
     run = MlflowClient(local_tracking_uri(tmp_path)[0]).get_run(dead.user_attrs["mlflow_run_id"])
     assert run.info.status == "FAILED"

@@ -8,6 +8,7 @@ import uuid
 import pytest
 
 from lrsearch.harness.round_trips import MAX_PER_TRIAL, TrialRoundTrips, measure
+from tests.private_pg import unavailable
 
 WORKLOAD = "tests.tiny_workloads:blobs_with_test"
 PG = os.environ.get("LRSEARCH_TEST_PG", "postgresql://postgres@127.0.0.1:5432")
@@ -52,7 +53,7 @@ def test_a_trial_stays_within_its_round_trips_on_postgresql() -> None:
         with psycopg.connect(f"{PG}/postgres", autocommit=True, connect_timeout=3) as conn:
             conn.execute(f'CREATE DATABASE "{name}"')
     except psycopg.Error as exc:  # pragma: no cover - depends on the machine
-        pytest.skip(f"PostgreSQL not reachable at {PG}: {exc}")
+        unavailable(f"PostgreSQL not reachable at {PG}: {exc}")
     try:
         _check(measure(f"{PG}/{name}", workload=WORKLOAD))
     finally:

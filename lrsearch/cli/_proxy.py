@@ -43,11 +43,11 @@ def storage_proxy(storage: str | None, host: str, port: int) -> None:
     """
     import optuna
 
-    from lrsearch.storage import open_rdb_storage, redact
+    from lrsearch.storage import redact, served_storage
 
     if not storage:
         raise click.UsageError("no database to serve: pass --storage URL or set $LRSEARCH_STORAGE")
-    served = optuna.storages.get_storage(open_rdb_storage(storage))  # Optuna's cache in front
+    served = served_storage(storage)  # Optuna's cache in front
     _check_free(host, port)
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # the line below says where it listens
     reach = socket.gethostname() if host in _ANY else host

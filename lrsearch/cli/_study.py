@@ -56,7 +56,25 @@ def budget_options(f: Any) -> Any:
     )(f)
 
 
+def _set_storage_grace(ctx: click.Context, param: click.Parameter, value: float | None) -> None:
+    from lrsearch.retrying import GRACE_ENV
+
+    if value is not None:  # through the environment: supervised workers inherit it
+        os.environ[GRACE_ENV] = str(value)
+
+
 def storage_option(f: Any) -> Any:
+    """``--storage`` and ``--storage-grace``."""
+    f = click.option(
+        "--storage-grace",
+        type=click.FloatRange(min=0),
+        default=None,
+        expose_value=False,
+        callback=_set_storage_grace,
+        metavar="SECONDS",
+        help="How long storage calls wait out an unreachable database or storage proxy "
+        "before giving up (default: $LRSEARCH_STORAGE_GRACE, else 300).",
+    )(f)
     return click.option("--storage", default=None, help=STORAGE_HELP)(f)
 
 

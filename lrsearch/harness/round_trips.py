@@ -154,7 +154,9 @@ def count_round_trips(storage: optuna.storages.BaseStorage) -> Iterator[RoundTri
     """
     from sqlalchemy import event
 
-    backend = getattr(storage, "_backend", storage)  # Optuna's _CachedStorage wraps it
+    from lrsearch.storage import backend_of
+
+    backend = backend_of(storage)  # behind lrsearch's retrying wrapper and Optuna's cache
     if not isinstance(backend, optuna.storages.RDBStorage):
         raise TypeError(f"round trips are counted on an RDBStorage, got {type(storage).__name__}")
     counter = RoundTrips()
@@ -185,7 +187,7 @@ def measure(
     report, and a pruned trial reports less).
     """
     from lrsearch.config import parse_study_config
-    from lrsearch.storage import storage_of
+    from lrsearch.storage import backend_of, storage_of
     from lrsearch.study import open_study
     from lrsearch.workers import run_trials
 
@@ -209,7 +211,7 @@ def measure(
                 echo=lambda _: None,
             )
     finally:
-        backend = getattr(storage, "_backend", storage)
+        backend = backend_of(storage)
         if isinstance(backend, optuna.storages.RDBStorage):
             backend.engine.dispose()  # the bench drops its database next
     return counter.trials

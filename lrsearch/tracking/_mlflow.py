@@ -134,12 +134,13 @@ class MlflowTracker(Tracker):
         with self._errors("opening the store", broad=True):
             self.tracking_uri, default_root = _resolve_uri(tracking_uri)
             self.artifact_root = (artifact_root or default_root or "").rstrip("/") or None
-            try:
-                self._client = _open_client(self.tracking_uri, remote)
-            except Exception as exc:
-                if not repair_interrupted_migration(self.tracking_uri, exc):
-                    raise
-                self._client = _open_client(self.tracking_uri, remote)
+            with _creating(self.tracking_uri):  # two processes at once: one creates it
+                try:
+                    self._client = _open_client(self.tracking_uri, remote)
+                except Exception as exc:
+                    if not repair_interrupted_migration(self.tracking_uri, exc):
+                        raise
+                    self._client = _open_client(self.tracking_uri, remote)
 
     def __repr__(self) -> str:
         return f"MlflowTracker({redact_url(self.tracking_uri)!r})"
@@ -269,6 +270,25 @@ class MlflowTracker(Tracker):
                 return False
             self._client.set_experiment_tag(experiment_id, EXPERIMENT_KIND_TAG, ML_EXPERIMENT_KIND)
         return True
+
+
+@contextmanager
+def _creating(uri: str) -> Iterator[None]:
+    """Hold ``<db>.lock`` while a SQLite store is opened: its creation and migration happen
+    once, not twice at once (a second process would fail on the first one's half-made schema).
+    """
+    if not uri.startswith("sqlite:///") or ":memory:" in uri:
+        yield
+        return
+    import fcntl
+
+    db = Path(uri.removeprefix("sqlite:///").partition("?")[0])
+    with open(db.with_name(f"{db.name}.lock"), "a+b") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def _open_client(uri: str, remote: bool) -> Any:

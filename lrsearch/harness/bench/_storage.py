@@ -100,6 +100,9 @@ def _counted(storage: Any) -> Callable[[], int]:
     An RDBStorage's are its database transactions (SQLAlchemy's ``begin`` events); a gRPC
     proxy client's its calls (its stub, wrapped; Optuna's client cache shares the stub).
     """
+    from lrsearch.storage import backend_of
+
+    storage = backend_of(storage)  # the database's engine, or the proxy client's stub
     count = [0]
     engine = getattr(storage, "engine", None)
     if engine is not None:
@@ -613,7 +616,7 @@ def run_storage(config: BenchConfig, advance: Callable[[], None]) -> dict[str, A
     import psycopg
     from psycopg import sql
 
-    from lrsearch.storage import open_storage, redact
+    from lrsearch.storage import open_rdb_storage, redact
 
     database = f"lrsearch_bench_{uuid.uuid4().hex[:12]}"
     admin_url, url = _urls(config.postgres, database)
@@ -629,9 +632,7 @@ def run_storage(config: BenchConfig, advance: Callable[[], None]) -> dict[str, A
     try:
         admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database)))
         server = _Server(admin, database)
-        storage = open_storage(url)
-        if not isinstance(storage, optuna.storages.RDBStorage):
-            raise TypeError(f"expected a database storage, got {type(storage).__name__}")
+        storage = open_rdb_storage(url)
         arms = ["direct"]
         if config.storage_proxy:
             storage.engine.dispose()  # the schema exists: the proxy only opens it
