@@ -374,9 +374,7 @@ def compare_sizes(measured: Sequence[Row], rule: Row, log: Log = print) -> dict[
     return {"rows": rows, "rms_error_decades": {"budget": small_rms, "full": full_rms}}
 
 
-def from_calibration(
-    old: Row, log: Log = lambda _: None
-) -> tuple[dict[str, Any], dict[str, Any]]:
+def from_calibration(old: Row, log: Log = lambda _: None) -> tuple[dict[str, Any], dict[str, Any]]:
     """A workload of an earlier ``lrsearch calibrate-prior`` run (its sweep kept: it does not
     depend on the readings) with its range tests run again by this version, study-sized:
     ``(the new part, the kept part)``."""
