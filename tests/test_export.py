@@ -34,7 +34,8 @@ def _invoke(env: dict[str, str], *args: str):
 def exported(tmp_path_factory):
     home = tmp_path_factory.mktemp("home")
     (home / "study.toml").write_text(STUDY)
-    env = {"LRSEARCH_HOME": str(home)}
+    # the study names a test workload by import path: this process trusts the tests' own
+    env = {"LRSEARCH_HOME": str(home), "LRSEARCH_ALLOW_WORKLOAD": "tests.*"}
     _invoke(env, "run", str(home / "study.toml"))
     record = json.loads(_invoke(env, "best", "--study", "exported", "--format", "json"))
     script = home / "best.py"

@@ -15,6 +15,8 @@ from hypothesis import strategies as st
 from lrsearch.cli import cli
 from lrsearch.errors import LrsearchError
 
+# Every trial trains (no bracketing probe a decade out, which may diverge and be pruned): the
+# tests built on this study count complete trials and FINISHED runs.
 STUDY = """
 [study]
 name = "{name}"
@@ -23,7 +25,9 @@ n_trials = 2
 epochs = 2
 [range_test]
 repeats = 1
-num_iter = 20
+num_iter = 40
+[prior]
+startup = "prior"
 """
 
 

@@ -36,10 +36,16 @@ def _lrsearch(home: Path, *args: str) -> Result:
     return CliRunner().invoke(cli, list(args), obj={}, env={"LRSEARCH_HOME": str(home)})
 
 
-def _finished(journal: Path) -> dict[int, float]:
+def _finished(journal: Path) -> dict[int, object]:
+    """Finished trials: a complete one's value, a pruned one's state (a startup probe that
+    diverged is pruned)."""
     storage = JournalStorage(SafeJournalFile(str(journal)))
     study = optuna.load_study(study_name="cut", storage=storage)
-    return {t.number: t.value for t in study.trials if t.state == TrialState.COMPLETE}
+    return {
+        t.number: t.value if t.state == TrialState.COMPLETE else t.state
+        for t in study.trials
+        if t.state in (TrialState.COMPLETE, TrialState.PRUNED)
+    }
 
 
 def _cut_last_record(journal: Path) -> bytes:
@@ -85,7 +91,8 @@ def test_a_bad_last_record_is_set_aside_and_the_study_finishes(two_trials, tmp_p
 
     status = _lrsearch(home, "status", "--study", "cut", "--json")
     assert status.exit_code == 0, status.output
-    assert json.loads(status.stdout)["trials"]["COMPLETE"] == 3
+    trials = json.loads(status.stdout)["trials"]
+    assert trials["COMPLETE"] + trials["PRUNED"] == 3
 
 
 def test_a_bad_record_in_the_middle_is_one_line_naming_the_file(two_trials, tmp_path) -> None:

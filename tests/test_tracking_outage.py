@@ -40,7 +40,8 @@ def handle(tmp_path):
                 "n_trials": 3,
                 "epochs": 4,
             },
-            "range_test": {"repeats": 1, "num_iter": 20},
+            "range_test": {"repeats": 1, "num_iter": 40},
+            "prior": {"startup": "prior"},  # every trial trains: no probe a decade out
             "pruner": {"name": "none"},
             "tracking": {"update_ratio_every": 0},
         }

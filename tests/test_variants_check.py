@@ -40,6 +40,7 @@ def test_each_variant_runs_the_same_search(tmp_path: Path) -> None:
         }  # fmt: skip
         # a good trial (within 2% of the best any variant reached) finished within the budget
         assert 0 < row["median_epochs_to_good"] <= 80
-        assert 1 <= row["median_trials"] <= 30  # 30 trial-epochs left, a trial trains >= 1
+        # 30 trial-epochs left; a trial that diverges in its first steps costs less than one
+        assert 1 <= row["median_trials"] <= 40 * 3  # the harness's cap
         assert row["best_at_eighth"] is None  # an eighth of 80 is inside the range test
         assert row["best_at_budget"] is not None and row["best_at_budget"] > 50
