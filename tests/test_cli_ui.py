@@ -237,7 +237,10 @@ def test_the_url_comes_once_the_server_answers_and_a_stop_ends_every_process(
     script.write_text(SERVER)
     port = _free_port()
     runner = (
-        "import pathlib, sys\n"
+        # Python's own Ctrl-C handler: a test run started as a background job inherits SIGINT
+        # as ignored, and `lrsearch ui` would never see the Ctrl-C this test sends
+        "import pathlib, signal, sys\n"
+        "signal.signal(signal.SIGINT, signal.default_int_handler)\n"
         "from lrsearch.tracking import ui_server\n"
         f"ui_server.serve([sys.executable, {str(script)!r}, '{port}', {str(pids)!r}], 'THE-URL', "
         f"health='http://127.0.0.1:{port}/health', log=pathlib.Path({str(tmp_path / 'ui.log')!r}), "
@@ -259,6 +262,7 @@ def test_the_url_comes_once_the_server_answers_and_a_stop_ends_every_process(
         out, err = ui.communicate(timeout=60)
     finally:
         ui.kill()
+        ui.communicate()  # reaped and its pipes closed, whatever happened
     assert ui.returncode == 0, err
     assert "MLflow UI: stopped" in out and "Warning" not in out + err
     deadline = time.monotonic() + 10
