@@ -106,12 +106,9 @@ def analyse_sweep(rows: Sequence[Row], direction: str) -> dict[str, Any]:
     }
 
 
-def measure_workload(spec: str, log: Log = lambda _: None) -> dict[str, Any]:
-    """Range tests (three seeds, study-sized) and the fixed-grid sweep of one workload."""
-    workload = get_workload(spec, epochs=EPOCHS)
-    per_epoch = workload.steps_per_epoch()
-    budget = TRIALS * EPOCHS * per_epoch
-    repeats, num_iter = fit_budget(budget, per_epoch=per_epoch)
+def _range_tests(workload: Any, budget: int, log: Log) -> list[dict[str, Any]]:
+    """The workload's range test under each seed, sized for a study of ``budget`` steps."""
+    repeats, num_iter = fit_budget(budget, per_epoch=workload.steps_per_epoch())
     tests = []
     for seed in range(RANGE_TEST_SEEDS):
         result = range_test_workload(workload, seed=seed, repeats=repeats, num_iter=num_iter)
@@ -123,7 +120,16 @@ def measure_workload(spec: str, log: Log = lambda _: None) -> dict[str, Any]:
                 "seconds": result.seconds,
             }
         )
-        log(f"{spec}: range test seed {seed}: {result.summary['valley'].median:.3g} valley")
+        log(f"{workload.name}: range test seed {seed} done")
+    return tests
+
+
+def measure_workload(spec: str, log: Log = lambda _: None) -> dict[str, Any]:
+    """Range tests (three seeds, study-sized) and the fixed-grid sweep of one workload."""
+    workload = get_workload(spec, epochs=EPOCHS)
+    budget = TRIALS * EPOCHS * workload.steps_per_epoch()
+    repeats, num_iter = fit_budget(budget, per_epoch=workload.steps_per_epoch())
+    tests = _range_tests(workload, budget, log)
     rows = [_sweep_point(workload, lr, log) for lr in GRID]
     return {
         "workload": spec,
@@ -379,21 +385,8 @@ def from_calibration(old: Row, log: Log = lambda _: None) -> tuple[dict[str, Any
     depend on the readings) with its range tests run again by this version, study-sized:
     ``(the new part, the kept part)``."""
     workload = get_workload(old["workload"])
-    epochs, per_epoch = int(old["epochs"]), workload.steps_per_epoch()
-    budget = TRIALS * epochs * per_epoch
-    repeats, num_iter = fit_budget(budget, per_epoch=per_epoch)
-    tests = []
-    for seed in range(RANGE_TEST_SEEDS):
-        result = range_test_workload(workload, seed=seed, repeats=repeats, num_iter=num_iter)
-        tests.append(
-            {
-                "seed": seed,
-                "suggestions": {k: v.to_dict() for k, v in result.summary.items()},
-                "steps": int(result.settings["steps"]),
-                "seconds": result.seconds,
-            }
-        )
-        log(f"{old['workload']}: range test seed {seed} again")
+    budget = TRIALS * int(old["epochs"]) * workload.steps_per_epoch()
+    tests = _range_tests(workload, budget, log)
     keys = ("best_max_lr", "best_metric", "good_low", "good_high", "sweep")
     return {"workload": old["workload"], "budget_steps": budget, "range_tests": tests}, {
         k: old[k] for k in keys
