@@ -22,9 +22,10 @@ n_trials = 3
 epochs = 2
 [range_test]
 repeats = 1
-num_iter = 20
+num_iter = 40
 [prior]
 n_startup_trials = 2
+startup = "prior"  # every trial trains: no probe a decade out
 """
 
 

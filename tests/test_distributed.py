@@ -38,9 +38,10 @@ n_trials = {n_trials}
 epochs = {epochs}
 [range_test]
 repeats = 1
-num_iter = 20
+num_iter = 40
 [prior]
 n_startup_trials = 3
+startup = "prior"  # every trial trains: the tests time workers, not the startup
 [pruner]
 name = "none"
 [tracking]
