@@ -98,9 +98,9 @@ def _check_pruning_run(run: dict[str, Any], trials: int) -> None:
     assert isinstance(run["top3_pruned"], bool)
 
 
-# A whole benchmark (every section, real studies): 20 s, so it runs in the distributed stage
-# (`make test-distributed`) and keeps the default suite under three minutes.
-@pytest.mark.process
+# A whole benchmark (every section, real studies): 20 s, so it runs with `make test-slow` and
+# keeps the default suite under three minutes and CI under fifteen.
+@pytest.mark.slow
 def test_smoke_bench_writes_a_well_formed_report(tmp_path) -> None:
     out = tmp_path / "report"
     result = CliRunner().invoke(cli, ["bench", "--smoke", "--out", str(out), "-q"], obj={})

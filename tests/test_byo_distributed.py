@@ -181,6 +181,9 @@ update_ratio_every = 0
 """
 
 
+# 40 s: a SIGKILLed worker is covered in CI by test_distributed and test_proxy; this one (a
+# bring-your-own loader) joins `make test-load` to keep CI within its 15 minutes.
+@pytest.mark.load
 def test_byo_loader_workload_survives_a_killed_worker(tmp_path, pg_url) -> None:
     usermod = tmp_path / f"usermod_{uuid.uuid4().hex[:8]}"
     usermod.mkdir()
