@@ -246,9 +246,7 @@ class PriorGuidedSampler(BaseSampler):
         value = float(self.prior.sample(self._rng))
         if around is not None and self.startup == "bracket":
             value *= 10.0**around / self.prior.center
-        if isinstance(distribution, FloatDistribution):
-            value = min(max(value, distribution.low), distribution.high)
-        return value
+        return value  # clipped into the distribution by _draw_for, as every startup draw is
 
     def _draw_for(self, study: optuna.Study, trial: FrozenTrial, dist: BaseDistribution) -> float:
         """A startup draw of ``max_lr``, its kind recorded with the trial (``DRAW_KEY``)."""
