@@ -6,6 +6,7 @@ import inspect
 import json
 from typing import TYPE_CHECKING, Any
 
+from lrsearch.branching import BRANCH_OF
 from lrsearch.errors import WorkloadError
 from lrsearch.reporting import best_trial, trial_params, trial_schedule
 from lrsearch.study import StudyHandle, trial_seed
@@ -43,7 +44,11 @@ def best_record(handle: StudyHandle) -> dict[str, Any]:
         "epochs": epochs,
         "steps_per_epoch": steps_per_epoch,
         "batch_size": handle.config.study.batch_size or workload.batch_size,
-        "seed": trial_seed(handle.config, trial.number),
+        # a tail trains on from its parent's run, a retry repeats its original: their seeds
+        "seed": trial_seed(
+            handle.config,
+            trial.user_attrs.get(BRANCH_OF, trial.system_attrs.get("failed_trial", trial.number)),
+        ),
         "params": params,
         "weight_decay": params["weight_decay"],
         "schedule": trial_schedule(handle, trial).to_dict(),

@@ -12,6 +12,7 @@ Example (not run as a doctest: ``handle`` is an opened study, :func:`lrsearch.st
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import socket
@@ -33,8 +34,10 @@ from lrsearch.branching import (
     qualifies,
     tail_values,
 )
+from lrsearch.checkpoints import TrialCheckpoints, checkpoint_root
 from lrsearch.heartbeat import beating, fail_stale
 from lrsearch.pruning import PruneDecision, last_decision
+from lrsearch.schedules import MetricDriven
 from lrsearch.space import build_schedule, derived_params, suggest_params
 from lrsearch.storage import read_trials, system_attrs
 from lrsearch.study import FINISHED, StudyHandle, trial_seed
@@ -77,6 +80,8 @@ class TrialSpec:
         retry_of: the number of the trial this one repeats (its worker was lost), if any.
         retry_of_attrs: that trial's user attributes (``mlflow_run_id`` among them).
         branch_of: for an annihilation tail ([branching]), the trial whose cycle it shares.
+        resumed_from_epoch: a retry that goes on from its original's checkpoint: the epoch
+            it resumes after (:mod:`lrsearch.checkpoints`).
     """
 
     number: int
@@ -89,6 +94,7 @@ class TrialSpec:
     retry_of: int | None = None
     retry_of_attrs: Mapping[str, Any] = field(default_factory=dict)
     branch_of: int | None = None
+    resumed_from_epoch: int | None = None
 
 
 @dataclass(frozen=True)
@@ -206,6 +212,10 @@ class Objective:
         self.on_epoch = on_epoch
         self._loop: Loop | None = None  # the study's own loop, imported at its first trial
         self._snapshots = Snapshots()  # cycle ends of this worker's trials ([branching])
+        # trial checkpoints (lrsearch.checkpoints): where, and each running trial's own
+        self._checkpoint_root = checkpoint_root(handle.storage_url)
+        self._checkpoints: dict[int, tuple[TrialCheckpoints, Snapshot | None]] = {}
+        self._checkpoint_costs: dict[int, dict[str, float]] = {}
 
     def __call__(self, trial: optuna.Trial) -> float:
         # lrsearch's heartbeat, for storages without Optuna's (the gRPC proxy): lrsearch.heartbeat
@@ -220,11 +230,13 @@ class Objective:
         if not claim(self.handle.study, trial, self.n_trials):
             trial.set_user_attr("surplus", True)
             raise SurplusTrial(f"study already has {self.n_trials} finished or running trials")
-        spec = self.sample(trial)
+        spec = self._resumable(self.sample(trial))
         observer = self.observe(spec) if self.observe else None
         trial.set_user_attr("derived", dict(spec.derived))  # before training: pruners read it
         if spec.retry_of is not None:
             trial.set_user_attr("retry_of", spec.retry_of)
+        if spec.resumed_from_epoch is not None:
+            trial.set_user_attr("resumed_from_epoch", spec.resumed_from_epoch)
         if observer is not None:
             _keep(trial, observer.attrs)
         started = time.perf_counter()
@@ -236,6 +248,8 @@ class Objective:
             if outcome is not None:
                 self._end(trial, observer, outcome, started)
             raise
+        finally:
+            self._close_checkpoints(trial.number)  # ended, one way or another: not resumed
         study = self.handle.study
         outcome = _outcome(result, last_decision(study.pruner, study.study_name, trial.number))
         if outcome.state == "COMPLETE" and math.isfinite(result.test_metric):
@@ -269,8 +283,12 @@ class Objective:
             schedule=schedule,
             total_steps=plan.total_steps,
             device=self.device,
-            # a tail is its parent's run with another annihilation: the parent's seed
-            seed=trial_seed(self.handle.config, trial.user_attrs.get(BRANCH_OF, trial.number)),
+            # a tail is its parent's run with another annihilation: the parent's seed; a
+            # retry repeats its original (and may resume its checkpoint): the original's
+            seed=trial_seed(
+                self.handle.config,
+                trial.user_attrs.get(BRANCH_OF, trial.number if retry_of is None else retry_of),
+            ),
             retry_of=retry_of,
             retry_of_attrs=dead,
             branch_of=trial.user_attrs.get(BRANCH_OF),
@@ -301,6 +319,12 @@ class Objective:
 
         tails = _Tails(self.handle, self._snapshots, trial, spec)
         resume = tails.resume
+        checkpoints, resumed = self._checkpoints.get(trial.number, (None, None))
+        if resumed is not None:  # a retry: its original's epochs are this trial's too
+            resume = resumed
+            for info in resumed.history:
+                if observer is not None:
+                    observer.epoch(info)
         if resume is not None:  # a tail: the shared prefix's epochs are this trial's too
             for epoch in resume.history:
                 trial.report(epoch.val_metric, epoch.epoch)
@@ -318,6 +342,7 @@ class Objective:
             snapshot_at=tails.snapshot_epoch,
             on_snapshot=tails.keep,
             resume=resume,
+            on_checkpoint=None if checkpoints is None else checkpoints.save,
         )
         tails.branch(result)
         return result
@@ -354,7 +379,9 @@ class Objective:
         started: float,
     ) -> None:
         seconds = time.perf_counter() - started
-        trial.set_user_attr(TRAINING, {"device": self.device, "seconds": seconds})
+        self._close_checkpoints(trial.number)
+        costs = self._checkpoint_costs.pop(trial.number, {})
+        trial.set_user_attr(TRAINING, {"device": self.device, "seconds": seconds, **costs})
         if outcome.diverged:
             trial.set_user_attr("diverged", outcome.reason)
         if outcome.state == "FAIL":
@@ -363,6 +390,31 @@ class Objective:
             trial.set_user_attr(PRUNED_BECAUSE, outcome.why_pruned.to_dict())
         if observer is not None:
             _keep(trial, observer.end(outcome))
+
+    # --- trial checkpoints (lrsearch.checkpoints) ----------------------------------------
+    def _resumable(self, spec: TrialSpec) -> TrialSpec:
+        """Open the trial's checkpoints (where they are on); a retry gets its original's last."""
+        if self._checkpoint_root is None or isinstance(spec.schedule, MetricDriven):
+            return spec  # off, or a schedule driven by the metric: it cannot resume
+        if self.handle.config.study.loop is not None:
+            return spec  # a user's own loop keeps its own state
+        origin = spec.number if spec.retry_of is None else spec.retry_of
+        identity = {**spec.params, "seed": spec.seed, "total_steps": spec.total_steps}
+        checkpoints = TrialCheckpoints(self._checkpoint_root, self.handle.name, origin, identity)
+        resumed = checkpoints.load() if spec.retry_of is not None else None
+        self._checkpoints[spec.number] = (checkpoints, resumed)
+        if resumed is None:
+            return spec
+        return dataclasses.replace(spec, resumed_from_epoch=resumed.epoch)
+
+    def _close_checkpoints(self, number: int) -> None:
+        """The trial has ended: remove its checkpoints, keep what they cost for ``_end``."""
+        checkpoints, _ = self._checkpoints.pop(number, (None, None))
+        if checkpoints is not None:
+            checkpoints.remove()
+            self._checkpoint_costs[number] = checkpoints.stats()
+
+    # --- end of trial checkpoints ---------------------------------------------------------
 
 
 class _Tails:

@@ -160,6 +160,12 @@ def observe_trials(recorder: StudyRecorder, handle: StudyHandle) -> Observe:
                     if spec.branch_of is not None
                     else {}
                 ),
+                # a retry that went on from its original's checkpoint (lrsearch.checkpoints)
+                **(
+                    {"lrsearch.resumed_from_epoch": str(spec.resumed_from_epoch)}
+                    if spec.resumed_from_epoch is not None
+                    else {}
+                ),
             },
             schedule=spec.schedule,
         )

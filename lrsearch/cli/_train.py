@@ -274,8 +274,12 @@ def _from_study(opts: dict[str, Any]) -> _Job:
         epochs=plan.epochs,
         batch_size=handle.config.study.batch_size,
         weight_decay=float(params["weight_decay"]),
-        # an annihilation tail ([branching]) trained on from its parent's run: its seed
-        seed=trial_seed(handle.config, trial.user_attrs.get(BRANCH_OF, trial.number)),
+        # an annihilation tail ([branching]) trained on from its parent's run: its seed; a
+        # retry (its worker was lost) repeated its original: the original's
+        seed=trial_seed(
+            handle.config,
+            trial.user_attrs.get(BRANCH_OF, trial.system_attrs.get("failed_trial", trial.number)),
+        ),
         label=f"{params.get('policy', 'one-cycle')} max_lr={params['max_lr']:g}",
         origin=f"trial {trial.number} of study {handle.name!r} (val {trial.value:.4g})",
     )
