@@ -11,6 +11,12 @@ it). A plain directory rather than the MLflow run's artifacts: a file is replace
 (temporary file + rename), read and deleted in one call, on any tracking setup (or none),
 while an artifact store offers no rename or delete and the retry's run is not the dead one's.
 
+When: at an epoch boundary, if the time trained since the last checkpoint is at least the last
+checkpoint's cost divided by ``$LRSEARCH_CHECKPOINT_SHARE`` (default 0.01: checkpoints take at
+most ~1% of training time). Long epochs (a GPU model's minutes) get one each; epochs of a
+fraction of a second get one every few, so a preempted trial loses at most about a hundred
+times a checkpoint's cost, plus the epoch it was in. The first epoch always gets one.
+
 Layout: ``<root>/<study>/trial-<original number>/epoch-<k>.pt``; a new checkpoint is written
 beside the old one and the old one removed, so a reader always finds a whole file. The files
 hold tensors and plain Python values only and are read with ``weights_only=True``: a shared
@@ -32,12 +38,15 @@ from typing import Any
 import numpy as np
 import torch
 
+from lrsearch.errors import ConfigError
 from lrsearch.training import EpochInfo, Snapshot
 
-__all__ = ["ENV", "TrialCheckpoints", "checkpoint_root", "decode", "encode"]
+__all__ = ["ENV", "SHARE_ENV", "TrialCheckpoints", "checkpoint_root", "decode", "encode"]
 
 ENV = "LRSEARCH_CHECKPOINT_DIR"
 """Where trial checkpoints go; ``off`` (or empty) turns them off."""
+SHARE_ENV = "LRSEARCH_CHECKPOINT_SHARE"
+"""The most of a trial's training time its checkpoints may take (default 0.01; 1: every epoch)."""
 
 FORMAT = 1
 _EPOCH_FILE = re.compile(r"^epoch-(\d+)\.pt$")
@@ -106,10 +115,23 @@ class TrialCheckpoints:
         self.saves = 0
         self.seconds = 0.0
         self.bytes = 0
+        self.share = _share()
+        self._last_cost = 0.0
+        self._last_end = time.perf_counter()
         self._warned = False
 
+    def due(self) -> bool:
+        """Whether a checkpoint now keeps within its share of the training time."""
+        if self.share >= 1:
+            return True  # every epoch, whatever it costs
+        trained = time.perf_counter() - self._last_end
+        return trained * self.share >= self._last_cost
+
     def save(self, snapshot: Snapshot) -> None:
-        """Write ``snapshot`` atomically and drop the older ones; a failed write only warns."""
+        """Write ``snapshot`` (when :meth:`due`) atomically and drop the older ones; a failed
+        write only warns."""
+        if not self.due():
+            return
         started = time.perf_counter()
         final = self.directory / f"epoch-{snapshot.epoch}.pt"
         tmp = self.directory / f".epoch-{snapshot.epoch}.{os.getpid()}.tmp"
@@ -128,8 +150,10 @@ class TrialCheckpoints:
             tmp.unlink(missing_ok=True)
             self._warn(f"trial checkpoint not written to {final}: {exc}")
             return
+        self._last_end = time.perf_counter()
+        self._last_cost = self._last_end - started
         self.saves += 1
-        self.seconds += time.perf_counter() - started
+        self.seconds += self._last_cost
         self.bytes = final.stat().st_size
 
     def load(self) -> Snapshot | None:
@@ -167,6 +191,20 @@ class TrialCheckpoints:
         if not self._warned:
             print(f"warning: {message}", file=sys.stderr)
             self._warned = True
+
+
+def _share() -> float:
+    raw = os.environ.get(SHARE_ENV, "0.01")
+    try:
+        share = float(raw)
+    except ValueError:
+        share = -1.0
+    if not 0 < share <= 1:
+        raise ConfigError(
+            f"{SHARE_ENV} must be a share of the training time in (0, 1], got {raw!r} — fix: "
+            "e.g. 0.01 (checkpoints take at most 1%), or 1 (one every epoch)"
+        )
+    return share
 
 
 def _plain(value: Any) -> Any:

@@ -11,11 +11,18 @@ import pytest
 import torch
 
 from lrsearch.checkpoints import TrialCheckpoints, checkpoint_root
+from lrsearch.errors import ConfigError
 from lrsearch.schedules import OneCycle
 from lrsearch.training import Snapshot, train
 from tests.tiny_workloads import blobs
 
 EPOCHS = 6
+
+
+@pytest.fixture(autouse=True)
+def _every_epoch(monkeypatch):
+    """A checkpoint at every epoch boundary (by default they keep to 1% of training time)."""
+    monkeypatch.setenv("LRSEARCH_CHECKPOINT_SHARE", "1")
 
 
 class Preempted(Exception):
@@ -105,3 +112,13 @@ def test_where_checkpoints_go(tmp_path, monkeypatch) -> None:
     assert checkpoint_root("postgresql://db/x") == tmp_path / "shared"
     monkeypatch.setenv("LRSEARCH_CHECKPOINT_DIR", "off")
     assert checkpoint_root(f"journal:{tmp_path}/optuna.journal") is None
+
+
+def test_checkpoints_keep_to_their_share_of_training_time(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("LRSEARCH_CHECKPOINT_SHARE", "0.0001")  # epochs here take milliseconds
+    store = TrialCheckpoints(tmp_path, "s", 0, {})
+    _run(blobs(n=128, epochs=EPOCHS), on_checkpoint=store.save)
+    assert store.stats()["checkpoints"] == 1  # the first epoch's, then none was worth it
+    monkeypatch.setenv("LRSEARCH_CHECKPOINT_SHARE", "2")
+    with pytest.raises(ConfigError, match="LRSEARCH_CHECKPOINT_SHARE must be"):
+        TrialCheckpoints(tmp_path, "s", 0, {})

@@ -56,6 +56,7 @@ def _env(home: Path) -> dict[str, str]:
         "LRSEARCH_GRACE_S": "3",
         "LRSEARCH_THREADS": "1",
         "LRSEARCH_QUIET": "1",
+        "LRSEARCH_CHECKPOINT_SHARE": "1",  # every epoch (by default: within 1% of the time)
     }
     for key in ("LRSEARCH_STORAGE", "LRSEARCH_CHECKPOINT_DIR", "LRSEARCH_TRACKING_URI"):
         env.pop(key, None)
