@@ -262,6 +262,7 @@ class Tracker(abc.ABC):
         self.points_logged = 0
         self.artifacts = True  # False: files cannot be stored here; artifact calls do nothing
         self._open: dict[str, TrialRun] = {}
+        self._parents: dict[str, tuple[str, str | None]] = {}  # run id -> experiment, study
         self._executor: ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
 
@@ -306,10 +307,13 @@ class Tracker(abc.ABC):
         tags: Mapping[str, Any],
     ) -> TrialRun:
         """A nested run ``trial-<n>`` under the study's parent run."""
-        experiment_id, parent_tags = self._run_context(parent_run_id)
+        if parent_run_id not in self._parents:  # read once: a parent's experiment and study
+            experiment_id, parent_tags = self._run_context(parent_run_id)  # never change
+            self._parents[parent_run_id] = (experiment_id, parent_tags.get(STUDY))
+        experiment_id, study = self._parents[parent_run_id]
         marks = {ROLE: "trial", TRIAL: str(trial_number), PARENT: parent_run_id}
-        if STUDY in parent_tags:
-            marks[STUDY] = parent_tags[STUDY]
+        if study is not None:
+            marks[STUDY] = study
         run_id = self._new_run(experiment_id, f"trial-{trial_number}", {**tags, **marks})
         self.log_params(run_id, params)
         return TrialRun(self, run_id)

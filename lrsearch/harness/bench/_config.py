@@ -105,7 +105,7 @@ class BenchConfig:
     overhead_repeats: int = 10
     overhead_storage: str = "journal"
     overhead_fast_workload: str | None = "digits-mlp"
-    overhead_fast_epochs: int = 20
+    overhead_fast_epochs: int = 100
     storage_workers: tuple[int, ...] = (1, 2, 4, 8)
     storage_trials: int = 20_000
     storage_trials_fewer: int | None = 1000
