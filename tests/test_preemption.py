@@ -31,8 +31,8 @@ WORKER = [sys.executable, "-m", "lrsearch.cli", "worker", "--study", "preempt", 
 STUDY = f"""
 [study]
 name = "preempt"
-workload = "tests.tiny_workloads:blobs"
-workload_options = {{ n = 1024 }}
+workload = "tests.tiny_workloads:slow_blobs"
+workload_options = {{ n = 512, step_ms = 8 }}  # epochs of 12 steps of >= 8 ms
 n_trials = 2
 epochs = {EPOCHS}
 [range_test]
