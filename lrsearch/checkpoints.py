@@ -41,7 +41,15 @@ import torch
 from lrsearch.errors import ConfigError
 from lrsearch.training import EpochInfo, Snapshot
 
-__all__ = ["ENV", "SHARE_ENV", "TrialCheckpoints", "checkpoint_root", "decode", "encode"]
+__all__ = [
+    "ENV",
+    "SHARE_ENV",
+    "TrialCheckpoints",
+    "checkpoint_root",
+    "decode",
+    "encode",
+    "remove_stale",
+]
 
 ENV = "LRSEARCH_CHECKPOINT_DIR"
 """Where trial checkpoints go; ``off`` (or empty) turns them off."""
@@ -109,8 +117,7 @@ class TrialCheckpoints:
     """
 
     def __init__(self, root: Path, study: str, origin: int, identity: Mapping[str, Any]) -> None:
-        safe = re.sub(r"[^A-Za-z0-9._-]", "_", study) or "_"
-        self.directory = root / safe / f"trial-{origin}"
+        self.directory = root / re.sub(r"[^A-Za-z0-9._-]", "_", study) / f"trial-{origin}"
         self.identity = {k: _plain(v) for k, v in identity.items()}
         self.saves = 0
         self.seconds = 0.0
@@ -191,6 +198,27 @@ class TrialCheckpoints:
         if not self._warned:
             print(f"warning: {message}", file=sys.stderr)
             self._warned = True
+
+
+def remove_stale(root: Path, study: str, live: set[int]) -> list[int]:
+    """Delete the checkpoints of a study's trials that no trial will resume; their numbers.
+
+    A trial's own end removes its checkpoints; a lost trial's stay for its retry. When no
+    retry will run (the budget was full, or the retries ran out), nothing else would remove
+    them: ``live`` are the original numbers of the trials still RUNNING or WAITING.
+    """
+    directory = root / re.sub(r"[^A-Za-z0-9._-]", "_", study)
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return []
+    removed = []
+    for name in names:
+        match = re.fullmatch(r"trial-(\d+)", name)
+        if match and int(match.group(1)) not in live:
+            shutil.rmtree(directory / name, ignore_errors=True)
+            removed.append(int(match.group(1)))
+    return sorted(removed)
 
 
 def _share() -> float:

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from lrsearch.checkpoints import TrialCheckpoints, checkpoint_root
+from lrsearch.checkpoints import TrialCheckpoints, checkpoint_root, remove_stale
 from lrsearch.errors import ConfigError
 from lrsearch.schedules import OneCycle
 from lrsearch.training import Snapshot, train
@@ -122,3 +122,13 @@ def test_checkpoints_keep_to_their_share_of_training_time(tmp_path, monkeypatch)
     monkeypatch.setenv("LRSEARCH_CHECKPOINT_SHARE", "2")
     with pytest.raises(ConfigError, match="LRSEARCH_CHECKPOINT_SHARE must be"):
         TrialCheckpoints(tmp_path, "s", 0, {})
+
+
+def test_checkpoints_no_trial_will_resume_are_removed(tmp_path) -> None:
+    for origin in (1, 2, 3):
+        store = TrialCheckpoints(tmp_path, "my study", origin, {})
+        store.directory.mkdir(parents=True)
+        (store.directory / "epoch-1.pt").write_bytes(b"x")
+    assert remove_stale(tmp_path, "my study", live={2}) == [1, 3]
+    assert [p.name for p in (tmp_path / "my_study").iterdir()] == ["trial-2"]
+    assert remove_stale(tmp_path, "another study", live=set()) == []
