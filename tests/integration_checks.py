@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -35,8 +36,11 @@ n_warmup_steps = 0
 """
 
 
-def run_study(home: Path, name: str, loop: str, steps_per_epoch: int, storage: str) -> str:
-    """``lrsearch run`` on a 4-trial study of ``loop``; its output."""
+def run_study(
+    home: Path, name: str, loop: str, steps_per_epoch: int, storage: str, mlflow_db: Path
+) -> str:
+    """``lrsearch run`` on a 4-trial study of ``loop`` (MLflow store: a copy of ``mlflow_db``)."""
+    shutil.copy(mlflow_db, home / "mlflow.db")
     study_file = home / f"{name}.toml"
     study_file.write_text(STUDY.format(name=name, loop=loop, steps_per_epoch=steps_per_epoch))
     result = CliRunner().invoke(

@@ -97,12 +97,16 @@ def train(ctx: TrialContext) -> None:
 with_scheduler = lightning_loop(WithScheduler, Blobs, monitor="val_acc")
 
 
-def test_a_lightning_study_drives_every_step_prunes_and_range_tests(tmp_path) -> None:
+def test_a_lightning_study_drives_every_step_prunes_and_range_tests(
+    tmp_path, mlflow_db_template
+) -> None:
     APPLIED.clear()
     RANGE_TESTS.clear()
     loop = "tests.test_lightning_loop:train"
     storage = f"journal:{tmp_path}/optuna.journal"
-    output = run_study(tmp_path, "lightning-tiny", loop, STEPS_PER_EPOCH, storage)
+    output = run_study(
+        tmp_path, "lightning-tiny", loop, STEPS_PER_EPOCH, storage, mlflow_db_template
+    )
     assert "1 pruned" in output or "2 pruned" in output
     check_study(tmp_path, "lightning-tiny", loop, storage, APPLIED, 2 * STEPS_PER_EPOCH)
     assert [ctx.mode for ctx in RANGE_TESTS] == ["range_test"]
