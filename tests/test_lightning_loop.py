@@ -146,3 +146,10 @@ def test_a_steps_per_epoch_mismatch_names_both_counts() -> None:
 def test_options_lrsearch_sets_are_refused() -> None:
     with pytest.raises(WorkloadError, match="Trainer option 'max_epochs' is set by lrsearch"):
         lightning_loop(Tiny, Blobs, monitor="val_acc", max_epochs=3)
+
+
+def test_a_diverged_trial_stops_the_trainer() -> None:
+    ctx = TrialContext(OneCycle(1e6, 40), epochs=10, steps_per_epoch=STEPS_PER_EPOCH)
+    _tiny(ctx)
+    assert ctx.diverged and "non-finite loss" in ctx.diverged
+    assert ctx.steps < 40  # stopped within a chunk of losses, not at max_epochs
