@@ -91,6 +91,11 @@ class _Schedule(L.Callback):
                 f"{name}.configure_optimizers returns {len(trainer.optimizers)} optimizers; "
                 "lrsearch drives one: return a single optimizer"
             )
+        if not math.isfinite(trainer.num_training_batches):
+            raise WorkloadError(
+                "the train dataloader has no length, so an epoch has no known number of steps; "
+                "set limit_train_batches to the batches per epoch"
+            )
         per_epoch = math.ceil(trainer.num_training_batches / trainer.accumulate_grad_batches)
         check_steps_per_epoch(
             self.ctx, per_epoch, "batches per epoch / accumulate_grad_batches, Lightning"
