@@ -25,6 +25,7 @@ LAYERS: list[tuple[str, set[str]]] = [
     ("torch parts", {"torch_schedule", "workloads", "training", "train_step", "range_test"}),
     ("drawing", {"plots"}),
     ("tracking", {"tracking"}),
+    ("trainers", {"integrations"}),
     (
         "search",
         {
@@ -54,6 +55,7 @@ FORBIDDEN = {
     "torch parts": {"optuna", "mlflow", "click"},
     "drawing": {"optuna", "mlflow", "click", "torch"},
     "tracking": {"optuna", "torch", "click"},
+    "trainers": {"optuna", "mlflow", "click"},
     "search": {"click", "mlflow"},
     "execution": {"click", "mlflow"},
 }
