@@ -51,12 +51,16 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_BUDGET_FRACTION",
     "MIN_RAMP_STEPS",
+    "RampCurve",
+    "RampPlan",
     "RangeCurve",
     "RangeTestResult",
     "default_beta",
     "fit_budget",
     "range_test",
     "range_test_workload",
+    "read_ramps",
+    "rng_restored",
 ]
 
 # The share of a study's optimizer steps its range test may cost, by default.
@@ -153,6 +157,22 @@ def _float(value: float | None) -> float:
 
 
 @contextmanager
+def rng_restored() -> Iterator[None]:
+    """torch's CPU (and, where up, CUDA) generators, numpy's and Python's as they were."""
+    rng = (torch.get_rng_state(), np.random.get_state(), random.getstate())
+    # CUDA's generators only where CUDA is up: asking for them would start it on a CPU run
+    cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None
+    try:
+        yield
+    finally:
+        torch.set_rng_state(rng[0])
+        np.random.set_state(rng[1])
+        random.setstate(rng[2])
+        if cuda_rng is not None:
+            torch.cuda.set_rng_state_all(cuda_rng)
+
+
+@contextmanager
 def _restored(
     model: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
@@ -163,11 +183,9 @@ def _restored(
     modes = [m.training for m in model.modules()]
     optim_state = copy.deepcopy(optimizer.state_dict())
     scaler_state = copy.deepcopy(scaler.state_dict()) if scaler is not None else None
-    rng = (torch.get_rng_state(), np.random.get_state(), random.getstate())
-    # CUDA's generators only where CUDA is up: asking for them would start it on a CPU run
-    cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None
     try:
-        yield
+        with rng_restored():
+            yield
     finally:
         model.load_state_dict(model_state)
         for module, mode in zip(model.modules(), modes, strict=True):
@@ -175,11 +193,6 @@ def _restored(
         optimizer.load_state_dict(optim_state)
         if scaler is not None and scaler_state is not None:
             scaler.load_state_dict(scaler_state)
-        torch.set_rng_state(rng[0])
-        np.random.set_state(rng[1])
-        random.setstate(rng[2])
-        if cuda_rng is not None:
-            torch.cuda.set_rng_state_all(cuda_rng)
 
 
 def _endless(source: Batches) -> Iterator[Any]:
@@ -194,45 +207,143 @@ def _endless(source: Batches) -> Iterator[Any]:
 
 
 @dataclass(frozen=True)
-class _Ramp:
-    """How each repeat ramps: the schedule, micro-batches per step, smoothing and stopping."""
+class RampPlan:
+    """How every repeat of a range test ramps, smooths, stops and is read (any trainer's).
+
+    Build it with :meth:`make`; ``settings()`` is what a result records of it.
+    """
 
     schedule: ExpRamp | LinearRamp
-    accumulate: int
     beta: float
     diverge_factor: float
     skip_start: int
-    base_lr: float | None
+    skip_end: int
+    repeats: int
+
+    @classmethod
+    def make(
+        cls,
+        *,
+        start_lr: float = 1e-7,
+        end_lr: float = 10.0,
+        num_iter: int = 100,
+        ramp: str = "exp",
+        repeats: int = 3,
+        beta: float | None = None,
+        diverge_factor: float = 4.0,
+        skip_start: int = 10,
+        skip_end: int = 5,
+    ) -> RampPlan:
+        """A checked plan; ``beta`` None: :func:`default_beta` of ``num_iter``."""
+        _check(start_lr=start_lr, end_lr=end_lr, repeats=repeats, ramp=ramp, batch_size=1)
+        if num_iter < 10:
+            raise ValueError(f"num_iter must be >= 10, got {num_iter=}")
+        schedule = (ExpRamp if ramp == "exp" else LinearRamp)(start_lr, end_lr, num_iter)
+        beta = default_beta(num_iter) if beta is None else beta
+        return cls(schedule, beta, diverge_factor, skip_start, skip_end, repeats)
+
+    @property
+    def num_iter(self) -> int:
+        return int(self.schedule.total_steps or 0)
+
+    def settings(self) -> dict[str, Any]:
+        s = self.schedule
+        return {
+            "start_lr": s.start_lr,
+            "end_lr": s.end_lr,
+            "num_iter": self.num_iter,
+            "ramp": "exp" if isinstance(s, ExpRamp) else "linear",
+            "repeats": self.repeats,
+            "beta": self.beta,
+            "diverge_factor": self.diverge_factor,
+            "skip_start": self.skip_start,
+            "skip_end": self.skip_end,
+        }
+
+
+class RampCurve:
+    """One repeat's curve as it is run: each step's LR and loss in, whether to stop out.
+
+    Smooths with the plan's ``beta`` and stops once the smoothed loss diverges (after
+    ``skip_start`` steps) or the ramp has run its ``num_iter`` steps.
+    """
+
+    def __init__(self, plan: RampPlan) -> None:
+        self.plan = plan
+        self.lrs: list[float] = []
+        self.losses: list[float] = []
+        self.smoothed: list[float] = []
+        self.done = False
+        self._smoother = LossSmoother(plan.beta)
+        self._watch = DivergenceWatch(factor=plan.diverge_factor, skip_start=plan.skip_start)
+
+    def add(self, lr: float, loss: float) -> bool:
+        """Record one step; True once the repeat is over (steps after that are ignored)."""
+        if self.done:
+            return True
+        self.lrs.append(lr)
+        self.losses.append(loss)
+        self.smoothed.append(self._smoother.add(loss))
+        diverged = self._watch.add(self.smoothed[-1])
+        self.done = diverged or len(self.lrs) >= self.plan.num_iter
+        return self.done
+
+
+def read_ramps(
+    plan: RampPlan, runs: list[RampCurve], settings: dict[str, Any], seconds: float
+) -> RangeTestResult:
+    """The repeats' readings, summary and prior: how every trainer's range test ends."""
+    # the repeats' spread is the smoothed loss's noise as measured: every reading is judged by it
+    noise = repeat_spread([run.smoothed for run in runs])
+    curves = [
+        RangeCurve(
+            run.lrs,
+            run.losses,
+            run.smoothed,
+            suggest(
+                run.lrs,
+                run.losses,
+                skip_start=plan.skip_start,
+                skip_end=plan.skip_end,
+                beta=plan.beta,
+                diverge_factor=plan.diverge_factor,
+                noise=noise,
+            ),
+        )
+        for run in runs
+    ]
+    summary = summarize([c.suggestions for c in curves])
+    settings = {
+        **plan.settings(),
+        **settings,
+        "repeat_spread": noise,
+        "steps": sum(len(run.lrs) for run in runs),
+    }
+    return RangeTestResult(curves, summary, LRPrior.from_suggestions(summary), settings, seconds)
 
 
 def _one_repeat(
-    step: TrainStep, source: Batches, ramp: _Ramp
-) -> tuple[list[float], list[float], list[float]]:
-    """Run the ramp once; stop at divergence. Returns the LRs, raw and smoothed losses."""
-    smoother = LossSmoother(ramp.beta)
-    watch = DivergenceWatch(factor=ramp.diverge_factor, skip_start=ramp.skip_start)
-    lrs: list[float] = []
-    losses: list[float] = []
-    smoothed: list[float] = []
+    step: TrainStep, source: Batches, plan: RampPlan, accumulate: int, base_lr: float | None
+) -> RampCurve:
+    """Run the ramp once; stop at divergence."""
+    curve = RampCurve(plan)
     # the CPU generator only (a shuffling DataLoader's order): CUDA's would outlive the restore
     torch.default_generator.manual_seed(source.seed)
     batches = _endless(source)
-    driver = ScheduleDriver(step.optimizer, ramp.schedule, base_lr=ramp.base_lr)
+    driver = ScheduleDriver(step.optimizer, plan.schedule, base_lr=base_lr)
     step.model.train()
     try:
-        for i in range(ramp.schedule.total_steps or 0):
+        for i in range(plan.num_iter):
             interrupt.check()  # Ctrl-C inside deferred_interrupts: stop between steps
-            micro = list(itertools.islice(batches, ramp.accumulate))
+            micro = list(itertools.islice(batches, accumulate))
             lr, _ = driver.apply(i)
             loss = step.run(micro)
-            lrs.append(lr)
-            losses.append(loss.item())  # one sync per step: the stop decision needs the value
-            smoothed.append(smoother.add(losses[-1]))
-            if watch.add(smoothed[-1]):
+            # one sync per step: the stop decision needs the value
+            if curve.add(lr, loss.item()):
                 break
     finally:
         driver.detach()
-    return lrs, losses, smoothed
+    return curve
 
 
 def range_test(
@@ -309,60 +420,33 @@ def range_test(
     )
     per_epoch = Batches(data, batch_size=batch_size, seed=seed, device=device).per_epoch
     n_iter = num_iter if num_iter is not None else max(100, (per_epoch or 0) // accumulate)
-    if n_iter < 10:
-        raise ValueError(f"num_iter must be >= 10, got {num_iter=}")
-    beta = default_beta(n_iter) if beta is None else beta
-    schedule = (ExpRamp if ramp == "exp" else LinearRamp)(start_lr, end_lr, n_iter)
-    plan = _Ramp(schedule, accumulate, beta, diverge_factor, skip_start, base_lr)
+    plan = RampPlan.make(
+        start_lr=start_lr,
+        end_lr=end_lr,
+        num_iter=n_iter,
+        ramp=ramp,
+        repeats=repeats,
+        beta=beta,
+        diverge_factor=diverge_factor,
+        skip_start=skip_start,
+        skip_end=skip_end,
+    )
     started = time.perf_counter()
-    runs: list[tuple[list[float], list[float], list[float]]] = []
+    runs: list[RampCurve] = []
     for r in range(repeats):
         source = Batches(data, batch_size=batch_size, seed=seed + r, device=device)
         with _restored(model, optimizer, scaler):
-            runs.append(_one_repeat(make_step(), source, plan))
+            runs.append(_one_repeat(make_step(), source, plan, accumulate, base_lr))
         if on_repeat is not None:
             on_repeat(r + 1, repeats)
-    # the repeats' spread is the smoothed loss's noise as measured: every reading is judged by it
-    noise = repeat_spread([smoothed for _, _, smoothed in runs])
-    curves = [
-        RangeCurve(
-            lrs,
-            losses,
-            smoothed,
-            suggest(
-                lrs,
-                losses,
-                skip_start=skip_start,
-                skip_end=skip_end,
-                beta=beta,
-                diverge_factor=diverge_factor,
-                noise=noise,
-            ),
-        )
-        for lrs, losses, smoothed in runs
-    ]
-    summary = summarize([c.suggestions for c in curves])
     settings = {
-        "start_lr": start_lr,
-        "end_lr": end_lr,
-        "num_iter": n_iter,
-        "ramp": ramp,
-        "repeats": repeats,
-        "beta": beta,
-        "diverge_factor": diverge_factor,
-        "skip_start": skip_start,
-        "skip_end": skip_end,
         "seed": seed,
         "batch_size": batch_size,
         "accumulate": accumulate,
         "grad_clip": grad_clip,
         "precision": precision,
-        "repeat_spread": noise,
-        "steps": sum(len(lrs) for lrs, _, _ in runs),
     }
-    return RangeTestResult(
-        curves, summary, LRPrior.from_suggestions(summary), settings, time.perf_counter() - started
-    )
+    return read_ramps(plan, runs, settings, time.perf_counter() - started)
 
 
 def default_beta(num_iter: int) -> float:

@@ -109,7 +109,7 @@ class _Recording:
             self.record.epoch(info)
 
     def metrics(self, step: int, values: Mapping[str, float]) -> None:
-        """A user loop's own step metrics (``ctx.log``; see lrsearch.trial_context)."""
+        """A user loop's own step metrics (``ctx.log``; see lrsearch.trainers)."""
         if self.record is not None:
             self.record.metrics(step, values)
 
