@@ -272,6 +272,8 @@ class Objective:
     def _train(
         self, trial: optuna.Trial, spec: TrialSpec, observer: TrialObserver | None
     ) -> TrainResult:
+        from lrsearch.trainers import TrainHooks
+
         plan = self.handle.plan
 
         def step_done(info: StepInfo) -> None:
@@ -301,13 +303,15 @@ class Objective:
             seed=spec.seed,
             device=self.device,
             number=spec.number,
-            on_step=step_done,
-            on_epoch=epoch_done,
-            on_metrics=getattr(observer, "metrics", None),
-            update_ratio_every=self.handle.config.tracking.update_ratio_every,
-            snapshot_at=tails.snapshot_epoch,
-            on_snapshot=tails.keep,
-            resume=resume,
+            hooks=TrainHooks(
+                on_step=step_done,
+                on_epoch=epoch_done,
+                on_metrics=getattr(observer, "metrics", None),
+                update_ratio_every=self.handle.config.tracking.update_ratio_every,
+                snapshot_at=tails.snapshot_epoch,
+                on_snapshot=tails.keep,
+                resume=resume,
+            ),
         )
         tails.branch(result)
         return result

@@ -24,7 +24,7 @@ from lrsearch.recording import observe_trials
 from lrsearch.study import StudyHandle, build_workload
 from lrsearch.tracking import MemoryTracker
 from lrsearch.tracking.recorder import StudyRecorder
-from lrsearch.trainers import LoopTrainer, trainer_for
+from lrsearch.trainers import LoopTrainer, TrainHooks, trainer_for
 from lrsearch.training import StepInfo
 from lrsearch.workers import run_trials
 from lrsearch.workloads import Metric, check_allowed
@@ -351,7 +351,8 @@ def test_logged_tensors_are_read_back_in_batches() -> None:
     schedule = OneCycle(0.1, 60)
     metric = Metric("accuracy", "maximize")
     trainer = LoopTrainer(loop, "tests:loop", metric, epochs=2, steps_per_epoch=30)
-    result = trainer.train(schedule, params={}, seed=0, device="cpu", on_step=seen.append)
+    hooks = TrainHooks(on_step=seen.append)
+    result = trainer.train(schedule, params={}, seed=0, device="cpu", hooks=hooks)
     assert heard_by_step[:24] == [0] * 24 and heard_by_step[24] == 25  # one read per 25 steps
     assert heard_by_step[30] == 30  # the report at step 29 read what was pending
     assert [s.step for s in seen] == [s.loss for s in seen] == list(range(60))

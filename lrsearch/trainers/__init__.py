@@ -10,7 +10,14 @@ train --from-study`` call it without asking which it is.
 
 from __future__ import annotations
 
-from lrsearch.trainers._base import EpochCallback, MetricsCallback, StepCallback, Trainer
+from lrsearch.trainers._base import (
+    NO_HOOKS,
+    EpochCallback,
+    MetricsCallback,
+    StepCallback,
+    Trainer,
+    TrainHooks,
+)
 from lrsearch.trainers._choose import build_workload, trainer_for
 from lrsearch.trainers._context import Mode, TrialContext, TrialDriver
 from lrsearch.trainers._loop import NEVER_REPORTED, LoopTrainer
@@ -19,12 +26,14 @@ from lrsearch.trainers._workload import WorkloadTrainer
 
 __all__ = [
     "NEVER_REPORTED",
+    "NO_HOOKS",
     "EpochCallback",
     "Loop",
     "LoopTrainer",
     "MetricsCallback",
     "Mode",
     "StepCallback",
+    "TrainHooks",
     "Trainer",
     "TrialContext",
     "TrialDriver",

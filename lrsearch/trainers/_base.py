@@ -9,6 +9,7 @@ chooses one when a study opens. The objective, the range test and ``lrsearch tra
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
@@ -17,11 +18,38 @@ if TYPE_CHECKING:
     from lrsearch.training import EpochInfo, Snapshot, StepInfo, TrainResult
     from lrsearch.workloads import Metric, Workload
 
-__all__ = ["EpochCallback", "MetricsCallback", "StepCallback", "Trainer"]
+__all__ = ["NO_HOOKS", "EpochCallback", "MetricsCallback", "StepCallback", "TrainHooks", "Trainer"]
 
 StepCallback = Callable[["StepInfo"], None]
 EpochCallback = Callable[["EpochInfo"], bool]  # True: stop now (pruned)
 MetricsCallback = Callable[[int, Mapping[str, float]], None]  # a loop's own step metrics
+
+
+@dataclass(frozen=True)
+class TrainHooks:
+    """Where a training run's steps and epochs go, and the snapshots it keeps.
+
+    Attributes:
+        on_step: every optimizer step, in order (in chunks: losses are read back in batches).
+        on_epoch: after each epoch's validation; True stops the run (pruned).
+        on_metrics: a trainer's own step metrics (a loop's ``ctx.log(step, name=value)``).
+        update_ratio_every: measure the update-to-weight ratio every N steps (0: never).
+        snapshot_at: after this epoch hand a snapshot to ``on_snapshot``; a trainer that
+            keeps none never calls it.
+        on_snapshot: gets the snapshot.
+        resume: go on from this snapshot (only ever handed to a trainer that made it).
+    """
+
+    on_step: StepCallback | None = None
+    on_epoch: EpochCallback | None = None
+    on_metrics: MetricsCallback | None = None
+    update_ratio_every: int = 0
+    snapshot_at: int | None = None
+    on_snapshot: Callable[[Snapshot], None] | None = None
+    resume: Snapshot | None = None
+
+
+NO_HOOKS = TrainHooks()
 
 
 class Trainer(Protocol):
@@ -63,18 +91,10 @@ class Trainer(Protocol):
         seed: int,
         device: str,
         number: int | None = None,
-        on_step: StepCallback | None = None,
-        on_epoch: EpochCallback | None = None,
-        on_metrics: MetricsCallback | None = None,
-        update_ratio_every: int = 0,
-        snapshot_at: int | None = None,
-        on_snapshot: Callable[[Snapshot], None] | None = None,
-        resume: Snapshot | None = None,
+        hooks: TrainHooks = NO_HOOKS,
     ) -> TrainResult:
         """Train under ``schedule`` with the sampled ``params`` (``number``: the trial's, where
-        it is one); steps and epochs go to the
-        callbacks (``on_epoch`` returning True stops it). A trainer that cannot snapshot
-        never calls ``on_snapshot`` (and is never handed a ``resume``)."""
+        it is one); steps and epochs go to ``hooks``."""
         ...
 
     def range_test(

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 from lrsearch import interrupt
 from lrsearch.errors import WorkloadError
 from lrsearch.range_test import RampCurve, read_ramps, rng_restored
+from lrsearch.trainers._base import NO_HOOKS, TrainHooks
 from lrsearch.trainers._context import TrialContext
 from lrsearch.trainers._standin import Loop, load_loop, loop_workload
 from lrsearch.training import EpochInfo, TrainResult
@@ -36,8 +37,6 @@ from lrsearch.workloads import Metric
 if TYPE_CHECKING:
     from lrsearch.range_test import RampPlan, RangeTestResult
     from lrsearch.schedules import Schedule
-    from lrsearch.trainers._base import EpochCallback, MetricsCallback, StepCallback
-    from lrsearch.training import Snapshot
     from lrsearch.workloads import Workload
 
 __all__ = ["NEVER_REPORTED", "LoopTrainer"]
@@ -92,24 +91,19 @@ class LoopTrainer:
         seed: int,
         device: str,
         number: int | None = None,
-        on_step: StepCallback | None = None,
-        on_epoch: EpochCallback | None = None,
-        on_metrics: MetricsCallback | None = None,
-        update_ratio_every: int = 0,
-        snapshot_at: int | None = None,
-        on_snapshot: Callable[[Snapshot], None] | None = None,
-        resume: Snapshot | None = None,
+        hooks: TrainHooks = NO_HOOKS,
     ) -> TrainResult:
         """One call of the loop under ``schedule``; what it reported makes the result.
 
-        A loop keeps no snapshots (``snapshot_at`` and ``update_ratio_every`` do not apply).
+        A loop keeps no snapshots (``hooks.snapshot_at`` and ``update_ratio_every`` do not
+        apply).
 
         Raises:
             WorkloadError: the loop never reported, reported wrongly, or returned something
                 not a number.
             StopRequested: Ctrl-C asked to stop.
         """
-        if resume is not None:
+        if hooks.resume is not None:
             raise ValueError("a loop cannot resume from a snapshot: it keeps none")
         ctx = TrialContext(
             schedule,
@@ -121,7 +115,11 @@ class LoopTrainer:
             sync_every=self.sync_every,
         )
         ctx.number, ctx._maximize = number, self.metric.direction == "maximize"
-        ctx._on_step, ctx._on_epoch, ctx._on_metrics = on_step, on_epoch, on_metrics
+        ctx._on_step, ctx._on_epoch, ctx._on_metrics = (
+            hooks.on_step,
+            hooks.on_epoch,
+            hooks.on_metrics,
+        )
         started = time.perf_counter()
         try:
             returned = self.loop(ctx)

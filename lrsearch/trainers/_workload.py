@@ -9,12 +9,12 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from lrsearch.prior import optimizer_family
+from lrsearch.trainers._base import NO_HOOKS, TrainHooks
 
 if TYPE_CHECKING:
     from lrsearch.range_test import RampPlan, RangeTestResult
     from lrsearch.schedules import Schedule
-    from lrsearch.trainers._base import EpochCallback, MetricsCallback, StepCallback
-    from lrsearch.training import Snapshot, TrainResult
+    from lrsearch.training import TrainResult
     from lrsearch.workloads import Metric, Workload
 
 __all__ = ["WorkloadTrainer"]
@@ -69,15 +69,9 @@ class WorkloadTrainer:
         seed: int,
         device: str,
         number: int | None = None,
-        on_step: StepCallback | None = None,
-        on_epoch: EpochCallback | None = None,
-        on_metrics: MetricsCallback | None = None,
-        update_ratio_every: int = 0,
-        snapshot_at: int | None = None,
-        on_snapshot: Callable[[Snapshot], None] | None = None,
-        resume: Snapshot | None = None,
+        hooks: TrainHooks = NO_HOOKS,
     ) -> TrainResult:
-        """:func:`lrsearch.training.train` (``on_metrics`` unused: the loop logs none)."""
+        """:func:`lrsearch.training.train` (``hooks.on_metrics`` unused: it logs none)."""
         from lrsearch.training import train
 
         return train(
@@ -88,12 +82,12 @@ class WorkloadTrainer:
             weight_decay=float(params.get("weight_decay", 0.0)),
             device=device,
             seed=seed,
-            on_step=on_step,
-            on_epoch=on_epoch,
-            update_ratio_every=update_ratio_every,
-            snapshot_at=snapshot_at,
-            on_snapshot=on_snapshot,
-            resume=resume,
+            on_step=hooks.on_step,
+            on_epoch=hooks.on_epoch,
+            update_ratio_every=hooks.update_ratio_every,
+            snapshot_at=hooks.snapshot_at,
+            on_snapshot=hooks.on_snapshot,
+            resume=hooks.resume,
         )
 
     def range_test(
