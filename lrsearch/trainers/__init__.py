@@ -21,14 +21,14 @@ from lrsearch.trainers._base import (
 from lrsearch.trainers._choose import build_workload, trainer_for
 from lrsearch.trainers._context import Mode, TrialContext, TrialDriver
 from lrsearch.trainers._loop import NEVER_REPORTED, LoopTrainer
-from lrsearch.trainers._standin import Loop, load_loop, loop_workload
+from lrsearch.trainers._standin import LoopFunction, load_loop, loop_workload
 from lrsearch.trainers._workload import WorkloadTrainer
 
 __all__ = [
     "NEVER_REPORTED",
     "NO_HOOKS",
     "EpochCallback",
-    "Loop",
+    "LoopFunction",
     "LoopTrainer",
     "MetricsCallback",
     "Mode",

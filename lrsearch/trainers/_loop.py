@@ -30,7 +30,7 @@ from lrsearch.errors import WorkloadError
 from lrsearch.range_test import RampCurve, read_ramps, rng_restored
 from lrsearch.trainers._base import NO_HOOKS, TrainHooks
 from lrsearch.trainers._context import TrialContext
-from lrsearch.trainers._standin import Loop, load_loop, loop_workload
+from lrsearch.trainers._standin import LoopFunction, load_loop, loop_workload
 from lrsearch.training import EpochInfo, TrainResult
 from lrsearch.workloads import Metric
 
@@ -59,7 +59,7 @@ class LoopTrainer:
         sync_every: steps between reads of the logged tensors.
     """
 
-    loop: Loop
+    loop: LoopFunction
     spec: str
     metric: Metric
     epochs: int

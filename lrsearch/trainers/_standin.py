@@ -12,12 +12,12 @@ from lrsearch.workloads import Metric, Workload, load_callable
 if TYPE_CHECKING:
     from lrsearch.trainers._context import TrialContext
 
-__all__ = ["Loop", "load_loop", "loop_workload"]
+__all__ = ["LoopFunction", "load_loop", "loop_workload"]
 
-Loop = Callable[["TrialContext"], "float | None"]
+LoopFunction = Callable[["TrialContext"], "float | None"]
 
 
-def load_loop(spec: str) -> Loop:
+def load_loop(spec: str) -> LoopFunction:
     """The function ``package.module:function`` names, checked to take one argument (ctx).
 
     Raises:
