@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import csv
+import dataclasses
 import functools
 import io
 import itertools
@@ -20,7 +21,7 @@ import json
 import math
 import random
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -219,6 +220,10 @@ class RampPlan:
     skip_start: int
     skip_end: int
     repeats: int
+    # how the readings become the prior: the optimizer's family (its offset) and the study
+    # file's [prior] rules (LRPrior.from_suggestions' keywords)
+    family: str | None = None
+    prior_options: Mapping[str, Any] = field(default_factory=dict)
 
     @classmethod
     def make(
@@ -233,6 +238,8 @@ class RampPlan:
         diverge_factor: float = 4.0,
         skip_start: int = 10,
         skip_end: int = 5,
+        family: str | None = None,
+        prior_options: Mapping[str, Any] | None = None,
     ) -> RampPlan:
         """A checked plan; ``beta`` None: :func:`default_beta` of ``num_iter``."""
         _check(start_lr=start_lr, end_lr=end_lr, repeats=repeats, ramp=ramp, batch_size=1)
@@ -240,13 +247,19 @@ class RampPlan:
             raise ValueError(f"num_iter must be >= 10, got {num_iter=}")
         schedule = (ExpRamp if ramp == "exp" else LinearRamp)(start_lr, end_lr, num_iter)
         beta = default_beta(num_iter) if beta is None else beta
-        return cls(schedule, beta, diverge_factor, skip_start, skip_end, repeats)
+        options = dict(prior_options or {})
+        return cls(schedule, beta, diverge_factor, skip_start, skip_end, repeats, family, options)
 
     @property
     def num_iter(self) -> int:
         return int(self.schedule.total_steps or 0)
 
+    def with_family(self, family: str | None) -> RampPlan:
+        """The plan for an optimizer of ``family`` (the prior's offset)."""
+        return dataclasses.replace(self, family=family)
+
     def settings(self) -> dict[str, Any]:
+        """What a result records of the plan: the ramp and how it was read."""
         s = self.schedule
         return {
             "start_lr": s.start_lr,
@@ -319,7 +332,11 @@ def read_ramps(
         "repeat_spread": noise,
         "steps": sum(len(run.lrs) for run in runs),
     }
-    return RangeTestResult(curves, summary, LRPrior.from_suggestions(summary), settings, seconds)
+    if plan.family is not None:
+        settings["optimizer_family"] = plan.family
+    # the one place a range test's prior is built
+    prior = LRPrior.from_suggestions(summary, family=plan.family, **plan.prior_options)
+    return RangeTestResult(curves, summary, prior, settings, seconds)
 
 
 def _one_repeat(
@@ -370,6 +387,7 @@ def range_test(
     precision: str = "fp32",
     scaler: torch.amp.GradScaler | None = None,
     base_lr: float | None = None,
+    plan: RampPlan | None = None,
 ) -> RangeTestResult:
     """Run the LR range test ``repeats`` times and turn it into suggestions and a prior.
 
@@ -402,6 +420,8 @@ def range_test(
             one per repeat where not given.
         base_lr: the LR the optimizer was built at, which its groups' ratios are taken
             from (default: the first group's LR).
+        plan: the ramp, its readings and its prior, all in one (a study's); it replaces
+            ``start_lr`` ... ``skip_end``.
 
     Returns:
         A :class:`RangeTestResult`.
@@ -420,7 +440,7 @@ def range_test(
     )
     per_epoch = Batches(data, batch_size=batch_size, seed=seed, device=device).per_epoch
     n_iter = num_iter if num_iter is not None else max(100, (per_epoch or 0) // accumulate)
-    plan = RampPlan.make(
+    plan = plan or RampPlan.make(
         start_lr=start_lr,
         end_lr=end_lr,
         num_iter=n_iter,
@@ -433,12 +453,12 @@ def range_test(
     )
     started = time.perf_counter()
     runs: list[RampCurve] = []
-    for r in range(repeats):
+    for r in range(plan.repeats):
         source = Batches(data, batch_size=batch_size, seed=seed + r, device=device)
         with _restored(model, optimizer, scaler):
             runs.append(_one_repeat(make_step(), source, plan, accumulate, base_lr))
         if on_repeat is not None:
-            on_repeat(r + 1, repeats)
+            on_repeat(r + 1, plan.repeats)
     settings = {
         "seed": seed,
         "batch_size": batch_size,
@@ -494,6 +514,19 @@ def fit_budget(
     return 1, min(MIN_RAMP_STEPS, want)
 
 
+# range_test's keywords that a RampPlan holds
+_PLAN_KEYS = (
+    "start_lr",
+    "end_lr",
+    "ramp",
+    "repeats",
+    "beta",
+    "diverge_factor",
+    "skip_start",
+    "skip_end",
+)
+
+
 def _check(*, start_lr: float, end_lr: float, repeats: int, ramp: str, batch_size: int) -> None:
     if not 0 < start_lr < end_lr:
         raise ValueError(f"need 0 < start_lr < end_lr, got {start_lr=}, {end_lr=}")
@@ -513,18 +546,23 @@ def range_test_workload(
     momentum: float | None = 0.9,
     weight_decay: float = 0.0,
     batch_size: int | None = None,
+    plan: RampPlan | None = None,
     **options: Any,
 ) -> RangeTestResult:
     """Range-test a workload's freshly initialised model (initialised under ``seed``).
 
     The test runs the workload's own steps: its data, loss or ``step_fn``, optimizer (param
     groups included), ``accumulate``, ``grad_clip`` and ``precision``. ``options`` go to
-    :func:`range_test` and win over the workload's.
+    :func:`range_test` and win over the workload's; ``plan`` (a study's) sets the ramp, its
+    readings and its prior at once.
     """
     dev = torch.device(device)
     batch_size = batch_size or workload.batch_size
-    if options.get("num_iter") is None:
-        options["num_iter"] = max(100, workload.steps_per_epoch(batch_size))
+    family = optimizer_family(workload.optimizer_name)
+    if plan is None:
+        num_iter = options.pop("num_iter", None) or max(100, workload.steps_per_epoch(batch_size))
+        keys = [k for k in options if k in _PLAN_KEYS]
+        plan = RampPlan.make(num_iter=num_iter, **{k: options.pop(k) for k in keys})
     torch.manual_seed(seed)
     model = workload.build_model().to(dev)
     lr = 1e-7
@@ -543,11 +581,8 @@ def range_test_workload(
         workload.train_data,
         batch_size=batch_size,
         seed=seed,
+        plan=plan.with_family(family),
         **{**own, **options},
     )
-    family = optimizer_family(workload.optimizer_name)
-    result.prior = LRPrior.from_suggestions(result.summary, family=family)
-    result.settings.update(
-        workload=workload.name, device=str(dev), momentum=momentum, optimizer_family=family
-    )
+    result.settings.update(workload=workload.name, device=str(dev), momentum=momentum)
     return result

@@ -174,13 +174,22 @@ class StudyHandle:
     study: optuna.Study
     config: StudyConfig
     prior: LRPrior
-    range_test: dict[str, Any]
+    range_test_record: dict[str, Any]  # as stored (JSON-ready); read it as `range_test`
     storage_url: str
     tracking_uri: str | None
     parent_run_id: str | None
     workload: Workload | None = field(default=None, repr=False)
     trainer: Trainer | None = field(default=None, repr=False)
     allow_workloads: tuple[str, ...] = ()  # import paths trusted beyond built-ins (see plan)
+
+    @cached_property
+    def range_test(self) -> RangeTestResult | None:
+        """The study's range test (None where it has none: a study in memory)."""
+        if not self.range_test_record:
+            return None
+        from lrsearch.range_test import RangeTestResult  # torch: only where it is read
+
+        return RangeTestResult.from_dict(self.range_test_record)
 
     @property
     def name(self) -> str:
@@ -254,6 +263,9 @@ def open_study(
 ) -> StudyHandle:
     """Create the study, or resume it; run the range test the first time only.
 
+    One pass: the study is created (or loaded) once, its attributes read back once, and the
+    handle returned is the one built here, with the trainer chosen here.
+
     ``workload`` is the study's workload when the caller has already built it (a study of
     its own loop builds its trainer anyway).
 
@@ -280,13 +292,24 @@ def open_study(
         if name not in existing:  # a failed range test leaves no empty study behind
             _delete_unstarted(study)
         raise
-    handle = load_study(name, storage_url, storage=storage)
+    attrs = study.user_attrs  # one read: what the storage holds now
     # What runs here is what the operator's file says (checked against the storage above,
     # and again now: the storage may have changed since); the tracking store is theirs too.
-    _check_stored_config(name, handle.study.user_attrs, config, storage_url)
-    handle.config, handle.trainer, handle.tracking_uri = config, trainer, tracking_uri
-    handle.workload = trainer.workload
-    return handle
+    _check_stored_config(name, attrs, config, storage_url)
+    prior = LRPrior.from_dict(attrs[KEY_PRIOR])
+    study.sampler = sampler_from_config(config, prior, seed=config.study.seed)
+    study.pruner = pruner_from_config(config.pruner, epochs=config.study.epochs)
+    return StudyHandle(
+        study=study,
+        config=config,
+        prior=prior,
+        range_test_record=attrs.get(KEY_RANGE_TEST, {}),
+        storage_url=storage_url,
+        tracking_uri=tracking_uri,
+        parent_run_id=attrs.get(KEY_PARENT_RUN),
+        workload=trainer.workload,
+        trainer=trainer,
+    )
 
 
 def _start(
@@ -397,18 +420,7 @@ def _store_range_test(
 ) -> RangeTestResult:
     from lrsearch.range_test import RampPlan
 
-    rt = config.range_test
-    plan = RampPlan.make(
-        start_lr=rt.start_lr,
-        end_lr=rt.end_lr,
-        num_iter=size.num_iter,
-        repeats=size.repeats,
-        diverge_factor=rt.diverge_factor,
-    )
-    result = trainer.range_test(plan, seed=config.study.seed, device=device)
-    spent = int(result.settings.get("steps", size.repeats * size.num_iter))
-    result.settings.update(budget_steps=size.budget_steps, budget_share=spent / size.budget_steps)
-    pc = config.prior
+    rt, pc = config.range_test, config.prior
     overrides = {
         "anchor": pc.anchor,
         "offset_decades": pc.offset_decades,
@@ -416,10 +428,17 @@ def _store_range_test(
         "low_decades": pc.low_decades,
         "high_factor": pc.high_factor,
     }
-    overrides = {k: v for k, v in overrides.items() if v is not None}
-    if overrides:
-        family = result.settings.get("optimizer_family")
-        result.prior = LRPrior.from_suggestions(result.summary, family=family, **overrides)  # type: ignore[arg-type]
+    plan = RampPlan.make(
+        start_lr=rt.start_lr,
+        end_lr=rt.end_lr,
+        num_iter=size.num_iter,
+        repeats=size.repeats,
+        diverge_factor=rt.diverge_factor,
+        prior_options={k: v for k, v in overrides.items() if v is not None},
+    )
+    result = trainer.range_test(plan, seed=config.study.seed, device=device)
+    spent = int(result.settings.get("steps", size.repeats * size.num_iter))
+    result.settings.update(budget_steps=size.budget_steps, budget_share=spent / size.budget_steps)
     study.set_user_attr(KEY_RANGE_TEST, result.to_dict())
     study.set_user_attr(KEY_PRIOR, result.prior.to_dict())
     return result
@@ -471,7 +490,7 @@ def load_study(
         study=study,
         config=config,
         prior=prior,
-        range_test=attrs.get(KEY_RANGE_TEST, {}),
+        range_test_record=attrs.get(KEY_RANGE_TEST, {}),
         storage_url=storage_url,
         tracking_uri=attrs.get(KEY_TRACKING),
         parent_run_id=attrs.get(KEY_PARENT_RUN),

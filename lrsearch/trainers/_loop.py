@@ -165,7 +165,8 @@ class LoopTrainer:
             if on_repeat is not None:
                 on_repeat(r + 1, plan.repeats)
         settings = {"seed": seed, "loop": self.spec, "device": device}
-        return read_ramps(plan, runs, settings, time.perf_counter() - started)
+        # the loop's optimizer is its own: no family, no offset for it in the prior
+        return read_ramps(plan.with_family(None), runs, settings, time.perf_counter() - started)
 
     def _call_for_range_test(self, ctx: TrialContext) -> None:
         try:

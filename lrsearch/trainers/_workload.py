@@ -107,5 +107,5 @@ class WorkloadTrainer:
             seed=seed,
             batch_size=self.batch_size,
             on_repeat=on_repeat,
-            **plan.settings(),
+            plan=plan,
         )
