@@ -36,7 +36,7 @@ SEEN: list[TrialContext] = []
 
 def _blobs(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
-    y = torch.randint(0, 4, (STEPS_PER_EPOCH * BATCH + 64,), generator=g)
+    y = torch.randint(0, 4, (12 * BATCH + 64,), generator=g)  # up to 12 batches an epoch
     x = torch.randn(4, 8, generator=g)[y] * 2.0 + torch.randn(len(y), 8, generator=g)
     return x, y
 
@@ -365,3 +365,10 @@ def test_a_loops_test_metric_is_kept_with_the_trial() -> None:
     handle = StudyHandle.in_memory(config, PRIOR, build_workload(config))
     handle.study.optimize(Objective(handle), n_trials=1)
     assert handle.study.trials[0].user_attrs["test_metric"] == 42.5
+
+
+def test_the_range_test_refuses_a_wrong_steps_per_epoch_before_any_trial() -> None:
+    config = parse_study_config(_config("ten_batch_loop", steps_per_epoch=12))
+    plan = RampPlan.make(num_iter=30, repeats=1)  # the ramp outlasts the first epoch
+    with pytest.raises(WorkloadError, match="steps_per_epoch = 12 .* took 10"):
+        trainer_for(config).range_test(plan, seed=0, device="cpu")

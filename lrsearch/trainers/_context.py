@@ -247,7 +247,8 @@ class TrialContext:
 
         Raises:
             WorkloadError: epochs do not increase, or the first report comes after another
-                number of optimizer steps than ``steps_per_epoch`` says.
+                number of optimizer steps than ``steps_per_epoch`` says (checked in a range
+                test too, where the ramp outlasts the epoch: a study fails before any trial).
         """
         interrupt.check()  # between epochs: a safe place to stop
         self._check_epoch(epoch)
@@ -283,7 +284,8 @@ class TrialContext:
                 "(report epoch 1, 2, ... once each)"
             )
         counted = self._driver is not None or self._last_step >= 0  # attached, or logged
-        if self.reports or self._ramp is not None or self.diverged is not None or not counted:
+        ramp_over = self._ramp is not None and self._ramp.done  # a ramp may end mid-epoch
+        if self.reports or ramp_over or self.diverged is not None or not counted:
             return
         declared = epoch * self.steps_per_epoch
         if self.steps != declared:
