@@ -370,5 +370,5 @@ def test_a_loops_test_metric_is_kept_with_the_trial() -> None:
 def test_the_range_test_refuses_a_wrong_steps_per_epoch_before_any_trial() -> None:
     config = parse_study_config(_config("ten_batch_loop", steps_per_epoch=12))
     plan = RampPlan.make(num_iter=30, repeats=1)  # the ramp outlasts the first epoch
-    with pytest.raises(WorkloadError, match="steps_per_epoch = 12 .* took 10"):
+    with pytest.raises(WorkloadError, match=r"steps_per_epoch = 12 .* took 10"):
         trainer_for(config).range_test(plan, seed=0, device="cpu")
