@@ -372,3 +372,12 @@ def test_the_range_test_refuses_a_wrong_steps_per_epoch_before_any_trial() -> No
     plan = RampPlan.make(num_iter=30, repeats=1)  # the ramp outlasts the first epoch
     with pytest.raises(WorkloadError, match=r"steps_per_epoch = 12 .* took 10"):
         trainer_for(config).range_test(plan, seed=0, device="cpu")
+
+
+def test_log_keeps_no_graph_and_refuses_a_non_scalar() -> None:
+    ctx = TrialContext(OneCycle(0.1, 20), epochs=2, steps_per_epoch=10)
+    w = nn.Parameter(torch.ones(1))
+    ctx.log(0, loss=(w * 2).sum())
+    assert ctx._pending[0][2].grad_fn is None  # detached: no graph held until the read
+    with pytest.raises(ValueError, match=r"ctx.log\(acc=...\) takes a number"):
+        ctx.log(1, acc=torch.ones(3))

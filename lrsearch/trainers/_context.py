@@ -207,6 +207,7 @@ class TrialContext:
         """
         new_step = step > self._last_step
         self._last_step = max(self._last_step, step)
+        metrics = {name: _scalar(name, value) for name, value in metrics.items()}
         loss = metrics.pop("loss", None)
         if self._ramp is not None:
             if loss is not None and new_step:
@@ -301,6 +302,16 @@ class TrialContext:
         finally:
             if self._driver is not None:
                 self._driver.detach()
+
+
+def _scalar(name: str, value: Value) -> Value:
+    """A logged value as it is kept until read back: a tensor detached from its graph (held
+    for up to ``sync_every`` steps, it must not keep their graphs alive)."""
+    if not isinstance(value, torch.Tensor):
+        return value
+    if value.numel() != 1:
+        raise ValueError(f"ctx.log({name}=...) takes a number, got a tensor of {value.numel()}")
+    return value.detach()
 
 
 def _given(value: Value | None) -> tuple[Value, ...]:
