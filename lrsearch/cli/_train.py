@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -154,10 +155,12 @@ def _print_results(results: list[TrainResult], seed: int, job: _Job) -> None:
     for k, result in enumerate(results):
         status = f"diverged: {result.diverge_reason}" if result.diverged else "finished"
         test = f" test_{result.metric_name}={result.test_metric:.2f}" if has_test else ""
+        # a loop reports its metric only: no validation loss to show
+        loss = f" val_loss={result.val_loss:.4f}" if math.isfinite(result.val_loss) else ""
         click.echo(
             f"{job.trainer.workload.name} {job.label} seed {seed + k}: {status} after "
-            f"{result.epochs} epochs in {result.seconds:.1f}s; val_{result.metric_name}={result.val_metric:.2f} "
-            f"val_loss={result.val_loss:.4f}{test}"
+            f"{result.epochs} epochs in {result.seconds:.1f}s; val_{result.metric_name}={result.val_metric:.2f}"
+            f"{loss}{test}"
         )
     if len(results) > 1:
         record = _seeds_record(results, seed, has_test=has_test)
@@ -213,8 +216,6 @@ def _train_once(job: _Job, device: str, seed: int) -> TrainResult:
 
 def _has_test(job: _Job, results: list[TrainResult]) -> bool:
     """Whether to show test scores: the workload has a test split, or the trainer scored one."""
-    import math
-
     return job.trainer.workload.has_test or any(math.isfinite(r.test_metric) for r in results)
 
 
