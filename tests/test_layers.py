@@ -25,7 +25,7 @@ LAYERS: list[tuple[str, set[str]]] = [
     ("torch parts", {"torch_schedule", "workloads", "training", "train_step", "range_test"}),
     ("drawing", {"plots"}),
     ("tracking", {"tracking"}),
-    ("trainers", {"integrations"}),
+    ("trainers", {"trainers", "integrations"}),
     (
         "search",
         {
@@ -41,7 +41,6 @@ LAYERS: list[tuple[str, set[str]]] = [
             "branching",
             "reporting",
             "export",
-            "trial_context",
         },
     ),
     ("execution", {"workers", "supervisor", "devices", "recording", "progress"}),
