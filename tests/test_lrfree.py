@@ -51,7 +51,7 @@ def test_a_study_of_an_lr_free_optimizer_searches_its_own_parameters(
     config = parse_study_config(_config(optimizer))
     outcome = run_study(
         config,
-        storage_url=f"sqlite:///{tmp_path / 'optuna.db'}",
+        storage_url=f"journal:{tmp_path / 'optuna.journal'}",
         tracking=False,
         show_progress=False,
         echo=lambda s: None,
@@ -165,11 +165,23 @@ def test_the_bench_section_reports_lr_free_arms_beside_lrsearch(tmp_path) -> Non
     config = SIZES["smoke"].replace(
         sections=("lrfree",),
         workloads=("tests.tiny_workloads:blobs_with_test",),
-        range_test={"repeats": 1, "num_iter": 20},
+        trials=2,  # budget 4 trial-epochs: the range test (10 steps) and a trial of each
+        range_test={"repeats": 1, "num_iter": 10},
+        lrfree_search=True,
     )
     report = run_bench(config)
     section = report["lrfree"]["tests.tiny_workloads:blobs_with_test"]
-    assert set(section["runs"]) == {"lrsearch", "schedulefree-default", "prodigy-default"}
+    assert set(section["runs"]) == {
+        "lrsearch",
+        "schedulefree-default",
+        "prodigy-default",
+        "schedulefree-search",
+        "prodigy-search",
+    }
+    for arm in ("schedulefree-search", "prodigy-search"):  # a study of it, within the budget
+        (run,) = section["runs"][arm]
+        assert run["trials"] == 2 and run["range_test_trial_epochs"] == 0
+        assert section["summary"]["arms"][arm]["median_trial_epochs"] <= config.budget
     assert section["lrsearch_from"] == "run" and section["scored_on"] == "test"
     for arm in ("schedulefree-default", "prodigy-default"):
         (run,) = section["runs"][arm]
@@ -180,7 +192,7 @@ def test_the_bench_section_reports_lr_free_arms_beside_lrsearch(tmp_path) -> Non
     md = (tmp_path / "report.md").read_text()
     assert "## LR-free optimizers" in md and "| prodigy-default |" in md
     # reused: lrsearch's runs from that report, not run again
-    config2 = config.replace(lrfree_against=str(tmp_path / "report.json"))
+    config2 = config.replace(lrfree_against=str(tmp_path / "report.json"), lrfree_search=False)
     saved = json.loads((tmp_path / "report.json").read_text())
     saved["search"] = {k: v for k, v in saved["lrfree"].items()}
     (tmp_path / "report.json").write_text(json.dumps(saved))

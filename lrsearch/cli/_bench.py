@@ -125,6 +125,13 @@ def _names(value: str | None, option: str) -> tuple[str, ...] | None:
     "and seeds (default: this run's search section, else the section runs lrsearch).",
 )
 @click.option(
+    "--lrfree-search",
+    is_flag=True,
+    default=None,
+    help="The lrfree section also searches each LR-free optimizer with lrsearch's sampler "
+    "and pruner (its lr or d_coef and warm-up), at lrsearch's budget.",
+)
+@click.option(
     "--merge",
     "merge",
     multiple=True,
@@ -165,6 +172,7 @@ def bench(**opts: Any) -> None:
             postgres=opts["postgres"],
             curves=opts["curves"],
             lrfree_against=_report_file(opts["lrfree_against"]),
+            lrfree_search=opts["lrfree_search"],
         )
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
@@ -238,6 +246,8 @@ def _command(size: str, opts: dict[str, Any]) -> str:
     ):
         if opts[name] is not None:
             parts.append(f"--{name.replace('_', '-')} {opts[name]}")
+    if opts["lrfree_search"]:
+        parts.append("--lrfree-search")
     for flag in ("storage_proxy", "storage_fill"):
         if opts[flag] is not None:
             parts.append(f"--{'' if opts[flag] else 'no-'}{flag.replace('_', '-')}")

@@ -88,6 +88,8 @@ class BenchConfig:
         lrfree_against: a report.json whose search section's lrsearch runs the LR-free
             section compares with (reused, not rerun); None: this run's search section, or
             the lrfree section runs lrsearch itself.
+        lrfree_search: the lrfree section also searches each LR-free optimizer (a study of
+            its lr or d_coef and warm-up, lrsearch's sampler and pruner, the same budget).
     """
 
     workloads: tuple[str, ...] = ("digits-mlp", "mnist1d-cnn")
@@ -110,6 +112,7 @@ class BenchConfig:
     postgres: str = "postgresql://postgres@127.0.0.1:5432"
     curves: str | None = None
     lrfree_against: str | None = None
+    lrfree_search: bool = False
 
     def __post_init__(self) -> None:
         for name in (

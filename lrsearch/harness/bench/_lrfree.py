@@ -23,11 +23,26 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from lrsearch.harness.bench._config import BenchConfig
-from lrsearch.harness.bench._search import RangeTests, Task, _lrsearch_arm, _section_head
+from lrsearch.harness.bench._search import (
+    WIDE,
+    RangeTests,
+    Task,
+    _guided,
+    _lrsearch_arm,
+    _search,
+    _section_head,
+)
 from lrsearch.harness.bench._stats import FRACTION_OF_BUDGET, summarize_search
 from lrsearch.policies import LRFREE_DEFAULTS, build_schedule
 
-__all__ = ["LRFREE_ARMS", "lrfree_arm", "lrfree_markdown", "run_lrfree"]
+__all__ = [
+    "LRFREE_ARMS",
+    "SEARCHED_ARMS",
+    "lrfree_arm",
+    "lrfree_markdown",
+    "run_lrfree",
+    "searched_arm",
+]
 
 # arm -> (optimizer, policy, weight decay): the published defaults
 _SETTINGS: dict[str, tuple[str, str, float]] = {
@@ -35,6 +50,9 @@ _SETTINGS: dict[str, tuple[str, str, float]] = {
     "prodigy-default": ("prodigy", "prodigy", 0.01),
 }
 LRFREE_ARMS = tuple(_SETTINGS)
+# arm -> optimizer: a study of it, as `lrsearch run` with [study.training] optimizer = ...
+# searches it (its lr or d_coef, warm-up and weight decay; defaults first), same budget
+SEARCHED_ARMS = {"schedulefree-search": "schedulefree_adamw", "prodigy-search": "prodigy"}
 
 
 def lrfree_arm(task: Task, seed: int, arm: str) -> dict[str, Any]:
@@ -77,6 +95,24 @@ def lrfree_arm(task: Task, seed: int, arm: str) -> dict[str, Any]:
     }
 
 
+def searched_arm(task: Task, seed: int, arm: str, budget: float, max_trials: int) -> dict[str, Any]:
+    """A study of LR-free optimizer ``arm``: lrsearch's sampler (no max_lr, so TPE after its
+    startup, the published defaults first) and plateau pruner; no range test is paid."""
+    from lrsearch.config import parse_study_config
+
+    optimizer = SEARCHED_ARMS[arm]
+    study = {"name": "bench", "workload": task.name, "epochs": task.epochs, "seed": seed * 1000}
+    config = parse_study_config(
+        {
+            "study": {**study, "training": {"optimizer": optimizer}},
+            "tracking": {"enabled": False, "update_ratio_every": 0},
+        }
+    )
+    own = Task(task.name, task.workload.with_options(optimizer=optimizer), task.epochs)
+    handle = _guided(own, f"{arm}-{seed}", config, WIDE, seed)
+    return _search(handle, own, budget=budget, max_trials=max_trials)
+
+
 def _finite(value: float) -> float | None:
     return float(value) if math.isfinite(value) else None
 
@@ -113,6 +149,10 @@ def run_lrfree(
             for arm in LRFREE_ARMS:
                 runs.setdefault(arm, []).append({"seed": seed, **lrfree_arm(task, seed, arm)})
                 advance()
+            for arm in SEARCHED_ARMS if config.lrfree_search else ():
+                max_trials = int(budget // epochs) * config.max_trials_factor
+                run = searched_arm(task, seed, arm, budget, max_trials)
+                runs.setdefault(arm, []).append({"seed": seed, **run})
         section = {**_section_head(task), "budget": budget, "runs": runs}
         section["lrsearch_from"] = "reused" if reuse else "run"
         section["summary"] = summarize_search(section, tolerance=config.target_tolerance)
@@ -127,7 +167,7 @@ def _beats(section: Mapping[str, Any]) -> dict[str, list[str]]:
     arms = section["summary"]["arms"]
     ours = arms["lrsearch"]
     out: dict[str, list[str]] = {}
-    for arm in LRFREE_ARMS:
+    for arm in [a for a in arms if a != "lrsearch"]:
         wins = []
         for key, fraction in FRACTION_OF_BUDGET.items():
             theirs, mine = arms[arm][key], ours[key]
@@ -154,7 +194,10 @@ def lrfree_markdown(report: Mapping[str, Any]) -> list[str]:
         "",
         "One trial per seed of each LR-free optimizer at its published defaults (as long as "
         "one lrsearch trial, scored on test), against lrsearch at 1/8, 1/4, 1/2 and the whole "
-        "of its budget (medians over seeds; `-`: nothing finished yet).",
+        "of its budget (medians over seeds; `-`: nothing finished yet; wall s: the arm's "
+        "median time within the budget). `*-search` arms (with `--lrfree-search`): a study "
+        "of the LR-free optimizer, its lr or d_coef, warm-up and weight decay searched by "
+        "lrsearch's sampler and pruner at the same budget, its defaults first.",
         "",
     ]
     for name, section in report.get("lrfree", {}).items():
@@ -172,7 +215,8 @@ def lrfree_markdown(report: Mapping[str, Any]) -> list[str]:
             f"### {name}",
             "",
             f"{section['scored_on'].capitalize()} {section['metric']} ({section['direction']}); "
-            f"budget {section['budget']:g} trial-epochs of {section['epochs']}-epoch trials; "
+            f"budget {section['budget']:g} trial-epochs of {section['epochs']}-epoch trials, "
+            f"{len(section['runs']['lrsearch'])} seeds; "
             f"lrsearch's runs {section['lrsearch_from']}. {wins}.",
             "",
             *[f"| {' | '.join(r)} |" for r in (head, ["---"] * len(head), *rows)],
