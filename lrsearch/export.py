@@ -64,8 +64,15 @@ def best_as_python(handle: StudyHandle) -> str:
     each group's LR ratio and weight decay); LR and momentum follow the trial's schedule step
     by step. ``python script.py --history steps.json`` writes the LR and momentum it set.
     """
+    from lrsearch.lrfree import LRFREE_OPTIMIZERS
     from lrsearch.schedules import schedule_from_dict
 
+    optimizer = handle.plan.workload.optimizer
+    if isinstance(optimizer, str) and optimizer.lower() in LRFREE_OPTIMIZERS:
+        raise WorkloadError(
+            f"--format python does not write {optimizer}'s train()/eval() switching yet; "
+            "use --format json (its schedule and settings) or lrsearch train --from-study"
+        )
     record = best_record(handle)
     schedule = schedule_from_dict(record["schedule"])
     knots = _knots(schedule, record["epochs"] * record["steps_per_epoch"])

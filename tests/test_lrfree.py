@@ -8,8 +8,10 @@ import json
 
 import pytest
 import torch
+from click.testing import CliRunner
 from torch import nn
 
+from lrsearch.cli import cli
 from lrsearch.config import parse_study_config
 from lrsearch.errors import ConfigError, WorkloadError
 from lrsearch.lrfree import optimizer_modes
@@ -49,9 +51,10 @@ def test_a_study_of_an_lr_free_optimizer_searches_its_own_parameters(
     monkeypatch.setenv("LRSEARCH_HOME", str(tmp_path))
     monkeypatch.setenv("LRSEARCH_ALLOW_WORKLOAD", "tests.*")
     config = parse_study_config(_config(optimizer))
+    storage = f"journal:{tmp_path / 'optuna.journal'}"
     outcome = run_study(
         config,
-        storage_url=f"journal:{tmp_path / 'optuna.journal'}",
+        storage_url=storage,
         tracking=False,
         show_progress=False,
         echo=lambda s: None,
@@ -64,6 +67,14 @@ def test_a_study_of_an_lr_free_optimizer_searches_its_own_parameters(
     first = trials[0].params  # the published defaults first
     assert first["warmup_frac"] == 0.05
     assert first.get("lr", first.get("d_coef")) in (0.0025, 1.0)
+    # retrained from the study: the same value, exactly (CPU)
+    args = ["train", "--from-study", config.study.name, "--storage", storage, "--json"]
+    result = CliRunner().invoke(cli, args, obj={})
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["val_metric"] == outcome.handle.study.best_value
+    args = ["best", "--study", config.study.name, "--storage", storage, "--format", "python"]
+    refused = CliRunner().invoke(cli, args, obj={})
+    assert refused.exit_code != 0 and "use --format json" in refused.output
 
 
 def test_the_study_file_ties_an_lr_free_policy_to_its_optimizer() -> None:

@@ -276,7 +276,8 @@ def _from_study(opts: dict[str, Any]) -> _Job:
         weight_decay=float(params["weight_decay"]),
         # an annihilation tail ([branching]) trained on from its parent's run: its seed
         seed=trial_seed(handle.config, trial.user_attrs.get(BRANCH_OF, trial.number)),
-        label=f"{params.get('policy', 'one-cycle')} max_lr={params['max_lr']:g}",
+        label=f"{params.get('policy', 'one-cycle')} "
+        + " ".join(f"{k}={params[k]:g}" for k in ("max_lr", "lr", "d_coef") if k in params),
         origin=f"trial {trial.number} of study {handle.name!r} (val {trial.value:.4g})",
     )
 
