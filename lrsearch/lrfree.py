@@ -155,7 +155,10 @@ def optimizer_modes(
     def refresh() -> None:
         # training-mode forward passes at the evaluation weights; the RNG (dropout) is left
         # as it was, so training goes on exactly as without them
-        devices = [device] if device.type == "cuda" else []
+        cuda = device.type == "cuda"
+        devices = (
+            [torch.cuda.current_device() if device.index is None else device.index] if cuda else []
+        )
         with torch.random.fork_rng(devices=devices):
             model.train()
             for batch in itertools.islice(batches.epoch(next(rounds)), n):
