@@ -28,6 +28,7 @@ LAYERS: list[tuple[str, set[str]]] = [
     ),
     ("drawing", {"plots"}),
     ("tracking", {"tracking"}),
+    ("trainers", {"trainers", "integrations"}),
     (
         "search",
         {
@@ -43,7 +44,6 @@ LAYERS: list[tuple[str, set[str]]] = [
             "branching",
             "reporting",
             "export",
-            "trial_context",
         },
     ),
     ("execution", {"workers", "supervisor", "devices", "recording", "progress"}),
@@ -57,6 +57,7 @@ FORBIDDEN = {
     "torch parts": {"optuna", "mlflow", "click"},
     "drawing": {"optuna", "mlflow", "click", "torch"},
     "tracking": {"optuna", "torch", "click"},
+    "trainers": {"optuna", "mlflow", "click"},
     "search": {"click", "mlflow"},
     "execution": {"click", "mlflow"},
 }
