@@ -21,7 +21,19 @@ if TYPE_CHECKING:
     from lrsearch.prior import LRPrior
     from lrsearch.schedules import Schedule
 
-__all__ = ["build_schedule", "default_params", "derived_params", "suggest_params"]
+__all__ = [
+    "build_schedule",
+    "default_params",
+    "derived_params",
+    "lrfree_policy",
+    "suggest_params",
+]
+
+
+def lrfree_policy(space: SpaceSection) -> str | None:
+    """The LR-free optimizer's policy this space searches (``schedulefree``, ``prodigy``), or
+    None for a space over ``max_lr`` (the range test's prior places it)."""
+    return space.policies[0] if space.policies[0] in LRFREE_DEFAULTS else None
 
 
 def _suggest(trial: BaseTrial, name: str, r: Range) -> float:
@@ -42,7 +54,7 @@ def suggest_params(
     An LR-free optimizer's study (policy ``schedulefree`` or ``prodigy``) samples what its
     user would tune instead (:func:`_suggest_lrfree`); the prior is not used.
     """
-    if space.policies[0] in LRFREE_DEFAULTS:
+    if lrfree_policy(space) is not None:
         return _suggest_lrfree(trial, space)
     params: dict[str, Any] = {
         "policy": trial.suggest_categorical("policy", space.policies)
@@ -86,8 +98,8 @@ def default_params(space: SpaceSection, prior: LRPrior, *, momentum: bool = True
     ``momentum=False`` leaves the momentum parameters out, as :func:`suggest_params` does.
     An LR-free optimizer's first trial is its published defaults (clipped into the space).
     """
-    policy = space.policies[0]
-    if policy in LRFREE_DEFAULTS:
+    policy = lrfree_policy(space)
+    if policy is not None:
         first = {**LRFREE_DEFAULTS[policy], "weight_decay": SMITH_DEFAULTS["weight_decay"]}
         return {
             name: _clip(value, getattr(space, name))

@@ -59,7 +59,9 @@ def test_a_study_of_an_lr_free_optimizer_searches_its_own_parameters(
         show_progress=False,
         echo=lambda s: None,
     )
+    assert outcome.handle.range_test is None  # no max_lr to place: no range test
     trials = outcome.handle.study.trials
+    assert trials[0].user_attrs["lrsearch.origin"] == "defaults"
     assert len(trials) == 2 and all(t.state.name == "COMPLETE" for t in trials)
     for t in trials:
         assert set(t.params) == searched | {"weight_decay"}  # no max_lr, no momentum
