@@ -74,9 +74,19 @@ def test_a_study_of_an_lr_free_optimizer_searches_its_own_parameters(
     result = CliRunner().invoke(cli, args, obj={})
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["val_metric"] == outcome.handle.study.best_value
+    # the best trial as a plain script: its optimizer as the trial built it, in train mode
     args = ["best", "--study", config.study.name, "--storage", storage, "--format", "python"]
-    refused = CliRunner().invoke(cli, args, obj={})
-    assert refused.exit_code != 0 and "use --format json" in refused.output
+    script = CliRunner().invoke(cli, args, obj={})
+    assert script.exit_code == 0, script.output
+    scope: dict = {"__name__": "exported_script"}
+    exec(script.stdout, scope)
+    built = scope["make_optimizer"](blobs().build_model()).param_groups[0]
+    assert built["lr"] == pytest.approx(scope["BUILD_LR"], rel=1e-12)
+    best = outcome.handle.study.best_params
+    if optimizer == "prodigy":
+        assert built["d_coef"] == pytest.approx(best["d_coef"]) and built["safeguard_warmup"]
+    else:
+        assert built["train_mode"]  # it may step at once
 
 
 def test_the_study_file_ties_an_lr_free_policy_to_its_optimizer() -> None:

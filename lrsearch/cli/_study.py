@@ -10,7 +10,6 @@ import click
 
 from lrsearch.cli._common import allow_workload_option, cli, positive
 from lrsearch.errors import LrsearchError, StorageError
-from lrsearch.space import lrfree_policy
 
 if TYPE_CHECKING:
     from lrsearch.study import StudyHandle
@@ -126,9 +125,7 @@ def closing_report(outcome: RunOutcome) -> str:
             for k, v in best["params"].items()
         )
         lines.append(f"best: trial {best['number']} {s['metric']}={best['value']:.2f} ({params})")
-        lrfree = lrfree_policy(handle.config.space) is not None  # no script for them yet
-        form = "json" if lrfree else "python"
-        lines.append(f"  schedule as code: lrsearch best --study {handle.name} --format {form}")
+        lines.append(f"  schedule as code: lrsearch best --study {handle.name} --format python")
     if outcome.tracking_uri:
         lines.append(
             f"  MLflow UI: lrsearch ui --study {handle.name}  (store: {redact(outcome.tracking_uri)})"
