@@ -25,6 +25,7 @@ from lrsearch.pruning import pruner_from_config
 from lrsearch.sampler import sampler_from_config
 from lrsearch.space import default_params
 from lrsearch.storage import open_storage, redact, storage_of
+from lrsearch.trials import ORIGIN, PRIOR_CENTRE, searches_momentum, trial_seed
 
 if TYPE_CHECKING:
     from lrsearch.range_test import RangeTestResult
@@ -68,11 +69,6 @@ class TrialPlan:
     @property
     def total_steps(self) -> int:
         return self.epochs * self.steps_per_epoch
-
-
-def trial_seed(config: StudyConfig, number: int) -> int:
-    """The seed trial ``number`` trains with (model init and data order)."""
-    return config.study.seed + number
 
 
 def build_workload(config: StudyConfig) -> Workload:
@@ -158,21 +154,6 @@ def _stored_config(name: str, text: Any) -> StudyConfig:
         ) from None
 
 
-def _drives_momentum(workload: Workload) -> bool:
-    """Whether ``workload``'s optimizer has a momentum a schedule can drive.
-
-    Builds its model and optimizer once (torch's RNG left as it was) and asks
-    :func:`~lrsearch.torch_schedule.momentum_key`.
-    """
-    import torch
-
-    from lrsearch.torch_schedule import momentum_key
-
-    with torch.random.fork_rng(devices=[]):
-        optimizer = workload.make_optimizer(workload.build_model(), lr=1e-3, momentum=0.9)
-    return momentum_key(optimizer) is not None
-
-
 @dataclass
 class StudyHandle:
     """An opened study and everything stored with it."""
@@ -222,7 +203,7 @@ class StudyHandle:
         workload = self.workload or build_workload(self.config)
         cfg = self.config.study
         epochs = cfg.epochs or workload.epochs
-        momentum = cfg.loop is not None or _drives_momentum(workload)
+        momentum = searches_momentum(self.config, workload)
         return TrialPlan(workload, epochs, workload.steps_per_epoch(cfg.batch_size), momentum)
 
     @classmethod
@@ -337,10 +318,10 @@ def _start(
                 f"rose at {result.summary['rise'].median:.3g}): the prior stays wide"
             )
         if not study.trials:
-            momentum = config.study.loop is not None or _drives_momentum(workload)
+            momentum = searches_momentum(config, workload)
             study.enqueue_trial(
                 default_params(config.space, prior, momentum=momentum),
-                user_attrs={"lrsearch.origin": "prior-centre"},
+                user_attrs={ORIGIN: PRIOR_CENTRE},
             )
 
 

@@ -20,6 +20,7 @@ import numpy as np
 from optuna.trial import FrozenTrial, TrialState
 
 from lrsearch.harness.bench._config import BenchConfig
+from lrsearch.trials import seed_of
 
 if TYPE_CHECKING:
     from lrsearch.study import StudyHandle
@@ -89,7 +90,7 @@ def _bare(handle: StudyHandle, trial: FrozenTrial, epochs: int) -> tuple[_Clock,
             epochs=epochs,
             batch_size=handle.config.study.batch_size,
             weight_decay=params["weight_decay"],
-            seed=handle.config.study.seed + trial.number,
+            seed=seed_of(handle.config, trial),
         )
     return clock, float(result.val_metric)
 
