@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from lrsearch.errors import WorkloadError
 from lrsearch.reporting import best_trial
 from lrsearch.study import StudyHandle
-from lrsearch.trials import MLFLOW_RUN_ID, seed_of, test_metric, trial_params, trial_schedule
+from lrsearch.trials import MLFLOW_RUN_ID, score_on_test, seed_of, trial_params, trial_schedule
 
 if TYPE_CHECKING:
     import torch
@@ -38,7 +38,7 @@ def best_record(handle: StudyHandle) -> dict[str, Any]:
         "metric": f"val_{workload.metric.name}",
         # The search never sees the test split; its score is known only where something
         # stored it with the trial (`lrsearch train --from-study` measures it).
-        "test_metric": test_metric(trial),
+        "test_metric": score_on_test(trial),
         "workload": handle.config.study.workload,
         "optimizer": workload.optimizer_name,
         "epochs": epochs,

@@ -46,9 +46,9 @@ __all__ = [
     "WORKER",
     "counted",
     "is_surplus",
+    "score_on_test",
     "searches_momentum",
     "seed_of",
-    "test_metric",
     "trial_params",
     "trial_schedule",
     "trial_seed",
@@ -125,7 +125,7 @@ def searches_momentum(config: StudyConfig, workload: Workload) -> bool:
     return momentum_key(optimizer) is not None
 
 
-def test_metric(trial: FrozenTrial) -> float | None:
+def score_on_test(trial: FrozenTrial) -> float | None:
     """The trial's test metric where it stored a finite one, else None."""
     value = trial.user_attrs.get(TEST_METRIC)
     if value is None or not math.isfinite(float(value)):

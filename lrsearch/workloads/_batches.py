@@ -126,7 +126,10 @@ class Batches:
 
     Tensor data is reshuffled each epoch from one generator seeded with ``seed`` and cut
     into ``len // batch_size`` batches; a loader is iterated as it is, a factory called with
-    ``(epoch, seed)``.
+    ``(epoch, seed)``. A loader with a generator of its own (``DataLoader(generator=g)``) has
+    ``g`` reseeded with ``seed`` here: else its shuffling state would run on from one trial
+    to the next in a worker, and a trial's data order would depend on the trials before it
+    (``train --from-study`` could not repeat it). ``order`` is the generator a snapshot keeps.
 
     Attributes:
         per_epoch: batches in one epoch, where known.
@@ -143,6 +146,8 @@ class Batches:
             self.tensors = (data[0].to(device), data[1].to(device))
             self.order = torch.Generator().manual_seed(seed)
             self.per_epoch = max(1, len(data[0]) // batch_size)
+        elif isinstance(getattr(data, "generator", None), torch.Generator):
+            self.order = data.generator.manual_seed(seed)
 
     def epoch(self, epoch: int) -> Iterator[Any]:
         """The batches of epoch ``epoch`` (0-based)."""

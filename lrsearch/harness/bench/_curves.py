@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from lrsearch.trials import DERIVED, test_metric
+from lrsearch.trials import DERIVED, score_on_test
 
 if TYPE_CHECKING:
     from optuna.pruners import BasePruner
@@ -55,7 +55,7 @@ def _trial_record(trial: FrozenTrial, steps_per_epoch: int) -> dict[str, Any]:
         "derived": dict(trial.user_attrs.get(DERIVED, {})),
         "values": [_finite(v) for v in values],
         "value": _finite(trial.value) if trial.state == TrialState.COMPLETE else None,
-        "test_metric": test_metric(trial),
+        "test_metric": score_on_test(trial),
         "diverged": trial.state != TrialState.COMPLETE,
         "epochs_trained": trial.user_attrs.get("steps", 0) / steps_per_epoch,
     }

@@ -34,7 +34,7 @@ from lrsearch.pruning import pruner_from_config
 from lrsearch.sampler import sampler_from_config
 from lrsearch.space import default_params
 from lrsearch.study import StudyHandle
-from lrsearch.trials import test_metric
+from lrsearch.trials import score_on_test
 
 if TYPE_CHECKING:
     from lrsearch.range_test import RangeTestResult
@@ -198,7 +198,7 @@ class _Curve:
             candidate = {
                 "number": trial.number,
                 "value": _finite(trial.value),
-                "test_metric": test_metric(trial),
+                "test_metric": score_on_test(trial),
             }
             self.best = chosen(
                 [c for c in (self.best, candidate) if c], maximize=self.task.maximize
