@@ -194,7 +194,7 @@ def _endless(source: Batches) -> Iterator[Any]:
 
 
 @dataclass(frozen=True)
-class _Ramp:
+class _RampPlan:
     """How each repeat ramps: the schedule, micro-batches per step, smoothing and stopping."""
 
     schedule: ExpRamp | LinearRamp
@@ -206,7 +206,7 @@ class _Ramp:
 
 
 def _one_repeat(
-    step: TrainStep, source: Batches, ramp: _Ramp
+    step: TrainStep, source: Batches, ramp: _RampPlan
 ) -> tuple[list[float], list[float], list[float]]:
     """Run the ramp once; stop at divergence. Returns the LRs, raw and smoothed losses."""
     smoother = LossSmoother(ramp.beta)
@@ -313,7 +313,7 @@ def range_test(
         raise ValueError(f"num_iter must be >= 10, got {num_iter=}")
     beta = default_beta(n_iter) if beta is None else beta
     schedule = (ExpRamp if ramp == "exp" else LinearRamp)(start_lr, end_lr, n_iter)
-    plan = _Ramp(schedule, accumulate, beta, diverge_factor, skip_start, base_lr)
+    plan = _RampPlan(schedule, accumulate, beta, diverge_factor, skip_start, base_lr)
     started = time.perf_counter()
     runs: list[tuple[list[float], list[float], list[float]]] = []
     for r in range(repeats):
