@@ -35,6 +35,7 @@ __all__ = [
     "DIVERGED",
     "DRAW",
     "FAIL_REASON",
+    "HEARTBEAT",
     "MLFLOW_RUN_ID",
     "ORIGIN",
     "PRIOR_CENTRE",
@@ -77,6 +78,8 @@ PRUNED_BECAUSE = "pruned_because"
 """The plateau pruner's judgement of a trial it stopped (phase, bound, threshold)."""
 MLFLOW_RUN_ID = "mlflow_run_id"
 """The trial's MLflow run."""
+HEARTBEAT = "lrsearch.heartbeat"
+"""lrsearch's heartbeat of a running trial (``{"trial", "at"}``; :mod:`lrsearch.heartbeat`)."""
 DRAW = "lrsearch.draw"
 """How the sampler drew a startup trial's ``max_lr`` (``prior``, ``wide``, ``bracket``)."""
 ORIGIN = "lrsearch.origin"
