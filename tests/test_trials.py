@@ -95,3 +95,25 @@ def test_the_keys_are_what_optunas_storage_holds() -> None:
     study = optuna.create_study()
     study.enqueue_trial({}, user_attrs={trials.ORIGIN: trials.PRIOR_CENTRE})
     assert study.ask().user_attrs == {"lrsearch.origin": "prior-centre"}
+
+
+def test_no_module_spells_a_trial_attribute_key_itself() -> None:
+    """Every reader and writer uses lrsearch.trials' keys, so none can drift."""
+    import re
+    from pathlib import Path
+
+    import lrsearch
+
+    spelled = re.compile(
+        r'user_attrs\.get\(\s*"|set_user_attr\(\s*"|set_trial_user_attr\([^,]+,\s*"'
+        r'|user_attrs=\{\s*"|"[\w.]+" in [\w.]*user_attrs|user_attrs\["'
+    )
+    package = Path(lrsearch.__file__).parent
+    offenders = [
+        f"{path.relative_to(package)}:{n}"
+        for path in sorted(package.rglob("*.py"))
+        if path.name != "trials.py"
+        for n, line in enumerate(path.read_text().splitlines(), 1)
+        if spelled.search(line)
+    ]
+    assert not offenders

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from lrsearch.harness.bench._search import STEPS
 from lrsearch.trials import DERIVED, score_on_test
 
 if TYPE_CHECKING:
@@ -57,7 +58,7 @@ def _trial_record(trial: FrozenTrial, steps_per_epoch: int) -> dict[str, Any]:
         "value": _finite(trial.value) if trial.state == TrialState.COMPLETE else None,
         "test_metric": score_on_test(trial),
         "diverged": trial.state != TrialState.COMPLETE,
-        "epochs_trained": trial.user_attrs.get("steps", 0) / steps_per_epoch,
+        "epochs_trained": trial.user_attrs.get(STEPS, 0) / steps_per_epoch,
     }
 
 
