@@ -22,6 +22,7 @@ from lrsearch.trials import (
     MLFLOW_RUN_ID,
     counted,
     is_surplus,
+    trial_params,  # re-exported for earlier callers: lrsearch.trials owns the replay
     trial_schedule,
 )
 
@@ -34,6 +35,8 @@ __all__ = [
     "ended_trial_reasons",
     "study_history",
     "summary",
+    "trial_params",
+    "trial_schedule",
 ]
 
 
