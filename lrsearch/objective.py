@@ -34,7 +34,7 @@ from lrsearch.branching import (
 )
 from lrsearch.heartbeat import beating, fail_stale
 from lrsearch.pruning import PruneDecision, last_decision
-from lrsearch.space import build_schedule, derived_params, suggest_params
+from lrsearch.space import derived_params
 from lrsearch.storage import read_trials, system_attrs
 from lrsearch.study import FINISHED, StudyHandle
 from lrsearch.trials import (
@@ -48,6 +48,8 @@ from lrsearch.trials import (
     TEST_METRIC,
     TRAINING,
     WORKER,
+    sample_params,
+    schedule_of,
     seed_of,
 )
 
@@ -244,12 +246,8 @@ class Objective:
     def sample(self, trial: optuna.Trial) -> TrialSpec:
         """The trial's parameters and schedule (and which trial it repeats, for a retry)."""
         plan = self.handle.plan
-        params = suggest_params(
-            trial, self.handle.config.space, self.handle.prior, momentum=plan.drives_momentum
-        )
-        schedule = build_schedule(
-            params, total_steps=plan.total_steps, steps_per_epoch=plan.steps_per_epoch
-        )
+        params = sample_params(self.handle, trial)
+        schedule = schedule_of(self.handle, params)
         retry_of = system_attrs(trial).get("failed_trial")
         dead: Mapping[str, Any] = {}
         if retry_of is not None:  # the dead trial has ended: claim's read of the trials has it

@@ -16,7 +16,7 @@ Example:
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from optuna.trial import BaseTrial, FixedTrial, FrozenTrial
@@ -47,6 +47,8 @@ __all__ = [
     "WORKER",
     "counted",
     "is_surplus",
+    "sample_params",
+    "schedule_of",
     "score_on_test",
     "searches_momentum",
     "seed_of",
@@ -136,27 +138,32 @@ def score_on_test(trial: FrozenTrial) -> float | None:
     return float(value)
 
 
-# --- a finished trial, replayed ----------------------------------------------------------------
+# --- a trial's parameters and schedule: sampled, and replayed the same way --------------------
+def sample_params(handle: StudyHandle, trial: BaseTrial) -> dict[str, Any]:
+    """Every parameter ``trial`` trains with, sampled from the study's space and prior."""
+    return suggest_params(
+        trial, handle.config.space, handle.prior, momentum=handle.plan.drives_momentum
+    )
+
+
+def schedule_of(handle: StudyHandle, params: Mapping[str, Any]) -> Schedule:
+    """The schedule ``params`` describe over the study's steps."""
+    plan = handle.plan
+    return build_schedule(
+        params, total_steps=plan.total_steps, steps_per_epoch=plan.steps_per_epoch
+    )
+
+
 def trial_params(handle: StudyHandle, trial: FrozenTrial) -> dict[str, Any]:
     """Every parameter a finished trial trained with, as its sampling produced them.
 
-    The sampling is replayed on the stored values, so what ``suggest_params`` adds (fixed
-    parameters, the only policy, ``momentum_low`` clipped to ``momentum_high``, no momentum
-    where the study's optimizer has none) comes back exactly as the trial had it.
+    The sampling (:func:`sample_params`) is replayed on the stored values, so what it adds
+    (fixed parameters, the only policy, ``momentum_low`` clipped to ``momentum_high``, no
+    momentum where the study's optimizer has none) comes back exactly as the trial had it.
     """
-    return suggest_params(
-        FixedTrial(dict(trial.params)),
-        handle.config.space,
-        handle.prior,
-        momentum=handle.plan.drives_momentum,
-    )
+    return sample_params(handle, FixedTrial(dict(trial.params)))
 
 
 def trial_schedule(handle: StudyHandle, trial: FrozenTrial) -> Schedule:
     """Rebuild the schedule a finished trial trained with."""
-    plan = handle.plan
-    return build_schedule(
-        trial_params(handle, trial),
-        total_steps=plan.total_steps,
-        steps_per_epoch=plan.steps_per_epoch,
-    )
+    return schedule_of(handle, trial_params(handle, trial))
