@@ -298,10 +298,10 @@ def run_study(
                 workload=workload,
             )
             recorder = open_recorder(handle, tracker, log_parent=True) if tracker else None
-        interrupt.check()
-        for line in describe_study(handle, resumed=not ran_range_test):
-            echo(line)
-        try:
+        try:  # from here on the parent run is open: whatever stops the study closes it
+            interrupt.check()
+            for line in describe_study(handle, resumed=not ran_range_test):
+                echo(line)
             interrupted = _execute(
                 handle,
                 slots,
