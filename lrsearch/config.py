@@ -26,7 +26,6 @@ __all__ = [
 ]
 
 POLICIES = study_policies()  # the policies a study may search over
-PRUNER_NAMES = ("plateau", "median", "hyperband", "none")
 
 PositiveFloat = Annotated[float, Field(gt=0)]
 

@@ -7,8 +7,9 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from lrsearch.errors import WorkloadError
-from lrsearch.reporting import best_trial, trial_params, trial_schedule
-from lrsearch.study import StudyHandle, trial_seed
+from lrsearch.reporting import best_trial
+from lrsearch.study import StudyHandle
+from lrsearch.trials import MLFLOW_RUN_ID, score_on_test, seed_of, trial_params, trial_schedule
 
 if TYPE_CHECKING:
     import torch
@@ -23,7 +24,7 @@ def best_record(handle: StudyHandle) -> dict[str, Any]:
     """The best trial: value, params, schedule dict and training settings.
 
     ``params`` are every parameter the trial trained with, replayed as
-    :func:`~lrsearch.reporting.trial_params` does (fixed ones included). ``test_metric`` is
+    :func:`~lrsearch.trials.trial_params` does (fixed ones included). ``test_metric`` is
     None unless the trial carries one (user attribute ``test_metric``); nothing is retrained.
     """
     trial = best_trial(handle)
@@ -37,17 +38,17 @@ def best_record(handle: StudyHandle) -> dict[str, Any]:
         "metric": f"val_{workload.metric.name}",
         # The search never sees the test split; its score is known only where something
         # stored it with the trial (`lrsearch train --from-study` measures it).
-        "test_metric": trial.user_attrs.get("test_metric"),
+        "test_metric": score_on_test(trial),
         "workload": handle.config.study.workload,
         "optimizer": workload.optimizer_name,
         "epochs": epochs,
         "steps_per_epoch": steps_per_epoch,
         "batch_size": plan.trainer.batch_size,  # None: the trainer's own code sets it
-        "seed": trial_seed(handle.config, trial.number),
+        "seed": seed_of(handle.config, trial),  # a tail: its parent's
         "params": params,
         "weight_decay": params["weight_decay"],
         "schedule": trial_schedule(handle, trial).to_dict(),
-        "mlflow_run_id": trial.user_attrs.get("mlflow_run_id"),
+        "mlflow_run_id": trial.user_attrs.get(MLFLOW_RUN_ID),
     }
 
 

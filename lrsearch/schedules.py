@@ -465,7 +465,7 @@ class Cyclic(Schedule):
 # --- ramps and constant ------------------------------------------------------------------
 
 
-class _Ramp(Schedule):
+class _RampSchedule(Schedule):
     """``start_lr`` at step 0 to ``end_lr`` at step ``n_steps - 1``."""
 
     _zero_allowed: ClassVar[bool]
@@ -486,7 +486,7 @@ class _Ramp(Schedule):
         return {"start_lr": self.start_lr, "end_lr": self.end_lr, "n_steps": self.n_steps}
 
 
-class ExpRamp(_Ramp):
+class ExpRamp(_RampSchedule):
     """Exponential ramp (the LR range test's): ``start * (end / start) ** (k / (n_steps - 1))``.
 
     Args:
@@ -504,7 +504,7 @@ class ExpRamp(_Ramp):
         return np.where(steps == last, self.end_lr, values)
 
 
-class LinearRamp(_Ramp):
+class LinearRamp(_RampSchedule):
     """Linear ramp: ``start + (end - start) * k / (n_steps - 1)``, e.g. a warm-up.
 
     Args:

@@ -25,6 +25,7 @@ from lrsearch.pruning import pruner_from_config
 from lrsearch.sampler import sampler_from_config
 from lrsearch.space import default_params, lrfree_policy
 from lrsearch.storage import open_storage, redact, storage_of
+from lrsearch.trials import DEFAULTS, ORIGIN, PRIOR_CENTRE, trial_seed
 
 if TYPE_CHECKING:
     from lrsearch.range_test import RangeTestResult
@@ -83,11 +84,6 @@ class TrialPlan:
     @property
     def total_steps(self) -> int:
         return self.epochs * self.steps_per_epoch
-
-
-def trial_seed(config: StudyConfig, number: int) -> int:
-    """The seed trial ``number`` trains with (model init and data order)."""
-    return config.study.seed + number
 
 
 def build_workload(config: StudyConfig) -> Workload:
@@ -356,7 +352,7 @@ def _start(
         if not study.trials:
             study.enqueue_trial(
                 default_params(config.space, prior, momentum=trainer.drives_momentum),
-                user_attrs={"lrsearch.origin": "prior-centre"},
+                user_attrs={ORIGIN: PRIOR_CENTRE},
             )
 
 
@@ -372,9 +368,7 @@ def _start_lrfree(
         say(f"{config.study.training.optimizer}: LR-free, no range test; its defaults first")
     study.set_user_attr(KEY_PRIOR, _NO_PRIOR.to_dict())
     if not study.trials:
-        study.enqueue_trial(
-            default_params(config.space, _NO_PRIOR), user_attrs={"lrsearch.origin": "defaults"}
-        )
+        study.enqueue_trial(default_params(config.space, _NO_PRIOR), user_attrs={ORIGIN: DEFAULTS})
 
 
 def _delete_unstarted(study: optuna.Study) -> None:

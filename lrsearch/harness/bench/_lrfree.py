@@ -30,7 +30,7 @@ from lrsearch.harness.bench._search import (
     _guided,
     _lrsearch_arm,
     _search,
-    _section_head,
+    section_head,
 )
 from lrsearch.harness.bench._stats import FRACTION_OF_BUDGET, summarize_search
 from lrsearch.policies import LRFREE_DEFAULTS, build_schedule
@@ -153,7 +153,7 @@ def run_lrfree(
                 max_trials = int(budget // epochs) * config.max_trials_factor
                 run = searched_arm(task, seed, arm, budget, max_trials)
                 runs.setdefault(arm, []).append({"seed": seed, **run})
-        section = {**_section_head(task), "budget": budget, "runs": runs}
+        section = {**section_head(task), "budget": budget, "runs": runs}
         section["lrsearch_from"] = "reused" if reuse else "run"
         section["summary"] = summarize_search(section, tolerance=config.target_tolerance)
         section["beats_lrsearch"] = _beats(section)

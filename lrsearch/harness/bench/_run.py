@@ -110,7 +110,8 @@ def run_bench(
     import optuna
     import torch
 
-    from lrsearch.harness.bench._search import RangeTests, Task, run_pruning, run_search
+    from lrsearch.harness.bench._pruning import run_pruning
+    from lrsearch.harness.bench._search import RangeTests, Task, run_search
     from lrsearch.harness.bench._stats import summarize_pruning, summarize_search
 
     torch.set_num_threads(1)  # tiny models train fastest on one thread; the timings assume it
