@@ -183,6 +183,9 @@ def _fraction(f: float) -> str:
     return "1" if f == 1 else f"1/{round(1 / f)}"
 
 
+_FROM = {"reused": "lrsearch's runs reused from the earlier report", "run": "lrsearch ran here"}
+
+
 def _cell(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}"
 
@@ -216,8 +219,8 @@ def lrfree_markdown(report: Mapping[str, Any]) -> list[str]:
             "",
             f"{section['scored_on'].capitalize()} {section['metric']} ({section['direction']}); "
             f"budget {section['budget']:g} trial-epochs of {section['epochs']}-epoch trials, "
-            f"{len(section['runs']['lrsearch'])} seeds; "
-            f"lrsearch's runs {section['lrsearch_from']}. {wins}.",
+            f"seeds: {len(section['runs']['lrsearch'])}; "
+            f"{_FROM[section['lrsearch_from']]}. {wins}.",
             "",
             *[f"| {' | '.join(r)} |" for r in (head, ["---"] * len(head), *rows)],
             "",
