@@ -17,6 +17,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from lrsearch import interrupt
+from lrsearch.space import lrfree_policy
 from lrsearch.trials import DIVERGED, counted, is_surplus
 
 if TYPE_CHECKING:
@@ -283,10 +284,14 @@ def describe_study(handle: StudyHandle, *, resumed: bool) -> list[str]:
         said = ", ".join(f"{name} {s.median:.3g}" for name, s in summary.items())
         lines.append(f"range test: {said}")
     prior = handle.prior
-    lines.append(
-        f"prior over max_lr: centre {prior.center:.3g}, sigma {prior.sigma_decades:.2f} "
-        f"decades, within [{prior.low:.3g}, {prior.high:.3g}]"
-    )
+    lrfree = lrfree_policy(handle.config.space)
+    if lrfree is not None:
+        lines.append(f"LR-free optimizer: searching the {lrfree} policy's own parameters")
+    else:
+        lines.append(
+            f"prior over max_lr: centre {prior.center:.3g}, sigma {prior.sigma_decades:.2f} "
+            f"decades, within [{prior.low:.3g}, {prior.high:.3g}]"
+        )
     if resumed:
         from optuna.trial import TrialState
 

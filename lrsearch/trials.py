@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BRANCH_OF",
+    "DEFAULTS",
     "DERIVED",
     "DIVERGED",
     "DRAW",
@@ -83,8 +84,10 @@ HEARTBEAT = "lrsearch.heartbeat"
 DRAW = "lrsearch.draw"
 """How the sampler drew a startup trial's ``max_lr`` (``prior``, ``wide``, ``bracket``)."""
 ORIGIN = "lrsearch.origin"
-"""Where an enqueued trial came from; :data:`PRIOR_CENTRE` for the prior's centre."""
+"""Where an enqueued trial came from; :data:`PRIOR_CENTRE` for the prior's centre,
+:data:`DEFAULTS` for an LR-free optimizer's published defaults."""
 PRIOR_CENTRE = "prior-centre"
+DEFAULTS = "defaults"
 
 
 # --- which trials count ------------------------------------------------------------------------

@@ -22,7 +22,10 @@ PKG = Path(lrsearch.__file__).parent
 LAYERS: list[tuple[str, set[str]]] = [
     ("schedule math", {"errors", "interrupt", "defaults", "paths", "schedules", "policies"}),
     ("prior math", {"prior", "suggest", "config"}),
-    ("torch parts", {"torch_schedule", "workloads", "training", "train_step", "range_test"}),
+    (
+        "torch parts",
+        {"torch_schedule", "workloads", "training", "train_step", "range_test", "lrfree"},
+    ),
     ("drawing", {"plots"}),
     ("tracking", {"tracking"}),
     ("trainers", {"trainers", "integrations"}),

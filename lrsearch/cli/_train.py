@@ -269,7 +269,8 @@ def _from_study(opts: dict[str, Any]) -> _Job:
         schedule=trial_schedule(handle, trial),
         params=dict(params),
         seed=seed_of(handle.config, trial),  # an annihilation tail: its parent's seed
-        label=f"{params.get('policy', 'one-cycle')} max_lr={params['max_lr']:g}",
+        label=f"{params.get('policy', 'one-cycle')} "
+        + " ".join(f"{k}={params[k]:g}" for k in ("max_lr", "lr", "d_coef") if k in params),
         origin=f"trial {trial.number} of study {handle.name!r} (val {trial.value:.4g})",
     )
 

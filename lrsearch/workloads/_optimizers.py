@@ -40,8 +40,13 @@ def check_optimizer(optimizer: Any) -> None:
         )
 
 
-def optimizer_class(name: str) -> type[torch.optim.Optimizer]:
-    """A ``torch.optim`` optimizer class by name, case-insensitive (``"adagrad"``)."""
+def optimizer_class(name: str) -> Callable[..., torch.optim.Optimizer]:
+    """A ``torch.optim`` optimizer class by name, case-insensitive (``"adagrad"``), or an
+    LR-free optimizer's factory (``"schedulefree_adamw"``, ``"prodigy"``: lrsearch.lrfree)."""
+    from lrsearch.lrfree import LRFREE_OPTIMIZERS, lrfree_factory
+
+    if name.lower() in LRFREE_OPTIMIZERS:
+        return lrfree_factory(name.lower())
     classes = {
         n.lower(): cls
         for n, cls in vars(torch.optim).items()
@@ -49,7 +54,8 @@ def optimizer_class(name: str) -> type[torch.optim.Optimizer]:
     }
     if name.lower() not in classes:
         raise ValueError(
-            f"optimizer must be one of {', '.join(OPTIMIZERS)} or a torch.optim optimizer "
+            f"optimizer must be one of {', '.join(OPTIMIZERS)}, an LR-free one "
+            f"({', '.join(LRFREE_OPTIMIZERS)}) or a torch.optim optimizer "
             f"({', '.join(sorted(classes))}), got {name!r}"
         )
     return classes[name.lower()]

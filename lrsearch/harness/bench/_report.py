@@ -371,6 +371,10 @@ def render_markdown(report: dict[str, Any], *, command: str, prefix: str = "") -
         lines += [*_search_md(report, prefix), ""]
     if "pruning" in report:
         lines += [*_pruning_md(report, prefix), ""]
+    if report.get("lrfree"):
+        from lrsearch.harness.bench._lrfree import lrfree_markdown
+
+        lines += [*lrfree_markdown(report), ""]
     if "overhead" in report:
         lines += [*_overhead_md(report), ""]
     if "storage" in report:
