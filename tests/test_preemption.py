@@ -77,9 +77,9 @@ def _wait_for_epoch(directory: Path, epoch: int, proc: subprocess.Popen[bytes]) 
 
 def _uninterrupted_value(home: Path, trial: optuna.trial.FrozenTrial) -> float:
     """Trial 0 trained from start to end in one go, the way its worker trains it."""
-    from lrsearch.reporting import trial_schedule
-    from lrsearch.study import load_study, trial_seed
+    from lrsearch.study import load_study
     from lrsearch.training import train
+    from lrsearch.trials import trial_schedule, trial_seed
 
     url = f"journal:{home / 'optuna.journal'}"
     handle = load_study("preempt", url, allow_workloads=("tests.tiny_workloads:*",))
@@ -117,6 +117,10 @@ def test_a_trial_killed_in_epoch_10_resumes_and_ends_as_if_never_killed(tmp_path
     finally:
         os.killpg(run.pid, signal.SIGKILL)  # the worker is preempted (in epoch 10)
         run.wait()
+    # Past the heartbeat's grace: the next worker's first budget check finds the trial lost and
+    # queues its retry, which runs once that worker's fresh trial is done (otherwise two fresh
+    # trials could fill the budget of 2 first and leave the retry WAITING).
+    time.sleep(3.5)
 
     worker = subprocess.run(
         [*WORKER, "--allow-workload", "tests.tiny_workloads:*"],
