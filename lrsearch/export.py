@@ -44,7 +44,7 @@ def best_record(handle: StudyHandle) -> dict[str, Any]:
         "epochs": epochs,
         "steps_per_epoch": steps_per_epoch,
         "batch_size": plan.trainer.batch_size,  # None: the trainer's own code sets it
-        "seed": seed_of(handle.config, trial),  # a tail: its parent's
+        "seed": seed_of(handle.config, trial),  # a tail: its parent's; a retry: its original's
         "params": params,
         "weight_decay": params["weight_decay"],
         "schedule": trial_schedule(handle, trial).to_dict(),

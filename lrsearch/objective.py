@@ -12,6 +12,7 @@ Example (not run as a doctest: ``handle`` is an opened study, :func:`lrsearch.st
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import socket
@@ -32,8 +33,10 @@ from lrsearch.branching import (
     qualifies,
     tail_values,
 )
+from lrsearch.checkpoints import TrialCheckpoints, checkpoint_root
 from lrsearch.heartbeat import beating, fail_stale
 from lrsearch.pruning import PruneDecision, last_decision
+from lrsearch.schedules import MetricDriven
 from lrsearch.space import derived_params
 from lrsearch.storage import read_trials, system_attrs
 from lrsearch.study import FINISHED, StudyHandle
@@ -43,6 +46,7 @@ from lrsearch.trials import (
     DIVERGED,
     FAIL_REASON,
     PRUNED_BECAUSE,
+    RESUMED_FROM_EPOCH,
     RETRY_OF,
     SURPLUS,
     TEST_METRIC,
@@ -85,6 +89,8 @@ class TrialSpec:
         retry_of: the number of the trial this one repeats (its worker was lost), if any.
         retry_of_attrs: that trial's user attributes (``mlflow_run_id`` among them).
         branch_of: for an annihilation tail ([branching]), the trial whose cycle it shares.
+        resumed_from_epoch: a retry that goes on from its original's checkpoint: the epoch
+            it resumes after (:mod:`lrsearch.checkpoints`).
     """
 
     number: int
@@ -97,6 +103,7 @@ class TrialSpec:
     retry_of: int | None = None
     retry_of_attrs: Mapping[str, Any] = field(default_factory=dict)
     branch_of: int | None = None
+    resumed_from_epoch: int | None = None
 
 
 @dataclass(frozen=True)
@@ -199,6 +206,10 @@ class Objective:
         self.observe = observe
         self.on_epoch = on_epoch
         self._snapshots = Snapshots()  # cycle ends of this worker's trials ([branching])
+        # trial checkpoints (lrsearch.checkpoints): where, and each running trial's own
+        self._checkpoint_root = checkpoint_root(handle.storage_url)
+        self._checkpoints: dict[int, tuple[TrialCheckpoints, Snapshot | None]] = {}
+        self._checkpoint_costs: dict[int, dict[str, float]] = {}
 
     def __call__(self, trial: optuna.Trial) -> float:
         # lrsearch's heartbeat, for storages without Optuna's (the gRPC proxy): lrsearch.heartbeat
@@ -213,11 +224,13 @@ class Objective:
         if not claim(self.handle.study, trial, self.n_trials):
             trial.set_user_attr(SURPLUS, True)
             raise SurplusTrial(f"study already has {self.n_trials} finished or running trials")
-        spec = self.sample(trial)
+        spec = self._resumable(self.sample(trial))
         observer = self.observe(spec) if self.observe else None
         trial.set_user_attr(DERIVED, dict(spec.derived))  # before training: pruners read it
         if spec.retry_of is not None:
             trial.set_user_attr(RETRY_OF, spec.retry_of)
+        if spec.resumed_from_epoch is not None:
+            trial.set_user_attr(RESUMED_FROM_EPOCH, spec.resumed_from_epoch)
         if observer is not None:
             _keep(trial, observer.attrs)
         started = time.perf_counter()
@@ -228,6 +241,8 @@ class Objective:
             if outcome is not None:
                 self._end(trial, observer, outcome, started)
             raise
+        finally:
+            self._close_checkpoints(trial.number)  # ended, one way or another: not resumed
         study = self.handle.study
         outcome = _outcome(result, last_decision(study.pruner, study.study_name, trial.number))
         if outcome.state == "COMPLETE" and math.isfinite(result.test_metric):
@@ -257,7 +272,8 @@ class Objective:
             schedule=schedule,
             total_steps=plan.total_steps,
             device=self.device,
-            seed=seed_of(self.handle.config, trial),  # a tail: its parent's seed
+            # a tail: its parent's seed; a retry (which may resume a checkpoint): its original's
+            seed=seed_of(self.handle.config, trial, retry_of=retry_of),
             retry_of=retry_of,
             retry_of_attrs=dead,
             branch_of=trial.user_attrs.get(BRANCH_OF),
@@ -288,6 +304,12 @@ class Objective:
 
         tails = _Tails(self.handle, self._snapshots, trial, spec)
         resume = tails.resume
+        checkpoints, resumed = self._checkpoints.get(trial.number, (None, None))
+        if resumed is not None:  # a retry: its original's epochs are this trial's too
+            resume = resumed
+            for info in resumed.history:
+                if observer is not None:
+                    observer.epoch(info)
         if resume is not None:  # a tail: the shared prefix's epochs are this trial's too
             for epoch in resume.history:
                 trial.report(epoch.val_metric, epoch.epoch)
@@ -305,6 +327,7 @@ class Objective:
                 snapshot_at=tails.snapshot_epoch,
                 on_snapshot=tails.keep,
                 resume=resume,
+                on_checkpoint=None if checkpoints is None else checkpoints.save,
             ),
         )
         tails.branch(result)
@@ -318,7 +341,9 @@ class Objective:
         started: float,
     ) -> None:
         seconds = time.perf_counter() - started
-        trial.set_user_attr(TRAINING, {"device": self.device, "seconds": seconds})
+        self._close_checkpoints(trial.number)
+        costs = self._checkpoint_costs.pop(trial.number, {})
+        trial.set_user_attr(TRAINING, {"device": self.device, "seconds": seconds, **costs})
         if outcome.diverged:
             trial.set_user_attr(DIVERGED, outcome.reason)
         if outcome.state == "FAIL":
@@ -327,6 +352,29 @@ class Objective:
             trial.set_user_attr(PRUNED_BECAUSE, outcome.why_pruned.to_dict())
         if observer is not None:
             _keep(trial, observer.end(outcome))
+
+    # --- trial checkpoints (lrsearch.checkpoints) ----------------------------------------
+    def _resumable(self, spec: TrialSpec) -> TrialSpec:
+        """Open the trial's checkpoints (where they are on); a retry gets its original's last."""
+        if self._checkpoint_root is None or isinstance(spec.schedule, MetricDriven):
+            return spec  # off, or a schedule driven by the metric: it cannot resume
+        origin = spec.number if spec.retry_of is None else spec.retry_of
+        identity = {**spec.params, "seed": spec.seed, "total_steps": spec.total_steps}
+        checkpoints = TrialCheckpoints(self._checkpoint_root, self.handle.name, origin, identity)
+        resumed = checkpoints.load() if spec.retry_of is not None else None
+        self._checkpoints[spec.number] = (checkpoints, resumed)
+        if resumed is None:
+            return spec
+        return dataclasses.replace(spec, resumed_from_epoch=resumed.epoch)
+
+    def _close_checkpoints(self, number: int) -> None:
+        """The trial has ended: remove its checkpoints, keep what they cost for ``_end``."""
+        checkpoints, _ = self._checkpoints.pop(number, (None, None))
+        if checkpoints is not None:
+            checkpoints.remove()
+            self._checkpoint_costs[number] = checkpoints.stats()
+
+    # --- end of trial checkpoints ---------------------------------------------------------
 
 
 class _Tails:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from optuna.trial import TrialState
 
+from lrsearch.checkpoints import checkpoint_root, remove_stale
 from lrsearch.errors import TrackingError
 from lrsearch.heartbeat import fail_stale
 from lrsearch.objective import Observe, Outcome, TrialSpec
@@ -159,6 +160,12 @@ def observe_trials(recorder: StudyRecorder, handle: StudyHandle) -> Observe:
                     if spec.branch_of is not None
                     else {}
                 ),
+                # a retry that went on from its original's checkpoint (lrsearch.checkpoints)
+                **(
+                    {"lrsearch.resumed_from_epoch": str(spec.resumed_from_epoch)}
+                    if spec.resumed_from_epoch is not None
+                    else {}
+                ),
             },
             schedule=spec.schedule,
         )
@@ -189,4 +196,18 @@ def close_orphans(handle: StudyHandle, recorder: StudyRecorder) -> list[int]:
     budget is full): nothing else would ever close its run.
     """
     fail_stale(handle.study)  # lost workers on lrsearch's heartbeat: their trials end here
+    _remove_stale_checkpoints(handle)
     return recorder.close_orphans(ended_trial_reasons(handle))
+
+
+def _remove_stale_checkpoints(handle: StudyHandle) -> None:
+    """Checkpoints of lost trials whose retry will never run (lrsearch.checkpoints)."""
+    root = checkpoint_root(handle.storage_url)
+    if root is None:
+        return
+    states = (TrialState.RUNNING, TrialState.WAITING)
+    live = {
+        int(t.system_attrs.get("failed_trial", t.number))
+        for t in handle.study.get_trials(deepcopy=False, states=states)
+    }
+    remove_stale(root, handle.name, live)

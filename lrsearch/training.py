@@ -9,11 +9,13 @@ from __future__ import annotations
 import copy
 import itertools
 import math
+import random
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
+import numpy as np
 import torch
 
 from lrsearch.errors import WorkloadError
@@ -94,8 +96,9 @@ class Snapshot:
     """A run at the end of epoch ``epoch``: all :func:`train` needs to go on from there.
 
     Model, optimizer and gradient-scaler state (on the CPU), the epochs so far, the divergence
-    baseline, and the random state that decides what comes next (torch's generators and the
-    batch-order generator of tensor data). :func:`train` with ``resume=`` continues it exactly
+    baseline, and the random state that decides what comes next (torch's generators, the
+    batch-order generator of tensor data, and Python's and NumPy's global generators, which a
+    user's data pipeline may draw from). :func:`train` with ``resume=`` continues it exactly
     (bit for bit on the CPU) under any schedule that agrees with the original up to ``step``:
     e.g. one-cycle schedules that differ only in their annihilation tail.
     """
@@ -110,6 +113,8 @@ class Snapshot:
     rng: torch.Tensor
     cuda_rng: tuple[torch.Tensor, ...] | None
     order: torch.Tensor | None
+    py_rng: Any = None  # random.getstate()
+    np_rng: Any = None  # np.random.get_state()
 
 
 def _to_cpu(state: Any) -> Any:
@@ -135,6 +140,8 @@ def _snapshot(loop: _Loop, history: list[EpochInfo], dev: torch.device) -> Snaps
         rng=torch.get_rng_state(),
         cuda_rng=tuple(torch.cuda.get_rng_state_all()) if dev.type == "cuda" else None,
         order=order.get_state() if isinstance(order, torch.Generator) else None,
+        py_rng=random.getstate(),
+        np_rng=np.random.get_state(),
     )
 
 
@@ -155,6 +162,10 @@ def _restore(loop: _Loop, snapshot: Snapshot, dev: torch.device) -> list[EpochIn
     order = getattr(loop.batches, "order", None)
     if snapshot.order is not None and isinstance(order, torch.Generator):
         order.set_state(snapshot.order)
+    if snapshot.py_rng is not None:
+        random.setstate(snapshot.py_rng)
+    if snapshot.np_rng is not None:
+        np.random.set_state(snapshot.np_rng)
     return list(snapshot.history)
 
 
@@ -258,6 +269,7 @@ def train(
     snapshot_at: int | None = None,
     on_snapshot: Callable[[Snapshot], None] | None = None,
     resume: Snapshot | None = None,
+    on_checkpoint: Callable[[Snapshot], None] | None = None,
 ) -> TrainResult:
     """Train ``workload`` under ``schedule``; deterministic under ``seed`` on CPU.
 
@@ -294,6 +306,9 @@ def train(
         resume: go on from this snapshot (taken by a run of the same workload, seed and
             options, under a schedule equal to this one up to its step) instead of epoch 1;
             ``on_epoch`` sees only the epochs after it, the result's history all of them.
+        on_checkpoint: gets a :class:`Snapshot` at every epoch boundary but the last (after
+            ``on_epoch`` of that epoch, unless it stopped the run): what a preempted run
+            resumes from (:mod:`lrsearch.checkpoints`).
 
     Returns:
         A :class:`TrainResult`.
@@ -336,6 +351,8 @@ def train(
             if epoch == snapshot_at and on_snapshot is not None:
                 on_snapshot(_snapshot(loop, history, dev))
             stopped = on_epoch is not None and bool(on_epoch(history[-1]))
+            if on_checkpoint is not None and not stopped and epoch < epochs:
+                on_checkpoint(_snapshot(loop, history, dev))
         if reason is not None or stopped:
             break
     loop.driver.detach()

@@ -40,6 +40,7 @@ __all__ = [
     "ORIGIN",
     "PRIOR_CENTRE",
     "PRUNED_BECAUSE",
+    "RESUMED_FROM_EPOCH",
     "RETRY_OF",
     "SURPLUS",
     "TEST_METRIC",
@@ -65,6 +66,8 @@ DERIVED = "derived"
 """The schedule's derived sizes (``cycle_steps``, ``total_steps``), written before training."""
 RETRY_OF = "retry_of"
 """The number of the lost trial this one repeats."""
+RESUMED_FROM_EPOCH = "resumed_from_epoch"
+"""A retry that went on from its original's checkpoint: the epoch it resumed after."""
 BRANCH_OF = "branch_of"
 """The number of the trial whose cycle an annihilation tail continues."""
 TEST_METRIC = "test_metric"
@@ -107,10 +110,19 @@ def trial_seed(config: StudyConfig, number: int) -> int:
     return config.study.seed + number
 
 
-def seed_of(config: StudyConfig, trial: BaseTrial | FrozenTrial) -> int:
-    """The seed ``trial`` trains with: its own, or for an annihilation tail its parent's
-    (a tail is its parent's run with another annihilation)."""
-    return trial_seed(config, int(trial.user_attrs.get(BRANCH_OF, trial.number)))
+def seed_of(
+    config: StudyConfig, trial: BaseTrial | FrozenTrial, *, retry_of: int | None = None
+) -> int:
+    """The seed ``trial`` trains with: its own; for an annihilation tail its parent's (a tail
+    is its parent's run with another annihilation); for a retry of a lost trial its
+    original's (it repeats that trial, and may resume its checkpoint: lrsearch.checkpoints).
+
+    ``retry_of``: a running trial's original (a stored trial's is read from it).
+    """
+    if retry_of is None and isinstance(trial, FrozenTrial):
+        retry_of = trial.system_attrs.get("failed_trial")
+    own = trial.number if retry_of is None else int(retry_of)
+    return trial_seed(config, int(trial.user_attrs.get(BRANCH_OF, own)))
 
 
 def score_on_test(trial: FrozenTrial) -> float | None:

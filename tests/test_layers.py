@@ -24,7 +24,15 @@ LAYERS: list[tuple[str, set[str]]] = [
     ("prior math", {"prior", "suggest", "config"}),
     (
         "torch parts",
-        {"torch_schedule", "workloads", "training", "train_step", "range_test", "lrfree"},
+        {
+            "torch_schedule",
+            "workloads",
+            "training",
+            "train_step",
+            "range_test",
+            "lrfree",
+            "checkpoints",
+        },
     ),
     ("drawing", {"plots"}),
     ("tracking", {"tracking"}),

@@ -212,3 +212,20 @@ def fails_eval(**kwargs: int) -> Workload:
 def no_params(**kwargs: int) -> Workload:
     """``blobs`` with a model that has nothing to train."""
     return dataclasses.replace(blobs(**kwargs), name="no-params", build_model=nn.Flatten)
+
+
+def slow_blobs(*, step_ms: float = 4.0, **kwargs: int) -> Workload:
+    """``blobs`` whose every training step also waits ``step_ms`` (no CPU): epochs long enough
+    for a test to act in the middle of one, on a loaded machine too."""
+    import time
+
+    base = blobs(**kwargs)
+    loss_fn = base.loss_fn
+    assert loss_fn is not None
+
+    def loss(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        if torch.is_grad_enabled():  # a training step, not validation
+            time.sleep(step_ms / 1000)
+        return loss_fn(out, y)
+
+    return dataclasses.replace(base, name="slow-blobs", loss_fn=loss)

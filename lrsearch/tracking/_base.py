@@ -162,13 +162,48 @@ class TrialRun:
         """Upload a local file as it is (not scrubbed)."""
         self._tracker.log_artifact_file(self.run_id, path, artifact_path)
 
-    def end(self, status: str, *, tags: Mapping[str, Any] | None = None) -> None:
-        """Flush, set ``tags``, then mark the run ``status``; a second call does nothing."""
+    def log_step_values(
+        self, step: int, lr: float, loss: float, momentum: float | None, ratio: float | None
+    ) -> None:
+        """:meth:`log_step` of one training step's values, without building a dict per step."""
+        if self._ended:
+            raise RuntimeError(f"run {self.run_id} has ended; no more metrics can be logged")
+        now = int(time.time() * 1000)
+        add = self._buffer.append
+        add(_Point("lr", float(lr), now, step))
+        add(_Point("train_loss", float(loss), now, step))
+        if momentum is not None:
+            add(_Point("momentum", float(momentum), now, step))
+        if ratio is not None:
+            add(_Point("update_ratio", float(ratio), now, step))
+        if len(self._buffer) >= self._tracker.flush_every:
+            self._send_in_background()
+
+    def end(
+        self,
+        status: str,
+        *,
+        tags: Mapping[str, Any] | None = None,
+        params: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Flush, log ``params``, set ``tags``, then mark the run ``status``; a second call
+        does nothing. The last points, the params and the tags go in one batch where they fit
+        (each batch is a round trip, and a commit, in the store)."""
         _check_status(status)
         if self._ended:
             return
         try:
-            self.flush()
+            self._collect(block=True)
+            while len(self._buffer) > MAX_METRICS_PER_BATCH:
+                chunk = self._buffer[:MAX_METRICS_PER_BATCH]
+                self._tracker._send(self.run_id, points=chunk)
+                del self._buffer[: len(chunk)]
+                self.points_logged += len(chunk)
+            last = list(self._buffer)
+            self._tracker._send(self.run_id, points=last, params=params, tags=tags)
+            self._buffer.clear()
+            self.points_logged += len(last)
+            tags = params = None  # sent
         except TrackingError:
             # The store is down: the run still ends truthfully where possible, and says how
             # many points it could not record instead of losing them silently.
@@ -180,8 +215,8 @@ class TrialRun:
                 "logged (tracking store unreachable)",
                 file=sys.stderr,
             )
-        if tags:
-            self.set_tags(tags)
+        if tags or params:
+            self._tracker._send(self.run_id, params=params, tags=tags)
         self._tracker._set_status(self.run_id, status)
         self._ended = True
         self._tracker._open.pop(self.run_id, None)
@@ -227,6 +262,7 @@ class Tracker(abc.ABC):
         self.points_logged = 0
         self.artifacts = True  # False: files cannot be stored here; artifact calls do nothing
         self._open: dict[str, TrialRun] = {}
+        self._parents: dict[str, tuple[str, str | None]] = {}  # run id -> experiment, study
         self._executor: ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
 
@@ -271,10 +307,13 @@ class Tracker(abc.ABC):
         tags: Mapping[str, Any],
     ) -> TrialRun:
         """A nested run ``trial-<n>`` under the study's parent run."""
-        experiment_id, parent_tags = self._run_context(parent_run_id)
+        if parent_run_id not in self._parents:  # read once: a parent's experiment and study
+            experiment_id, parent_tags = self._run_context(parent_run_id)  # never change
+            self._parents[parent_run_id] = (experiment_id, parent_tags.get(STUDY))
+        experiment_id, study = self._parents[parent_run_id]
         marks = {ROLE: "trial", TRIAL: str(trial_number), PARENT: parent_run_id}
-        if STUDY in parent_tags:
-            marks[STUDY] = parent_tags[STUDY]
+        if study is not None:
+            marks[STUDY] = study
         run_id = self._new_run(experiment_id, f"trial-{trial_number}", {**tags, **marks})
         self.log_params(run_id, params)
         return TrialRun(self, run_id)
@@ -364,17 +403,26 @@ class Tracker(abc.ABC):
         params: Mapping[str, Any] | None = None,
         tags: Mapping[str, Any] | None = None,
     ) -> None:
-        """Write in chunks within MLflow's per-batch limits."""
+        """Write in chunks within MLflow's per-batch limits (the last points with the first
+        params and tags: one round trip fewer)."""
         param_items = _texts(params or {}, MAX_PARAM_LENGTH)
         tag_items = _texts(tags or {}, MAX_TAG_LENGTH)
-        for start in range(0, len(points), MAX_METRICS_PER_BATCH):
+        extras = [
+            (
+                param_items[start : start + MAX_PARAMS_TAGS_PER_BATCH],
+                tag_items[start : start + MAX_PARAMS_TAGS_PER_BATCH],
+            )
+            for start in range(0, max(len(param_items), len(tag_items)), MAX_PARAMS_TAGS_PER_BATCH)
+        ]
+        starts = range(0, len(points), MAX_METRICS_PER_BATCH)
+        for start in starts:
             chunk = points[start : start + MAX_METRICS_PER_BATCH]
-            self._write(run_id, chunk, [], [])
+            with_extras = extras.pop(0) if start == starts[-1] and extras else ([], [])
+            self._write(run_id, chunk, *with_extras)
             with self._lock:  # the sender thread and the caller both count here
                 self.points_logged += len(chunk)
-        for start in range(0, max(len(param_items), len(tag_items)), MAX_PARAMS_TAGS_PER_BATCH):
-            end = start + MAX_PARAMS_TAGS_PER_BATCH
-            self._write(run_id, [], param_items[start:end], tag_items[start:end])
+        for some_params, some_tags in extras:
+            self._write(run_id, [], some_params, some_tags)
 
     # Storage primitives.
     @abc.abstractmethod

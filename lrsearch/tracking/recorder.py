@@ -62,12 +62,8 @@ class TrialRecord:
         self._started = time.perf_counter()
 
     def step(self, info: StepInfo) -> None:
-        metrics = {"lr": info.lr, "train_loss": info.loss}
-        if info.momentum is not None:
-            metrics["momentum"] = info.momentum
-        if info.update_ratio is not None:
-            metrics["update_ratio"] = info.update_ratio
-        self._run.log_step(info.step, **metrics)
+        # once per training step: no dict, no keyword arguments (lrsearch bench, overhead)
+        self._run.log_step_values(info.step, info.lr, info.loss, info.momentum, info.update_ratio)
 
     def metrics(self, step: int, values: Mapping[str, float]) -> None:
         """Buffer any per-step metrics by name (a user loop's ``ctx.log``); sent in batches."""
@@ -104,7 +100,7 @@ class TrialRecord:
         try:
             self._artifacts.result()  # raises what the sender thread raised
         except Exception as exc:  # the record is incomplete, the trial's result stands
-            self.problems["tracking_error"] = f"schedule artifacts not logged: {exc}"
+            self.problems["tracking_error"] = f"params or schedule artifact not logged: {exc}"
         status = "KILLED" if interrupted else _ENDS[state]
         tags = {"lrsearch.state": state, **(extra_tags or {})}
         if state != "COMPLETE":  # the runs table shows the state where MLflow's icon cannot
@@ -114,8 +110,8 @@ class TrialRecord:
         try:
             if final is not None:
                 self._run.log_epoch(final[0], **{f"final_val_{self.metric}": final[1]})
-            self._run.log_params({"duration_s": round(time.perf_counter() - self._started, 3)})
-            self._run.end(status, tags=tags)
+            duration = {"duration_s": round(time.perf_counter() - self._started, 3)}
+            self._run.end(status, tags=tags, params=duration)
             if self._run.points_unsent:
                 self.problems["metrics_not_logged"] = self._run.points_unsent
         except TrackingError as exc:
@@ -242,23 +238,21 @@ class StudyRecorder:
     ) -> TrialRecord | None:
         """A nested run for trial ``number``; None (with a warning) when the store refuses.
 
-        The schedule's JSON is uploaded on the sender thread while the trial trains;
+        Its params and schedule JSON are sent on the sender thread while the trial trains;
         :meth:`TrialRecord.end` waits for it.
         """
         if self.parent_run_id is None:
             return None
         try:
+            # params go with the schedule, on the sender thread: the trial need not wait
             run = self.tracker.start_trial(
-                self.parent_run_id,
-                number,
-                params=params,
-                tags={**tags, "lrsearch.state": "RUNNING"},
+                self.parent_run_id, number, params={}, tags={**tags, "lrsearch.state": "RUNNING"}
             )
         except TrackingError as exc:
             # Training matters more than its record: the trial goes on without MLflow.
             _warn(f"no MLflow run for trial {number}: {exc}")
             return None
-        artifacts = self.tracker._sender().submit(_log_schedule, run, schedule)
+        artifacts = self.tracker._sender().submit(_log_start, run, params, schedule)
         return TrialRecord(run, artifacts, number=number, metric=self.metric)
 
     def close_lost(self, run_id: str, *, reason: str, retried_as: int | None = None) -> None:
@@ -291,6 +285,8 @@ class StudyRecorder:
         return closed
 
 
-def _log_schedule(run: TrialRun, schedule: Schedule) -> None:
-    """The trial's schedule as JSON (the parent run draws every trial's in one PNG)."""
+def _log_start(run: TrialRun, params: Mapping[str, Any], schedule: Schedule) -> None:
+    """The trial's params, and its schedule as JSON (the parent run draws every trial's in
+    one PNG)."""
+    run.log_params(params)
     run.log_text("schedule.json", json.dumps(schedule.to_dict(), indent=2))

@@ -88,6 +88,7 @@ class WorkloadTrainer:
             snapshot_at=hooks.snapshot_at,
             on_snapshot=hooks.on_snapshot,
             resume=hooks.resume,
+            on_checkpoint=hooks.on_checkpoint,
         )
 
     def range_test(

@@ -6,7 +6,8 @@ Four sections, each a question with a number for an answer:
    range test paid from its budget) against TPE and random search over a wide ``max_lr``
    range, and against the fastai and torch one-cycle recipes;
 2. **pruning**: PlateauPruner against Optuna's median and Hyperband pruners and none;
-3. **overhead**: one trial inside lrsearch (SQLite, pruner, MLflow) against the bare loop;
+3. **overhead**: one trial inside lrsearch (journal, pruner, MLflow) against the bare loop,
+   and one of a fast-step workload;
 4. **storage**: 1-8 worker processes against PostgreSQL, latency as the study grows.
 
 Example (the import runs as a doctest; the benchmark itself takes minutes):

@@ -73,6 +73,10 @@ class BenchConfig:
         overhead_workload: workload of the overhead section.
         overhead_epochs: epochs of its trial (long enough for a trial of >= 3 s).
         overhead_repeats: timed trials per variant (after one untimed warm-up trial).
+        overhead_storage: ``"journal"`` (``lrsearch run``'s default) or ``"sqlite"``.
+        overhead_fast_workload: a workload of few-millisecond steps, timed with MLflow too
+            (None: not timed).
+        overhead_fast_epochs: epochs of its trial.
         storage_workers: worker-process counts of the storage section.
         storage_trials: trials the studies of the most workers grow to (direct and through
             the proxy); their first and last tenth are compared (the issue: 20,000).
@@ -104,6 +108,9 @@ class BenchConfig:
     overhead_workload: str = "mnist1d-cnn"
     overhead_epochs: int = 25
     overhead_repeats: int = 10
+    overhead_storage: str = "journal"
+    overhead_fast_workload: str | None = "digits-mlp"
+    overhead_fast_epochs: int = 100
     storage_workers: tuple[int, ...] = (1, 2, 4, 8)
     storage_trials: int = 20_000
     storage_trials_fewer: int | None = 1000
@@ -127,6 +134,11 @@ class BenchConfig:
             value = getattr(self, name)
             if value < 1:
                 raise ValueError(f"{name} must be >= 1, got {name}={value}")
+        if self.overhead_storage not in ("journal", "sqlite"):
+            raise ValueError(
+                "overhead_storage must be 'journal' or 'sqlite', "
+                f"got overhead_storage={self.overhead_storage!r}"
+            )
         if not self.workloads:
             raise ValueError("workloads must name at least one workload, got none")
         odd = sorted(set(self.arms) - set(ARMS))
@@ -174,6 +186,7 @@ SIZES: dict[str, BenchConfig] = {
         overhead_workload="digits-mlp",
         overhead_epochs=10,
         overhead_repeats=2,
+        overhead_fast_epochs=10,
         storage_trials=300,
         storage_trials_fewer=150,
     ),
@@ -189,6 +202,7 @@ SIZES: dict[str, BenchConfig] = {
         overhead_workload="digits-mlp",
         overhead_epochs=2,
         overhead_repeats=1,
+        overhead_fast_epochs=2,
         # storage: 2 workers direct and through the proxy, the middle of 20 trials filled
         storage_workers=(2,),
         storage_trials=20,

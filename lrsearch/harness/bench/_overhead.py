@@ -1,9 +1,11 @@
 """Overhead: one trial inside lrsearch vs the bare training loop, same seed, same schedule.
 
-The lrsearch side is the real path of ``lrsearch run``: a study on SQLite (``open_study``),
-``run_trials`` with its objective, PriorGuidedSampler and PlateauPruner, once without MLflow
-and once recording to a local MLflow store through the study's recorder (``open_recorder``
-on a :class:`~lrsearch.tracking.MlflowTracker`).
+The lrsearch side is the real path of ``lrsearch run``: a study on its default embedded storage
+(the journal file; ``overhead_storage = "sqlite"`` measures SQLite instead), ``run_trials``
+with its objective, PriorGuidedSampler and PlateauPruner, once without MLflow and once
+recording to a local MLflow store through the study's recorder (``open_recorder`` on a
+:class:`~lrsearch.tracking.MlflowTracker`); and once more, with MLflow, on a workload whose
+steps take a few milliseconds (``overhead_fast_workload``), where per-step work shows most.
 Every trial trains the prior-centre schedule (enqueued), so a bare ``train`` call with the
 same schedule and seed, timed right before or after it, trains exactly the same run; their
 final metrics are compared to prove it.
@@ -29,6 +31,7 @@ if TYPE_CHECKING:
 __all__ = ["run_overhead"]
 
 VARIANTS = ("optuna", "optuna+mlflow")
+FAST = "optuna+mlflow, fast steps"
 
 
 def _quiet(_: str) -> None:
@@ -120,45 +123,74 @@ def _pair(
     }
 
 
-def run_overhead(config: BenchConfig, workdir: Path, advance: Callable[[], None]) -> dict[str, Any]:
-    """Time ``overhead_repeats`` trial pairs per variant after one untimed warm-up pair."""
+def _open(
+    config: BenchConfig, workdir: Path, workload: str, epochs: int
+) -> tuple[StudyHandle, StudyRecorder]:
+    """A study of ``workload`` on the bench's storage, and its recorder (parent run opened)."""
     from lrsearch.config import parse_study_config
     from lrsearch.recording import open_recorder
     from lrsearch.study import open_study
     from lrsearch.tracking import MlflowTracker
 
+    name = f"bench-overhead-{workload}"
     cfg = parse_study_config(
         {
-            "study": {
-                "name": "bench-overhead",
-                "workload": config.overhead_workload,
-                "epochs": config.overhead_epochs,
-                "n_trials": 10_000,
-            },
+            "study": {"name": name, "workload": workload, "epochs": epochs, "n_trials": 10_000},
             "range_test": {"repeats": 1},
         }
     )
-    handle = open_study(cfg, f"sqlite:///{workdir / 'optuna.db'}", tracking_uri=str(workdir))
-    recorder = open_recorder(handle, MlflowTracker(str(workdir)), log_parent=True)
-    rows: dict[str, list[dict[str, Any]]] = {v: [] for v in VARIANTS}
+    if config.overhead_storage == "sqlite":
+        url = f"sqlite:///{workdir / 'optuna.db'}"
+    else:  # what `lrsearch run` uses by default
+        url = f"journal:{workdir / 'optuna.journal'}"
+    handle = open_study(cfg, url, tracking_uri=str(workdir))
+    return handle, open_recorder(handle, MlflowTracker(str(workdir)), log_parent=True)
+
+
+def run_overhead(config: BenchConfig, workdir: Path, advance: Callable[[], None]) -> dict[str, Any]:
+    """Time ``overhead_repeats`` trial pairs per variant after one untimed warm-up pair.
+
+    The variants take turns within each repeat, so load from other processes on the machine
+    falls on all of them alike.
+    """
+    handle, recorder = _open(config, workdir, config.overhead_workload, config.overhead_epochs)
+    studies = {v: (handle, recorder if v == "optuna+mlflow" else None) for v in VARIANTS}
+    if config.overhead_fast_workload:
+        fast = _open(config, workdir, config.overhead_fast_workload, config.overhead_fast_epochs)
+        studies[FAST] = fast
+    rows: dict[str, list[dict[str, Any]]] = {v: [] for v in studies}
     for repeat in range(config.overhead_repeats + 1):
-        for variant in VARIANTS:
-            row = _pair(
-                handle,
-                recorder if variant == "optuna+mlflow" else None,
-                bare_first=bool(repeat % 2),
-            )
+        for variant, (study, rec) in studies.items():
+            row = _pair(study, rec, bare_first=bool(repeat % 2))
             rows[variant].append({"repeat": repeat, "warm_up": repeat == 0, **row})
             advance()
+    summaries = {name: _summary(all_rows) for name, all_rows in rows.items()}
+    for name, (study, _) in studies.items():
+        step_ms = 1000 * summaries[name]["median_bare_seconds"] / study.plan.total_steps
+        summaries[name].update(
+            workload=study.plan.workload.name, steps=study.plan.total_steps, step_ms=step_ms
+        )
     out: dict[str, Any] = {
         "workload": config.overhead_workload,
+        "storage": config.overhead_storage,
         "epochs": handle.plan.epochs,
         "steps": handle.plan.total_steps,
         "repeats": config.overhead_repeats,
+        "load_average": _load_average(),
         "schedule_png_s": _schedule_png_seconds(handle, workdir),
-        "variants": {name: _summary(all_rows) for name, all_rows in rows.items()},
+        "variants": summaries,
     }
     return out
+
+
+def _load_average() -> list[float] | None:
+    """The machine's 1/5/15-minute load averages at the end (what else was running)."""
+    import os
+
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return None
 
 
 def _summary(rows: list[dict[str, Any]]) -> dict[str, Any]:

@@ -183,9 +183,12 @@ def _overhead_md(report: dict[str, Any]) -> list[str]:
         HEADERS[2],
         "",
         f"One trial of {o['workload']} ({o['epochs']} epochs, {o['steps']} steps) through "
-        "`run_trials` on a SQLite study (PriorGuidedSampler, PlateauPruner), against the "
-        "bare `lrsearch.training.train` call with the same schedule and seed, in "
-        f"alternating order; median of {o['repeats']} pairs after one untimed warm-up pair.",
+        f"`run_trials` on a {o.get('storage', 'sqlite')} study (PriorGuidedSampler, "
+        "PlateauPruner), against the bare `lrsearch.training.train` call with the same "
+        "schedule and seed, in alternating order; median of "
+        f"{o['repeats']} pairs after one untimed warm-up pair. The fast-step row (where "
+        "measured) is a trial of the workload named there. Load average (1/5/15 min) at the "
+        f"end: {o.get('load_average')}.",
         "",
     ]
     head = [
@@ -215,6 +218,9 @@ def _overhead_md(report: dict[str, Any]) -> list[str]:
         ]
         for name, v in o["variants"].items()
     ]
+    for row, (name, v) in zip(rows, o["variants"].items(), strict=True):
+        if "step_ms" in v:  # which workload, and how long its bare step takes
+            row[0] = f"{name} ({v['workload']}, {v['step_ms']:.2f} ms/step)"
     note = (
         "Medians over pairs; a pair whose trial the pruner stopped is left out. CPU time is "
         "this process's (not other processes' load, nor time spent waiting on disk). Rendering a "

@@ -153,7 +153,8 @@ def run_bench(
 
         t0 = time.perf_counter()
         with tempfile.TemporaryDirectory(prefix="lrsearch-bench-") as tmp:
-            step = _stepper(progress, "overhead", 2 * (config.overhead_repeats + 1))
+            variants = 3 if config.overhead_fast_workload else 2
+            step = _stepper(progress, "overhead", variants * (config.overhead_repeats + 1))
             report["overhead"] = run_overhead(config, Path(tmp), step)
         say(f"overhead: {time.perf_counter() - t0:.0f} s")
     if "storage" in config.sections:
