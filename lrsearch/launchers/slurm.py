@@ -1,0 +1,146 @@
+"""A study's workers as a Slurm job array, through submitit: one array task per worker.
+
+Each array task is :class:`SlurmWorker`: one plain ``lrsearch worker`` process on the GPUs Slurm
+gave the task (``CUDA_VISIBLE_DEVICES``, set by Slurm), joining the study through its storage.
+The worker is ``Checkpointable``: when Slurm preempts the task or its time runs out, submitit
+calls :meth:`SlurmWorker.checkpoint`, which requeues the same worker; the trial it was training
+ends (interrupted, or failed by the heartbeat if the task was killed outright) and a retry or a
+fresh trial takes its place, so the study still ends with exactly its ``n_trials``.
+
+The storage URL is never written into the job: the submitting process puts it in
+``$LRSEARCH_STORAGE``, which ``sbatch`` passes to the job's environment (its default
+``--export=ALL``), as submitit's local executor does.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import submitit
+
+from lrsearch.errors import ConfigError, StorageError
+from lrsearch.launchers._process import WorkerOrders, check_study, run_worker_process
+
+__all__ = ["SlurmLaunch", "SlurmWorker", "submit"]
+
+STORAGE_ENV = "LRSEARCH_STORAGE"
+
+
+@dataclass(frozen=True)
+class SlurmLaunch:
+    """The job array: how many workers and what each array task asks Slurm for.
+
+    Attributes:
+        n_workers: array tasks (one worker each).
+        gpus_per_worker: GPUs per task (``--gpus-per-node``).
+        cpus_per_worker: CPUs per task (``--cpus-per-task``; also the worker's torch threads).
+        timeout_min: each task's time limit; a task still running then is requeued.
+        partition: the Slurm partition (None: the cluster's default).
+        mem_gb: memory per task (None: the partition's default).
+        extra: further ``sbatch`` options submitit knows (``slurm_additional_parameters``).
+    """
+
+    n_workers: int
+    gpus_per_worker: int = 1
+    cpus_per_worker: int = 4
+    timeout_min: int = 240
+    partition: str | None = None
+    mem_gb: float | None = None
+    extra: dict[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        if self.n_workers < 1:
+            raise ConfigError(f"--workers must be >= 1, got {self.n_workers}")
+        if self.gpus_per_worker < 0:
+            raise ConfigError(f"--gpus-per-worker must be >= 0, got {self.gpus_per_worker}")
+        if self.cpus_per_worker < 1:
+            raise ConfigError(f"--cpus-per-worker must be >= 1, got {self.cpus_per_worker}")
+        if self.timeout_min < 1:
+            raise ConfigError(f"--time-min must be >= 1, got {self.timeout_min}")
+
+    def parameters(self, study: str, *, local: bool) -> dict[str, Any]:
+        """submitit's ``update_parameters`` for this launch: AutoExecutor's keys (it drops the
+        ``slurm_`` ones off Slurm), or LocalExecutor's subset (``local``)."""
+        common: dict[str, Any] = {
+            "timeout_min": self.timeout_min,
+            "gpus_per_node": self.gpus_per_worker,
+            "tasks_per_node": 1,
+        }
+        if local:
+            return common
+        slurm = {
+            **common,
+            "name": f"lrsearch-{study}",
+            "cpus_per_task": self.cpus_per_worker,
+            "slurm_array_parallelism": self.n_workers,
+        }
+        if self.partition is not None:
+            slurm["slurm_partition"] = self.partition
+        if self.mem_gb is not None:
+            slurm["mem_gb"] = self.mem_gb
+        if self.extra:
+            slurm["slurm_additional_parameters"] = dict(self.extra)
+        return slurm
+
+
+class SlurmWorker(submitit.helpers.Checkpointable):
+    """One array task: a ``lrsearch worker`` on the task's GPUs; requeued when preempted.
+
+    ``checkpoint`` (inherited) resubmits this same worker: a requeued task simply joins the
+    study again, which holds all the state there is.
+    """
+
+    def __init__(self, orders: WorkerOrders) -> None:
+        self.orders = orders
+
+    def __call__(self, index: int) -> int:
+        storage_url = os.environ.get(STORAGE_ENV)
+        if not storage_url:
+            raise StorageError(
+                f"${STORAGE_ENV} is not set in the job; submit with lrsearch slurm-workers "
+                "--storage URL (or export it before sbatch)"
+            )
+        job = os.environ.get("SLURM_ARRAY_JOB_ID") or os.environ.get("SLURM_JOB_ID", "local")
+        task = os.environ.get("SLURM_ARRAY_TASK_ID", str(index))
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+        launcher = f"slurm job={job} task={task} gpus={visible or 'none'}"
+        return run_worker_process(self.orders, storage_url, launcher=launcher, visible_gpus=None)
+
+
+def submit(
+    orders: WorkerOrders,
+    storage_url: str,
+    launch: SlurmLaunch,
+    *,
+    folder: str | Path,
+    executor: submitit.Executor | None = None,
+) -> Sequence[submitit.Job[int]]:
+    """Submit the study's workers as one job array; the jobs (``job.result()`` waits).
+
+    Args:
+        orders: what every worker does (the ``lrsearch worker`` options).
+        storage_url: the study's storage (PostgreSQL or ``grpc://``), reachable from the nodes.
+        launch: the array and its resources.
+        folder: where submitit keeps the jobs' scripts, pickles and logs (shared with the
+            nodes); ``%j`` is replaced by the job id.
+        executor: an executor to use as it is configured (tests: ``submitit.LocalExecutor``);
+            default: Slurm's (``submitit.AutoExecutor``, Slurm if ``sbatch`` is here).
+
+    Raises:
+        StorageError: the study is not in the storage.
+    """
+    check_study(orders.study, storage_url)
+    if orders.threads is None:
+        from dataclasses import replace
+
+        orders = replace(orders, threads=launch.cpus_per_worker)
+    if executor is None:
+        executor = submitit.AutoExecutor(folder=folder)
+    local = isinstance(executor, submitit.LocalExecutor)
+    executor.update_parameters(**launch.parameters(orders.study, local=local))
+    os.environ[STORAGE_ENV] = storage_url  # the jobs inherit it; never in their pickles
+    return executor.map_array(SlurmWorker(orders), range(launch.n_workers))

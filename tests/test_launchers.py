@@ -1,0 +1,137 @@
+"""The Ray and Slurm launchers against the real PostgreSQL (each test: its own database).
+
+Ray: a simulated cluster (``ray.cluster_utils.Cluster``: a head and two nodes of two logical
+GPUs each, all processes on this host), two workers of one GPU each, and the node of a worker
+that is training removed mid-trial. Ray restarts its actor on the other node; the heartbeat
+fails the lost trial and queues its retry. Slurm: submitit's ``LocalExecutor`` runs the job
+array's tasks as local processes (the Slurm code path minus ``sbatch``).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+from optuna.trial import TrialState
+
+from lrsearch.config import load_study_config
+from lrsearch.launchers import WorkerOrders
+from lrsearch.storage import backend_of, storage_of
+from lrsearch.tracking import local_tracking_uri
+from lrsearch.workers import run_study
+from tests.test_distributed import ROOT, _load, _study_file, _trial_runs, pg_url
+
+__all__ = ["pg_url"]  # the fixture, imported from test_distributed rather than copied
+
+pytestmark = pytest.mark.postgres
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+
+
+def _create(tmp_path: Path, url: str, name: str, *, n_trials: int, epochs: int, n: int) -> str:
+    """Create the study in this process (range test and one trial); its tracking URI."""
+    f = _study_file(tmp_path, name, n_trials=n_trials, epochs=epochs, n=n)
+    uri = local_tracking_uri(tmp_path)[0]
+    config = load_study_config(str(f), n_trials=1)
+    outcome = run_study(
+        config, storage_url=url, tracking_uri=uri, devices="cpu", echo=lambda line: None
+    )
+    backend_of(storage_of(outcome.handle.study)).engine.dispose()  # type: ignore[attr-defined]
+    return uri
+
+
+@pytest.fixture
+def worker_env(tmp_path, monkeypatch):
+    """What every launched worker inherits: a short heartbeat, the home, this checkout."""
+    monkeypatch.setenv("LRSEARCH_HOME", str(tmp_path))
+    monkeypatch.setenv("LRSEARCH_HEARTBEAT_S", "1")
+    monkeypatch.setenv("LRSEARCH_GRACE_S", "3")
+    monkeypatch.setenv("PYTHONPATH", str(ROOT))
+    monkeypatch.delenv("LRSEARCH_STORAGE", raising=False)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+
+
+@pytest.fixture
+def ray_cluster(worker_env):
+    """A head (no resources) and two nodes with 2 CPUs and 2 logical GPUs each."""
+    ray = pytest.importorskip("ray")
+    from ray.cluster_utils import Cluster
+
+    small = {"object_store_memory": 80 * 2**20}
+    cluster = Cluster(
+        initialize_head=True,
+        head_node_args={"num_cpus": 0, "num_gpus": 0, "include_dashboard": False, **small},
+    )
+    nodes = [cluster.add_node(num_cpus=2, num_gpus=2, **small) for _ in range(2)]
+    ray.init(address=cluster.address, log_to_driver=False)
+    try:
+        yield cluster, nodes
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+
+
+def _running_trial_node(url: str, name: str, client: MlflowClient) -> tuple[int, str]:
+    """A trial in training (past its first epoch) and the Ray node of its worker."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        for t in _load(name, url).get_trials(states=(TrialState.RUNNING,)):
+            run_id = t.user_attrs.get("mlflow_run_id")
+            if t.last_step and run_id:
+                launcher = client.get_run(run_id).data.tags["lrsearch.launcher"]
+                return t.number, launcher.split()[1].removeprefix("node=")
+        time.sleep(0.2)
+    raise AssertionError("no Ray worker ever trained a trial")
+
+
+def test_ray_workers_survive_a_node_removed_mid_trial(tmp_path, pg_url, ray_cluster) -> None:
+    from lrsearch.launchers.ray import RayLaunch, launch
+
+    cluster, nodes = ray_cluster
+    uri = _create(tmp_path, pg_url, "ray", n_trials=4, epochs=8, n=2048)
+    client = MlflowClient(uri)
+    orders = WorkerOrders(
+        "ray", n_trials=4, devices="cpu", allow_workloads=("tests.*",), tracking_uri=uri, threads=1
+    )
+    lines: list[str] = []
+    result: list[object] = []
+    placement = RayLaunch(n_workers=2, gpus_per_worker=1, cpus_per_worker=1, spread=True)
+    thread = threading.Thread(
+        target=lambda: result.append(
+            launch(orders, pg_url, placement=placement, echo=lines.append)
+        ),
+        daemon=True,
+    )
+    thread.start()
+    victim, node_prefix = _running_trial_node(pg_url, "ray", client)
+    (lost,) = [n for n in nodes if n.node_id.startswith(node_prefix)]
+    cluster.remove_node(lost)
+    thread.join(timeout=120)
+    assert result, f"the launch never ended: {lines}"
+
+    (survivor,) = [n for n in nodes if n is not lost]
+    reports = result[0]
+    assert [r.exit_code for r in reports] == [0, 0], lines
+    # both workers end on the surviving node, each on a GPU of its own
+    assert {r.node_id for r in reports} == {survivor.node_id}
+    assert sorted(g for r in reports for g in r.gpu_ids) == ["0", "1"]
+
+    study = _load("ray", pg_url)
+    assert sum(t.state in FINISHED for t in study.trials) == 4
+    assert not study.get_trials(states=(TrialState.RUNNING,))
+    dead = study.trials[victim]
+    assert dead.state == TrialState.FAIL
+    (retry,) = [t for t in study.trials if t.system_attrs.get("failed_trial") == victim]
+    assert retry.state == TrialState.COMPLETE and retry.params == dead.params
+
+    runs = {r.info.run_id: r for r in _trial_runs(client, "ray")}
+    assert not [r for r in runs.values() if r.info.status == "RUNNING"]
+    assert runs[dead.user_attrs["mlflow_run_id"]].info.status == "FAILED"
+    on_ray = [r for r in runs.values() if "lrsearch.launcher" in r.data.tags]
+    assert len(on_ray) == len(study.trials) - 1  # all but the study's first, plain trial
+    for run in on_ray:  # each worker saw the GPU Ray assigned it, as its launcher tag says
+        tags = run.data.tags
+        assert tags["lrsearch.cuda_visible_devices"] in ("0", "1")
+        assert tags["lrsearch.launcher"].endswith(f"gpus={tags['lrsearch.cuda_visible_devices']}")
