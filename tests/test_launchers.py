@@ -9,6 +9,7 @@ array's tasks as local processes (the Slurm code path minus ``sbatch``).
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from pathlib import Path
@@ -30,13 +31,31 @@ pytestmark = pytest.mark.postgres
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
 
-def _create(tmp_path: Path, url: str, name: str, *, n_trials: int, epochs: int, n: int) -> str:
-    """Create the study in this process (range test and one trial); its tracking URI."""
+def _create(
+    tmp_path: Path,
+    url: str,
+    name: str,
+    *,
+    n_trials: int,
+    epochs: int,
+    n: int,
+    tracking: bool = True,
+) -> str:
+    """Create the study in this process (range test and one trial); its tracking URI.
+
+    Without ``tracking`` (MLflow's first migration and the range test's plots: half the
+    time here), its workers record nothing either.
+    """
     f = _study_file(tmp_path, name, n_trials=n_trials, epochs=epochs, n=n)
     uri = local_tracking_uri(tmp_path)[0]
     config = load_study_config(str(f), n_trials=1)
     outcome = run_study(
-        config, storage_url=url, tracking_uri=uri, devices="cpu", echo=lambda line: None
+        config,
+        storage_url=url,
+        tracking_uri=uri,
+        tracking=tracking,
+        devices="cpu",
+        echo=lambda line: None,
     )
     backend_of(storage_of(outcome.handle.study)).engine.dispose()  # type: ignore[attr-defined]
     return uri
@@ -135,3 +154,26 @@ def test_ray_workers_survive_a_node_removed_mid_trial(tmp_path, pg_url, ray_clus
         tags = run.data.tags
         assert tags["lrsearch.cuda_visible_devices"] in ("0", "1")
         assert tags["lrsearch.launcher"].endswith(f"gpus={tags['lrsearch.cuda_visible_devices']}")
+
+
+def test_slurm_array_on_submitits_local_executor(tmp_path, pg_url, worker_env) -> None:
+    submitit = pytest.importorskip("submitit")
+    from lrsearch.launchers.slurm import SlurmLaunch, submit
+
+    _create(tmp_path, pg_url, "slurm", n_trials=4, epochs=2, n=256, tracking=False)
+    orders = WorkerOrders("slurm", n_trials=4, devices="cpu", allow_workloads=("tests.*",))
+    executor = submitit.LocalExecutor(folder=tmp_path / "jobs")
+    launch = SlurmLaunch(n_workers=2, gpus_per_worker=0, cpus_per_worker=1, timeout_min=5)
+    jobs = submit(orders, pg_url, launch, folder=tmp_path / "jobs", executor=executor)
+    assert "LRSEARCH_STORAGE" not in os.environ  # exported for the submission only
+    assert [job.result() for job in jobs] == [0, 0]
+
+    study = _load("slurm", pg_url)
+    assert sum(t.state in FINISHED for t in study.trials) == 4
+    assert not study.get_trials(states=(TrialState.RUNNING,))
+    workers = {t.user_attrs["worker"] for t in study.trials if t.number > 0}
+    assert workers and all(":" in w for w in workers)  # ran in the array's worker processes
+    # the storage URL never went into submitit's files (pickles, scripts, logs)
+    for path in (tmp_path / "jobs").rglob("*"):
+        if path.is_file():
+            assert pg_url.encode() not in path.read_bytes(), path

@@ -15,7 +15,8 @@ The storage URL is never written into the job: the submitting process puts it in
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -142,5 +143,19 @@ def submit(
         executor = submitit.AutoExecutor(folder=folder)
     local = isinstance(executor, submitit.LocalExecutor)
     executor.update_parameters(**launch.parameters(orders.study, local=local))
-    os.environ[STORAGE_ENV] = storage_url  # the jobs inherit it; never in their pickles
-    return executor.map_array(SlurmWorker(orders), range(launch.n_workers))
+    with _exported(STORAGE_ENV, storage_url):  # the jobs inherit it; never in their pickles
+        return executor.map_array(SlurmWorker(orders), range(launch.n_workers))
+
+
+@contextmanager
+def _exported(name: str, value: str) -> Iterator[None]:
+    """``$name`` set for the block (what ``sbatch`` and local jobs started in it inherit)."""
+    before = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = before
