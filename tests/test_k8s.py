@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from lrsearch.errors import ConfigError, WorkloadError
-from tests.test_docker import _check_against_cli
+from tests.test_docker import _check_against_cli, _documented_commands
 
 ROOT = Path(__file__).resolve().parents[1]
 MANIFEST = ROOT / "docker" / "k8s" / "workers.yaml"
@@ -89,3 +89,11 @@ def test_pod_runs_as_the_image_user(job) -> None:
     dockerfile = (ROOT / "docker" / "Dockerfile").read_text()
     uid = int(re.search(r"useradd .*--uid (\d+)", dockerfile).group(1))
     assert job["spec"]["template"]["spec"]["securityContext"]["runAsUser"] == uid
+
+
+def test_commands_in_the_cluster_doc_exist_in_the_cli() -> None:
+    """Every ``lrsearch`` line of docs/cluster.md's bash blocks parses with the real CLI."""
+    commands = _documented_commands((ROOT / "docs" / "cluster.md").read_text(), set())
+    assert {args[0] for args in commands} >= {"run", "ray-workers", "slurm-workers", "worker"}
+    for args in commands:
+        _check_against_cli(args, "docs/cluster.md")
