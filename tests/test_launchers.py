@@ -74,22 +74,30 @@ def worker_env(tmp_path, monkeypatch):
 
 @pytest.fixture
 def ray_cluster(worker_env):
-    """A head (no resources) and two nodes with 2 CPUs and 2 logical GPUs each."""
+    """Call it to start a head (no resources) and two nodes of 2 CPUs and 2 logical GPUs each
+    (Ray starts a cluster from the main thread only: the test creates its study meanwhile)."""
     ray = pytest.importorskip("ray")
     from ray.cluster_utils import Cluster
 
     small = {"object_store_memory": 80 * 2**20}
-    cluster = Cluster(
-        initialize_head=True,
-        head_node_args={"num_cpus": 0, "num_gpus": 0, "include_dashboard": False, **small},
-    )
-    nodes = [cluster.add_node(num_cpus=2, num_gpus=2, **small) for _ in range(2)]
-    ray.init(address=cluster.address, log_to_driver=False)
+    started: list[Cluster] = []
+
+    def start():
+        cluster = Cluster(
+            initialize_head=True,
+            head_node_args={"num_cpus": 0, "num_gpus": 0, "include_dashboard": False, **small},
+        )
+        started.append(cluster)
+        nodes = [cluster.add_node(num_cpus=2, num_gpus=2, **small) for _ in range(2)]
+        ray.init(address=cluster.address, log_to_driver=False)
+        return cluster, nodes
+
     try:
-        yield cluster, nodes
+        yield start
     finally:
         ray.shutdown()
-        cluster.shutdown()
+        for cluster in started:
+            cluster.shutdown()
 
 
 def _running_trial_node(url: str, name: str, client: MlflowClient) -> tuple[int, str]:
@@ -108,8 +116,16 @@ def _running_trial_node(url: str, name: str, client: MlflowClient) -> tuple[int,
 def test_ray_workers_survive_a_node_removed_mid_trial(tmp_path, pg_url, ray_cluster) -> None:
     from lrsearch.launchers.ray import RayLaunch, launch
 
-    cluster, nodes = ray_cluster
-    uri = _create(tmp_path, pg_url, "ray", n_trials=4, epochs=8, n=2048)
+    created: list[str] = []
+    creating = threading.Thread(
+        target=lambda: created.append(
+            _create(tmp_path, pg_url, "ray", n_trials=4, epochs=8, n=2048)
+        )
+    )
+    creating.start()  # the study's range test and first trial while the cluster starts
+    cluster, nodes = ray_cluster()
+    creating.join(timeout=120)
+    uri = created[0]
     client = MlflowClient(uri)
     orders = WorkerOrders(
         "ray", n_trials=4, devices="cpu", allow_workloads=("tests.*",), tracking_uri=uri, threads=1
@@ -147,7 +163,9 @@ def test_ray_workers_survive_a_node_removed_mid_trial(tmp_path, pg_url, ray_clus
 
     runs = {r.info.run_id: r for r in _trial_runs(client, "ray")}
     assert not [r for r in runs.values() if r.info.status == "RUNNING"]
-    assert runs[dead.user_attrs["mlflow_run_id"]].info.status == "FAILED"
+    dead_run = runs[dead.user_attrs["mlflow_run_id"]]
+    assert dead_run.info.status == "FAILED"
+    assert dead_run.data.tags["lrsearch.retried_as"] == str(retry.number)
     on_ray = [r for r in runs.values() if "lrsearch.launcher" in r.data.tags]
     assert len(on_ray) == len(study.trials) - 1  # all but the study's first, plain trial
     for run in on_ray:  # each worker saw the GPU Ray assigned it, as its launcher tag says
