@@ -139,3 +139,39 @@ def _alive(pid: int) -> bool:
     except FileNotFoundError:
         return False
     return state != "Z"
+
+
+def test_slurm_submission_keeps_the_urls_out_of_submitits_files(tmp_path, monkeypatch) -> None:
+    submitit = pytest.importorskip("submitit")
+    import optuna
+
+    from lrsearch.launchers.slurm import SlurmLaunch, submit
+
+    monkeypatch.delenv("LRSEARCH_STORAGE", raising=False)
+    monkeypatch.delenv("LRSEARCH_TRACKING_URI", raising=False)
+    storage = f"journal:{tmp_path / 'optuna.journal'}"
+    journal = optuna.storages.journal.JournalFileBackend(str(tmp_path / "optuna.journal"))
+    optuna.create_study(study_name="s", storage=optuna.storages.JournalStorage(journal))
+    tracking = "http://mlflow-user:s3cret@mlflow-host:5000"
+    folder = tmp_path / "jobs"
+    executor = submitit.LocalExecutor(folder=folder)
+    orders = WorkerOrders("s", tracking_uri=tracking)
+    jobs = submit(
+        orders,
+        storage,
+        SlurmLaunch(n_workers=1, gpus_per_worker=0),
+        folder=folder,
+        executor=executor,
+    )
+    try:
+        assert "LRSEARCH_STORAGE" not in os.environ and "LRSEARCH_TRACKING_URI" not in os.environ
+        files = [p for p in folder.rglob("*") if p.is_file()]
+        assert files  # the job's pickle and script are written at submission
+        for path in files:
+            assert b"s3cret" not in path.read_bytes() and b"optuna.journal" not in path.read_bytes()
+    finally:
+        for job in jobs:
+            job.cancel(check=False)
+            deadline = time.monotonic() + 20
+            while not job.done() and time.monotonic() < deadline:  # reaps its process
+                time.sleep(0.05)

@@ -7,9 +7,10 @@ calls :meth:`SlurmWorker.checkpoint`, which requeues the same worker; the trial 
 ends (interrupted, or failed by the heartbeat if the task was killed outright) and a retry or a
 fresh trial takes its place, so the study still ends with exactly its ``n_trials``.
 
-The storage URL is never written into the job: the submitting process puts it in
-``$LRSEARCH_STORAGE``, which ``sbatch`` passes to the job's environment (its default
-``--export=ALL``), as submitit's local executor does.
+The storage URL and the tracking URI are never written into the job's files: the submitting
+process puts them in ``$LRSEARCH_STORAGE`` and ``$LRSEARCH_TRACKING_URI`` for the submission,
+and ``sbatch`` passes them to the job's environment (its default ``--export=ALL``), as
+submitit's local executor does.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ from lrsearch.launchers._process import WorkerOrders, check_study, run_worker_pr
 __all__ = ["SlurmLaunch", "SlurmWorker", "submit"]
 
 STORAGE_ENV = "LRSEARCH_STORAGE"
+TRACKING_ENV = "LRSEARCH_TRACKING_URI"
 
 
 @dataclass(frozen=True)
@@ -136,26 +138,31 @@ def submit(
     """
     check_study(orders.study, storage_url)
     if orders.threads is None:
-        from dataclasses import replace
-
         orders = replace(orders, threads=launch.cpus_per_worker)
     if executor is None:
         executor = submitit.AutoExecutor(folder=folder)
     local = isinstance(executor, submitit.LocalExecutor)
     executor.update_parameters(**launch.parameters(orders.study, local=local))
-    with _exported(STORAGE_ENV, storage_url):  # the jobs inherit it; never in their pickles
+    # The jobs inherit the URLs (which may hold passwords); submitit's pickles never see them.
+    secrets = {STORAGE_ENV: storage_url}
+    if orders.tracking_uri is not None:
+        secrets[TRACKING_ENV] = orders.tracking_uri
+        orders = replace(orders, tracking_uri=None)
+    with _exported(secrets):
         return executor.map_array(SlurmWorker(orders), range(launch.n_workers))
 
 
 @contextmanager
-def _exported(name: str, value: str) -> Iterator[None]:
-    """``$name`` set for the block (what ``sbatch`` and local jobs started in it inherit)."""
-    before = os.environ.get(name)
-    os.environ[name] = value
+def _exported(values: dict[str, str]) -> Iterator[None]:
+    """``values`` in the environment for the block (what ``sbatch`` and local jobs started in
+    it inherit), the environment as it was afterwards."""
+    before = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
     try:
         yield
     finally:
-        if before is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = before
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
