@@ -10,6 +10,7 @@ array's tasks as local processes (the Slurm code path minus ``sbatch``).
 from __future__ import annotations
 
 import os
+import signal
 import threading
 import time
 from pathlib import Path
@@ -174,24 +175,64 @@ def test_ray_workers_survive_a_node_removed_mid_trial(tmp_path, pg_url, ray_clus
         assert tags["lrsearch.launcher"].endswith(f"gpus={tags['lrsearch.cuda_visible_devices']}")
 
 
-def test_slurm_array_on_submitits_local_executor(tmp_path, pg_url, worker_env) -> None:
+def _children(pid: int) -> list[int]:
+    """Processes whose parent is ``pid`` (from /proc)."""
+    children = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # gone meanwhile
+        if int(fields[1]) == pid:
+            children.append(int(stat.parent.name))
+    return children
+
+
+def test_slurm_array_requeues_preempted_workers(tmp_path, pg_url, worker_env) -> None:
+    """Two array tasks on submitit's LocalExecutor, both preempted mid-trial (submitit's
+    USR2, as Slurm signals a job step): each is checkpointed and requeued, its lost trial
+    failed by the heartbeat and retried, and the study ends with exactly its n_trials."""
     submitit = pytest.importorskip("submitit")
     from lrsearch.launchers.slurm import SlurmLaunch, submit
 
-    _create(tmp_path, pg_url, "slurm", n_trials=4, epochs=2, n=256, tracking=False)
+    _create(tmp_path, pg_url, "slurm", n_trials=4, epochs=20, n=2048, tracking=False)
     orders = WorkerOrders("slurm", n_trials=4, devices="cpu", allow_workloads=("tests.*",))
-    executor = submitit.LocalExecutor(folder=tmp_path / "jobs")
+    folder = tmp_path / "jobs"
+    executor = submitit.LocalExecutor(folder=folder)
     launch = SlurmLaunch(n_workers=2, gpus_per_worker=0, cpus_per_worker=1, timeout_min=5)
-    jobs = submit(orders, pg_url, launch, folder=tmp_path / "jobs", executor=executor)
+    jobs = submit(orders, pg_url, launch, folder=folder, executor=executor)
     assert "LRSEARCH_STORAGE" not in os.environ  # exported for the submission only
+
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        running = _load("slurm", pg_url).get_trials(states=(TrialState.RUNNING,))
+        if len(running) == 2:
+            break
+        time.sleep(0.2)
+    else:
+        states = [(t.number, t.state.name, t.user_attrs.get("worker")) for t in running]
+        logs = [p.read_text()[-1500:] for p in folder.rglob("*_log.*")]
+        raise AssertionError(f"the two array tasks never trained at once: {states} {logs}")
+    lost = {t.number for t in running}
+    for job in jobs:  # as Slurm signals a preempted job step: submitit's USR2 to each task
+        for task in _children(job._process.pid):  # the local job's controller starts its tasks
+            os.kill(task, signal.SIGUSR2)
     assert [job.result() for job in jobs] == [0, 0]
 
     study = _load("slurm", pg_url)
     assert sum(t.state in FINISHED for t in study.trials) == 4
     assert not study.get_trials(states=(TrialState.RUNNING,))
-    workers = {t.user_attrs["worker"] for t in study.trials if t.number > 0}
-    assert workers and all(":" in w for w in workers)  # ran in the array's worker processes
+    failed = {
+        t.number
+        for t in study.trials
+        if t.state == TrialState.FAIL and not t.user_attrs.get("surplus")  # (a surplus backs off)
+    }
+    assert failed and failed <= lost  # what was training when the tasks were preempted
+    retried = {t.system_attrs.get("failed_trial") for t in study.trials if t.state in FINISHED}
+    assert failed <= retried  # each lost trial was re-run with its parameters
+    logs = "".join(p.read_text() for p in folder.rglob("*_log.out"))  # submitit INFO lines
+    assert logs.count("Requeued job") == 2
     # the storage URL never went into submitit's files (pickles, scripts, logs)
-    for path in (tmp_path / "jobs").rglob("*"):
+    for path in folder.rglob("*"):
         if path.is_file():
             assert pg_url.encode() not in path.read_bytes(), path

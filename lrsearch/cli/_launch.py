@@ -168,7 +168,11 @@ def ray_workers(study_name: str, storage: str | None, **opts: Any) -> None:
     show_default=True,
     help="submitit's folder for scripts and logs, on a file system the nodes share.",
 )
-@click.option("--wait", is_flag=True, help="Wait for every task to end.")
+@click.option(
+    "--wait",
+    is_flag=True,
+    help="Wait for every task to end (without Slurm: run the workers here, as local processes).",
+)
 @worker_options
 def slurm_workers(study_name: str, storage: str | None, **opts: Any) -> None:
     """Submit a study's workers as a Slurm job array (submitit), requeued on preemption.
@@ -187,7 +191,11 @@ def slurm_workers(study_name: str, storage: str | None, **opts: Any) -> None:
         partition=opts["partition"],
     )
     jobs = submit(
-        _orders(study_name, opts), _cluster_storage(storage), launch, folder=opts["folder"]
+        _orders(study_name, opts),
+        _cluster_storage(storage),
+        launch,
+        folder=opts["folder"],
+        allow_local=opts["wait"],
     )
     _say(f"submitted {len(jobs)} worker(s): job {jobs[0].job_id.split('_')[0]}")
     if opts["wait"]:

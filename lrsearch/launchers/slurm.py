@@ -121,6 +121,7 @@ def submit(
     *,
     folder: str | Path,
     executor: submitit.Executor | None = None,
+    allow_local: bool = False,
 ) -> Sequence[submitit.Job[int]]:
     """Submit the study's workers as one job array; the jobs (``job.result()`` waits).
 
@@ -132,15 +133,23 @@ def submit(
             nodes); ``%j`` is replaced by the job id.
         executor: an executor to use as it is configured (tests: ``submitit.LocalExecutor``);
             default: Slurm's (``submitit.AutoExecutor``, Slurm if ``sbatch`` is here).
+        allow_local: without Slurm, run the tasks as local processes (they end with this
+            process, so the caller waits for them) instead of refusing.
 
     Raises:
         StorageError: the study is not in the storage.
+        ConfigError: no Slurm here and not ``allow_local``.
     """
     check_study(orders.study, storage_url)
     if orders.threads is None:
         orders = replace(orders, threads=launch.cpus_per_worker)
     if executor is None:
         executor = submitit.AutoExecutor(folder=folder)
+        if executor.cluster != "slurm" and not allow_local:
+            raise ConfigError(
+                "no Slurm here (sbatch/srun not found); submit from a Slurm login node, or add "
+                "--wait to run the workers as local processes on this machine"
+            )
     local = isinstance(executor, submitit.LocalExecutor)
     executor.update_parameters(**launch.parameters(orders.study, local=local))
     # The jobs inherit the URLs (which may hold passwords); submitit's pickles never see them.
