@@ -16,7 +16,7 @@ from click.testing import CliRunner
 
 from lrsearch.cli import cli
 from lrsearch.devices import placement_tags
-from lrsearch.errors import ConfigError
+from lrsearch.errors import ConfigError, StorageError
 from lrsearch.launchers import WorkerOrders
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -141,17 +141,32 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
-def test_slurm_submission_keeps_the_urls_out_of_submitits_files(tmp_path, monkeypatch) -> None:
-    submitit = pytest.importorskip("submitit")
+def _journal_with_a_study(tmp_path: Path) -> str:
     import optuna
 
+    journal = optuna.storages.journal.JournalFileBackend(str(tmp_path / "optuna.journal"))
+    optuna.create_study(study_name="s", storage=optuna.storages.JournalStorage(journal))
+    return f"journal:{tmp_path / 'optuna.journal'}"
+
+
+def test_slurm_submission_refuses_to_run_here_unless_waited_for(tmp_path) -> None:
+    pytest.importorskip("submitit")
+    from lrsearch.launchers.slurm import SlurmLaunch, submit
+
+    storage = _journal_with_a_study(tmp_path)
+    with pytest.raises(ConfigError, match="--wait"):  # no sbatch on this machine
+        submit(WorkerOrders("s"), storage, SlurmLaunch(n_workers=1), folder=tmp_path / "jobs")
+    with pytest.raises(StorageError, match="no study 'other'"):
+        submit(WorkerOrders("other"), storage, SlurmLaunch(n_workers=1), folder=tmp_path)
+
+
+def test_slurm_submission_keeps_the_urls_out_of_submitits_files(tmp_path, monkeypatch) -> None:
+    submitit = pytest.importorskip("submitit")
     from lrsearch.launchers.slurm import SlurmLaunch, submit
 
     monkeypatch.delenv("LRSEARCH_STORAGE", raising=False)
     monkeypatch.delenv("LRSEARCH_TRACKING_URI", raising=False)
-    storage = f"journal:{tmp_path / 'optuna.journal'}"
-    journal = optuna.storages.journal.JournalFileBackend(str(tmp_path / "optuna.journal"))
-    optuna.create_study(study_name="s", storage=optuna.storages.JournalStorage(journal))
+    storage = _journal_with_a_study(tmp_path)
     tracking = "http://mlflow-user:s3cret@mlflow-host:5000"
     folder = tmp_path / "jobs"
     executor = submitit.LocalExecutor(folder=folder)
