@@ -120,7 +120,7 @@ def test_ray_workers_survive_a_node_removed_mid_trial(tmp_path, pg_url, ray_clus
     created: list[str] = []
     creating = threading.Thread(
         target=lambda: created.append(
-            _create(tmp_path, pg_url, "ray", n_trials=4, epochs=8, n=2048)
+            _create(tmp_path, pg_url, "ray", n_trials=4, epochs=20, n=2048)
         )
     )
     creating.start()  # the study's range test and first trial while the cluster starts
