@@ -21,12 +21,13 @@ def adamw(model: nn.Module, lr: float, *, weight_decay: float = 0.0) -> torch.op
 
 
 def digits_workload(*, epochs: int = EPOCHS, seed: int = 0) -> Workload:
-    loader, val = digits(seed)
+    loader, val, test = digits(seed)
     return Workload(
         name="examples.declarative:digits_workload",
         build_model=build_model,
         train_data=loader,
         val_data=val,
+        test_data=test,  # scored once after the last epoch, as own_loop.py's report_test
         loss_fn=nn.functional.cross_entropy,
         metric=ACCURACY,
         optimizer=adamw,

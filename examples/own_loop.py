@@ -23,15 +23,19 @@ GRAD_CLIP = 1.0
 EPOCHS = 2
 
 
-def digits(seed: int) -> tuple[DataLoader, tuple[torch.Tensor, torch.Tensor]]:
-    """scikit-learn's bundled 8x8 digits (no download): a shuffling loader, validation tensors."""
+Split = tuple[torch.Tensor, torch.Tensor]
+
+
+def digits(seed: int) -> tuple[DataLoader, Split, Split]:
+    """scikit-learn's bundled 8x8 digits (no download): a shuffling loader, validation and
+    test tensors."""
     from sklearn.datasets import load_digits
 
     x, y = load_digits(return_X_y=True)
     x = torch.tensor(x / 16.0, dtype=torch.float32)
     y = torch.tensor(y)
     order = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))  # a fixed split
-    train, val = order[:1437], order[1437:]
+    train, val, test = order[:1437], order[1437:1617], order[1617:]
     loader = DataLoader(
         TensorDataset(x[train], y[train]),
         batch_size=BATCH_SIZE,
@@ -39,7 +43,7 @@ def digits(seed: int) -> tuple[DataLoader, tuple[torch.Tensor, torch.Tensor]]:
         drop_last=True,  # 22 full batches: the study file's steps_per_epoch
         generator=torch.Generator().manual_seed(seed),
     )
-    return loader, (x[val], y[val])
+    return loader, (x[val], y[val]), (x[test], y[test])
 
 
 def build_model() -> nn.Module:
@@ -65,9 +69,7 @@ def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
 def train(ctx: TrialContext) -> float | None:
     """One run under ``ctx``'s schedule; reports validation accuracy each epoch."""
     torch.manual_seed(ctx.seed)
-    loader, (x_val, y_val) = digits(ctx.seed)
-    if len(loader) != ctx.steps_per_epoch:
-        raise ValueError(f"the loader has {len(loader)} batches; set steps_per_epoch to it")
+    loader, (x_val, y_val), (x_test, y_test) = digits(ctx.seed)
     model = build_model().to(ctx.device)
     x_val, y_val = x_val.to(ctx.device), y_val.to(ctx.device)
     # The LR given here only sets the groups' ratios: the schedule drives every step.
@@ -83,17 +85,20 @@ def train(ctx: TrialContext) -> float | None:
             loss.backward()
             nn.utils.clip_grad_norm_(model.parameters(), GRAD_CLIP)
             optimizer.step()
-            ctx.log(step, loss=loss.item())  # lr, momentum, train_loss to MLflow, batched
+            # a tensor: read back every sync_every steps (lr, momentum, train_loss to MLflow)
+            ctx.log(step, loss=loss.detach())
             step += 1
             if ctx.should_stop:  # diverged, Ctrl-C, or (range test) the ramp is over
                 return None
         if ctx.report(epoch, accuracy(model, x_val, y_val)):  # True: pruned
             return None
+    # held out: recorded with the trial, never searched on
+    ctx.report_test(accuracy(model, x_test.to(ctx.device), y_test.to(ctx.device)))
     return None  # the last report is the trial's value
 
 
 def main() -> None:
-    loader, _ = digits(0)
+    loader, _, _ = digits(0)
     steps = EPOCHS * len(loader)
     ctx = TrialContext(
         OneCycle(3e-3, steps),
@@ -104,6 +109,7 @@ def main() -> None:
     train(ctx)
     for epoch, value in ctx.reports:
         print(f"epoch {epoch}: val accuracy {value:.1f}%")
+    print(f"test accuracy {ctx.test_metric:.1f}%")
 
 
 if __name__ == "__main__":

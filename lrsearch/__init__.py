@@ -33,7 +33,7 @@ _LAZY = {
     "LRPrior": "lrsearch.prior",
     "ScheduleDriver": "lrsearch.torch_schedule",
     "TrainResult": "lrsearch.training",
-    "TrialContext": "lrsearch.trial_context",
+    "TrialContext": "lrsearch.trainers",
     "train": "lrsearch.training",
     "Workload": "lrsearch.workloads",
     "get_workload": "lrsearch.workloads",

@@ -102,7 +102,7 @@ class StudySection(_Model):
     timeout: float | None = Field(default=None, gt=0)
     seed: int = 0
     training: TrainingSection = TrainingSection()
-    # --- your own training loop (lrsearch.trial_context) ----------------------------------
+    # --- your own training loop (lrsearch.trainers) ----------------------------------
     # ``loop = "pkg.module:train"`` names a ``train(ctx) -> float | None`` function instead
     # of a Workload. There is no Workload to ask, so the file states the metric, its
     # direction, epochs and the loop's optimizer steps per epoch. ``workload`` mirrors the

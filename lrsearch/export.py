@@ -42,7 +42,7 @@ def best_record(handle: StudyHandle) -> dict[str, Any]:
         "optimizer": workload.optimizer_name,
         "epochs": epochs,
         "steps_per_epoch": steps_per_epoch,
-        "batch_size": handle.config.study.batch_size or workload.batch_size,
+        "batch_size": plan.trainer.batch_size,  # None: the trainer's own code sets it
         "seed": trial_seed(handle.config, trial.number),
         "params": params,
         "weight_decay": params["weight_decay"],
@@ -75,7 +75,7 @@ def best_as_python(handle: StudyHandle) -> str:
         params=_literal(record["params"]),
         epochs=record["epochs"],
         steps_per_epoch=record["steps_per_epoch"],
-        batch_size=record["batch_size"],
+        batch_size=record["batch_size"] or "32  # PLACEHOLDER: the study's loop set its own",
         seed=record["seed"],
         grad_clip=workload.grad_clip,
         build_lr=_build_lr(schedule),
@@ -92,7 +92,7 @@ def _header(record: dict[str, Any]) -> str:
         f"{record['metric']} = {record['value']:.6g}",
         f"workload {record['workload']!r}, optimizer {record['optimizer']}, "
         f"{record['epochs']} epochs x {record['steps_per_epoch']} steps, "
-        f"batch {record['batch_size']}, seed {record['seed']}.",
+        f"{_batch(record['batch_size'])}, seed {record['seed']}.",
     ]
     if record["mlflow_run_id"]:
         lines.append(f"MLflow run {record['mlflow_run_id']}.")
@@ -104,6 +104,10 @@ def _header(record: dict[str, Any]) -> str:
             f"{_literal(record['schedule'], inline=True)}.",
         ]
     return "\n".join(lines)
+
+
+def _batch(batch_size: int | None) -> str:
+    return "batch size set by the loop" if batch_size is None else f"batch {batch_size}"
 
 
 def _literal(params: dict[str, Any], *, inline: bool = False) -> str:

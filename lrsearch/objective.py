@@ -1,4 +1,4 @@
-"""The trial objective: sample → schedule → train → outcome. No MLflow here.
+"""The trial objective: sample → schedule → trainer → outcome. No MLflow here.
 
 :class:`Objective` is what Optuna calls per trial. Whoever wants to watch a trial (the MLflow
 recorder, a progress bar, a test) passes ``observe``: a factory that gets the trial's
@@ -42,7 +42,6 @@ from lrsearch.study import FINISHED, StudyHandle, trial_seed
 if TYPE_CHECKING:
     from lrsearch.schedules import Schedule
     from lrsearch.training import EpochInfo, Snapshot, StepInfo, TrainResult
-    from lrsearch.trial_context import Loop
 
 __all__ = [
     "PRUNED_BECAUSE",
@@ -122,18 +121,14 @@ class TrialObserver(Protocol):
 Observe = Callable[[TrialSpec], "TrialObserver | None"]
 
 
-# --- your own training loop (lrsearch.trial_context) --------------------------------------
 class MetricsObserver(TrialObserver, Protocol):
-    """A :class:`TrialObserver` that also records a user loop's own step metrics.
+    """A :class:`TrialObserver` that also records a trainer's own step metrics.
 
     A loop's ``ctx.log(step, name=value)`` reaches ``metrics``; observers without it see
     only the steps' losses (``step``) and the reports (``epoch``).
     """
 
     def metrics(self, step: int, values: Mapping[str, float]) -> None: ...
-
-
-# --- end of your own training loop --------------------------------------------------------
 
 
 def worker_id() -> str:
@@ -204,7 +199,6 @@ class Objective:
         self.n_trials = n_trials or handle.config.study.n_trials
         self.observe = observe
         self.on_epoch = on_epoch
-        self._loop: Loop | None = None  # the study's own loop, imported at its first trial
         self._snapshots = Snapshots()  # cycle ends of this worker's trials ([branching])
 
     def __call__(self, trial: optuna.Trial) -> float:
@@ -229,8 +223,7 @@ class Objective:
             _keep(trial, observer.attrs)
         started = time.perf_counter()
         try:
-            train = self._train if self.handle.config.study.loop is None else self._train_loop
-            result = train(trial, spec, observer)
+            result = self._train(trial, spec, observer)
         except BaseException as exc:
             outcome = _failure(exc)
             if outcome is not None:
@@ -279,7 +272,7 @@ class Objective:
     def _train(
         self, trial: optuna.Trial, spec: TrialSpec, observer: TrialObserver | None
     ) -> TrainResult:
-        from lrsearch.training import train
+        from lrsearch.trainers import TrainHooks
 
         plan = self.handle.plan
 
@@ -304,47 +297,24 @@ class Objective:
         if resume is not None:  # a tail: the shared prefix's epochs are this trial's too
             for epoch in resume.history:
                 trial.report(epoch.val_metric, epoch.epoch)
-        result = train(
-            plan.workload,
+        result = plan.trainer.train(
             spec.schedule,
-            epochs=plan.epochs,
-            batch_size=self.handle.config.study.batch_size,
-            weight_decay=spec.params["weight_decay"],
-            device=self.device,
+            params=spec.params,
             seed=spec.seed,
-            on_step=step_done,
-            on_epoch=epoch_done,
-            update_ratio_every=self.handle.config.tracking.update_ratio_every,
-            snapshot_at=tails.snapshot_epoch,
-            on_snapshot=tails.keep,
-            resume=resume,
+            device=self.device,
+            number=spec.number,
+            hooks=TrainHooks(
+                on_step=step_done,
+                on_epoch=epoch_done,
+                on_metrics=getattr(observer, "metrics", None),
+                update_ratio_every=self.handle.config.tracking.update_ratio_every,
+                snapshot_at=tails.snapshot_epoch,
+                on_snapshot=tails.keep,
+                resume=resume,
+            ),
         )
         tails.branch(result)
         return result
-
-    # --- your own training loop (lrsearch.trial_context) ----------------------------------
-    def _train_loop(
-        self, trial: optuna.Trial, spec: TrialSpec, observer: TrialObserver | None
-    ) -> TrainResult:
-        """A trial of the study's own loop (``loop`` in ``[study]``): ``train(ctx)``."""
-        from lrsearch.trial_context import load_loop, run_loop
-
-        plan = self.handle.plan
-        if self._loop is None:
-            assert self.handle.config.study.loop is not None
-            self._loop = load_loop(self.handle.config.study.loop)
-        return run_loop(
-            self._loop,
-            trial=trial,
-            spec=spec,
-            observer=observer,
-            epochs=plan.epochs,
-            steps_per_epoch=plan.steps_per_epoch,
-            metric=plan.workload.metric,
-            on_epoch=self.on_epoch,
-        )
-
-    # --- end of your own training loop ----------------------------------------------------
 
     def _end(
         self,

@@ -277,9 +277,9 @@ def waiting(message: str, *, enabled: bool | None = None) -> AbstractContextMana
 def describe_study(handle: StudyHandle, *, resumed: bool) -> list[str]:
     """What ``lrsearch run`` says before the trials: the range test, the prior, a resume."""
     lines = []
-    suggestions = handle.range_test.get("suggestions", {})
-    if suggestions:
-        said = ", ".join(f"{name} {s['median']:.3g}" for name, s in suggestions.items())
+    summary = handle.range_test.summary if handle.range_test is not None else {}
+    if summary:
+        said = ", ".join(f"{name} {s.median:.3g}" for name, s in summary.items())
         lines.append(f"range test: {said}")
     prior = handle.prior
     lines.append(

@@ -55,16 +55,14 @@ def open_recorder(handle: StudyHandle, tracker: Tracker, *, log_parent: bool) ->
         "storage": redact(handle.storage_url),
     }
     params.update({f"prior.{k}": v for k, v in handle.prior.to_dict().items()})
-    for name, s in handle.range_test.get("suggestions", {}).items():
-        params[f"range_test.{name}"] = s["median"]
+    result = handle.range_test
+    for name, s in (result.summary if result is not None else {}).items():
+        params[f"range_test.{name}"] = s.median
     tags = {"optuna.study": handle.name, "lrsearch.storage": redact(handle.storage_url)}
     config = json.dumps(json.loads(handle.config.to_json()), indent=2)
     description = f"lrsearch study `{handle.name}`, its config:\n\n```json\n{config}\n```"
     handle.set_parent_run(recorder.open_parent(params, tags, description=description))
-    if first_time and handle.range_test:
-        from lrsearch.range_test import RangeTestResult
-
-        result = RangeTestResult.from_dict(handle.range_test)
+    if first_time and result is not None:
         try:
             recorder.log_range_test(result, config_json=handle.config.to_json())
         except (TrackingError, OSError) as exc:  # the study can run without these files
@@ -110,7 +108,7 @@ class _Recording:
             self.record.epoch(info)
 
     def metrics(self, step: int, values: Mapping[str, float]) -> None:
-        """A user loop's own step metrics (``ctx.log``; see lrsearch.trial_context)."""
+        """A user loop's own step metrics (``ctx.log``; see lrsearch.trainers)."""
         if self.record is not None:
             self.record.metrics(step, values)
 

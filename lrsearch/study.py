@@ -2,8 +2,8 @@
 
 A study lives in its Optuna storage. Config, range-test result, prior, tracking URI and the
 MLflow parent run id are study attributes, so any worker on any host needs only the study
-name and the storage URL. The handle builds the workload, epochs and steps per epoch once
-(:attr:`StudyHandle.plan`) and keeps them.
+name and the storage URL. The handle chooses the study's trainer once
+(:attr:`StudyHandle.plan`, :func:`lrsearch.trainers.trainer_for`) and keeps it.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from lrsearch.storage import open_storage, redact, storage_of
 
 if TYPE_CHECKING:
     from lrsearch.range_test import RangeTestResult
+    from lrsearch.trainers import Trainer
     from lrsearch.workloads import Workload
 
 __all__ = [
@@ -53,17 +54,31 @@ FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
 @dataclass(frozen=True)
 class TrialPlan:
-    """What every trial of a study trains: the workload, for how long, in how many steps.
+    """What every trial of a study trains: its trainer, for how long, in how many steps.
 
-    ``drives_momentum`` is whether the workload's optimizer has a momentum (SGD's, or the
+    ``drives_momentum`` is whether the trainer's optimizer has a momentum (SGD's, or the
     Adam family's beta1) for the schedule to drive; where it has none (Adagrad, say) the
     study's trials neither sample nor carry ``momentum_high``/``momentum_low``.
     """
 
-    workload: Workload
-    epochs: int
-    steps_per_epoch: int
-    drives_momentum: bool = True
+    trainer: Trainer
+
+    @property
+    def workload(self) -> Workload:
+        """What the study trains, as reports describe it (a loop's stand-in for a loop)."""
+        return self.trainer.workload
+
+    @property
+    def epochs(self) -> int:
+        return self.trainer.epochs
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return self.trainer.steps_per_epoch
+
+    @property
+    def drives_momentum(self) -> bool:
+        return self.trainer.drives_momentum
 
     @property
     def total_steps(self) -> int:
@@ -76,23 +91,17 @@ def trial_seed(config: StudyConfig, number: int) -> int:
 
 
 def build_workload(config: StudyConfig) -> Workload:
-    """The study file's workload, built (and checked) from its name and options."""
-    from lrsearch.workloads import get_workload
+    """What the study file trains, as a workload (:func:`lrsearch.trainers.build_workload`)."""
+    from lrsearch.trainers import build_workload as build
 
-    if config.study.loop is not None:  # your own loop: a stand-in with its metric and sizes
-        from lrsearch.trial_context import loop_workload
+    return build(config)
 
-        return loop_workload(config.study)
 
-    workload = get_workload(config.study.workload, **config.study.workload_options)
-    for key, value in config.study.training.options().items():  # one by one: errors name it
-        try:
-            workload = workload.with_options(**{key: value})
-        except ValueError as exc:
-            raise ConfigError(
-                f"study.training.{key}: workload {workload.name!r} refuses {value!r}: {exc}"
-            ) from None
-    return workload
+def choose_trainer(config: StudyConfig, workload: Workload | None = None) -> Trainer:
+    """The study's trainer (:func:`lrsearch.trainers.trainer_for`)."""
+    from lrsearch.trainers import trainer_for
+
+    return trainer_for(config, workload)
 
 
 def check_trusted(config: StudyConfig, patterns: tuple[str, ...] = ()) -> None:
@@ -106,9 +115,9 @@ def check_trusted(config: StudyConfig, patterns: tuple[str, ...] = ()) -> None:
     """
     from lrsearch.workloads import check_allowed
 
-    check_allowed(config.study.workload, patterns)
-    if config.study.loop is not None and config.study.loop != config.study.workload:
-        check_allowed(config.study.loop, patterns)
+    for name in dict.fromkeys((config.study.workload, config.study.loop)):  # a loop: the same
+        if name is not None:
+            check_allowed(name, patterns)
 
 
 def _same_code(stored: StudyConfig, config: StudyConfig) -> bool:
@@ -158,21 +167,6 @@ def _stored_config(name: str, text: Any) -> StudyConfig:
         ) from None
 
 
-def _drives_momentum(workload: Workload) -> bool:
-    """Whether ``workload``'s optimizer has a momentum a schedule can drive.
-
-    Builds its model and optimizer once (torch's RNG left as it was) and asks
-    :func:`~lrsearch.torch_schedule.momentum_key`.
-    """
-    import torch
-
-    from lrsearch.torch_schedule import momentum_key
-
-    with torch.random.fork_rng(devices=[]):
-        optimizer = workload.make_optimizer(workload.build_model(), lr=1e-3, momentum=0.9)
-    return momentum_key(optimizer) is not None
-
-
 @dataclass
 class StudyHandle:
     """An opened study and everything stored with it."""
@@ -180,12 +174,22 @@ class StudyHandle:
     study: optuna.Study
     config: StudyConfig
     prior: LRPrior
-    range_test: dict[str, Any]
+    range_test_record: dict[str, Any]  # as stored (JSON-ready); read it as `range_test`
     storage_url: str
     tracking_uri: str | None
     parent_run_id: str | None
     workload: Workload | None = field(default=None, repr=False)
+    trainer: Trainer | None = field(default=None, repr=False)
     allow_workloads: tuple[str, ...] = ()  # import paths trusted beyond built-ins (see plan)
+
+    @cached_property
+    def range_test(self) -> RangeTestResult | None:
+        """The study's range test (None where it has none: a study in memory)."""
+        if not self.range_test_record:
+            return None
+        from lrsearch.range_test import RangeTestResult  # torch: only where it is read
+
+        return RangeTestResult.from_dict(self.range_test_record)
 
     @property
     def name(self) -> str:
@@ -207,23 +211,18 @@ class StudyHandle:
 
     @cached_property
     def plan(self) -> TrialPlan:
-        """The workload, epochs per trial, steps per epoch and whether momentum is searched.
+        """The study's trainer, epochs per trial, steps per epoch, whether momentum is searched.
 
-        Built once per handle. A study with its own loop always searches momentum (its loop
-        owns the optimizer). The storage named the workload (and loop) unless the caller's own
-        study file did (``workload`` set): then it is imported only if trusted, see
-        :func:`check_trusted`.
+        Built once per handle. The storage named the workload (or loop) unless the caller's
+        own study file did (``workload`` or ``trainer`` set): then it is imported only if
+        trusted, see :func:`check_trusted`.
 
         Raises:
             WorkloadError: the workload is not trusted, or cannot be built.
         """
-        if self.workload is None:
+        if self.trainer is None and self.workload is None:
             check_trusted(self.config, self.allow_workloads)
-        workload = self.workload or build_workload(self.config)
-        cfg = self.config.study
-        epochs = cfg.epochs or workload.epochs
-        momentum = cfg.loop is not None or _drives_momentum(workload)
-        return TrialPlan(workload, epochs, workload.steps_per_epoch(cfg.batch_size), momentum)
+        return TrialPlan(self.trainer or choose_trainer(self.config, self.workload))
 
     @classmethod
     def in_memory(
@@ -264,7 +263,11 @@ def open_study(
 ) -> StudyHandle:
     """Create the study, or resume it; run the range test the first time only.
 
-    ``workload`` is the study's workload when the caller has already built it.
+    One pass: the study is created (or loaded) once, its attributes read back once, and the
+    handle returned is the one built here, with the trainer chosen here.
+
+    ``workload`` is the study's workload when the caller has already built it (a study of
+    its own loop builds its trainer anyway).
 
     Raises:
         ConfigError: the study exists with a different search config.
@@ -273,34 +276,46 @@ def open_study(
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = open_storage(storage_url)
     name = config.study.name
-    workload = workload or build_workload(config)
+    trainer = choose_trainer(config, workload)
     existing = {s.study_name: s for s in storage.get_all_studies()}
     if name in existing:
         _check_stored_config(name, existing[name].user_attrs, config, storage_url)
     study = optuna.create_study(
         study_name=name,
         storage=storage,
-        direction=workload.metric.direction,
+        direction=trainer.metric.direction,
         load_if_exists=True,
     )
     try:
-        _start(study, config, workload, tracking_uri=tracking_uri, device=device, say=on_range_test)
+        _start(study, config, trainer, tracking_uri=tracking_uri, device=device, say=on_range_test)
     except BaseException:
         if name not in existing:  # a failed range test leaves no empty study behind
             _delete_unstarted(study)
         raise
-    handle = load_study(name, storage_url, storage=storage)
+    attrs = study.user_attrs  # one read: what the storage holds now
     # What runs here is what the operator's file says (checked against the storage above,
     # and again now: the storage may have changed since); the tracking store is theirs too.
-    _check_stored_config(name, handle.study.user_attrs, config, storage_url)
-    handle.config, handle.workload, handle.tracking_uri = config, workload, tracking_uri
-    return handle
+    _check_stored_config(name, attrs, config, storage_url)
+    prior = LRPrior.from_dict(attrs[KEY_PRIOR])
+    study.sampler = sampler_from_config(config, prior, seed=config.study.seed)
+    study.pruner = pruner_from_config(config.pruner, epochs=config.study.epochs)
+    return StudyHandle(
+        study=study,
+        config=config,
+        prior=prior,
+        range_test_record=attrs.get(KEY_RANGE_TEST, {}),
+        storage_url=storage_url,
+        tracking_uri=tracking_uri,
+        parent_run_id=attrs.get(KEY_PARENT_RUN),
+        workload=trainer.workload,
+        trainer=trainer,
+    )
 
 
 def _start(
     study: optuna.Study,
     config: StudyConfig,
-    workload: Workload,
+    trainer: Trainer,
     *,
     tracking_uri: str | None,
     device: str,
@@ -312,24 +327,24 @@ def _start(
         study.set_user_attr(KEY_CONFIG, config.to_json())
         study.set_user_attr(KEY_FINGERPRINT, config.fingerprint())
         info = {
-            "name": workload.name,
-            "metric": workload.metric.name,
-            "direction": workload.metric.direction,
+            "name": trainer.workload.name,
+            "metric": trainer.metric.name,
+            "direction": trainer.metric.direction,
         }
         study.set_user_attr(KEY_WORKLOAD_INFO, info)
         for key, value in config.flat().items():  # one row each in optuna-dashboard
             study.set_user_attr(f"config.{key}", value)
         with warnings.catch_warnings():  # flagged experimental; it names Optuna's objective
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            study.set_metric_names([f"val_{workload.metric.name}"])
+            study.set_metric_names([f"val_{trainer.metric.name}"])
     study.set_user_attr(KEY_TARGET, config.study.n_trials)  # the latest run's; workers follow it
     if tracking_uri and KEY_TRACKING not in study.user_attrs:
         study.set_user_attr(KEY_TRACKING, tracking_uri)
     if KEY_PRIOR not in study.user_attrs:
-        size = range_test_size(config, workload)
+        size = range_test_size(config, trainer)
         if say:
             say(f"running the LR range test (first time for this study): {size.describe()}")
-        result = _store_range_test(study, config, workload, device, size)
+        result = _store_range_test(study, config, trainer, device, size)
         prior = result.prior
         if say and not has_signal(result.summary[config.prior.anchor or DEFAULT_ANCHOR]):
             say(
@@ -337,9 +352,8 @@ def _start(
                 f"rose at {result.summary['rise'].median:.3g}): the prior stays wide"
             )
         if not study.trials:
-            momentum = config.study.loop is not None or _drives_momentum(workload)
             study.enqueue_trial(
-                default_params(config.space, prior, momentum=momentum),
+                default_params(config.space, prior, momentum=trainer.drives_momentum),
                 user_attrs={"lrsearch.origin": "prior-centre"},
             )
 
@@ -376,15 +390,15 @@ class RangeTestSize:
         )
 
 
-def range_test_size(config: StudyConfig, workload: Workload) -> RangeTestSize:
+def range_test_size(config: StudyConfig, trainer: Trainer) -> RangeTestSize:
     """The range test a study runs: at most ``[range_test] budget_fraction`` of its trial
     steps (:func:`lrsearch.range_test.fit_budget`); repeats or num_iter set in the file are
     kept, and only what is left unset is fitted."""
     from lrsearch.range_test import MIN_RAMP_STEPS, fit_budget
 
     rt, cfg = config.range_test, config.study
-    per_epoch = cfg.steps_per_epoch or workload.steps_per_epoch(cfg.batch_size)
-    budget = max(cfg.n_trials * (cfg.epochs or workload.epochs) * per_epoch, 1)
+    per_epoch = trainer.steps_per_epoch
+    budget = max(cfg.n_trials * trainer.epochs * per_epoch, 1)
     allowed = int(rt.budget_fraction * budget)
     if rt.repeats is None and rt.num_iter is None:
         repeats, num_iter = fit_budget(budget, per_epoch=per_epoch, fraction=rt.budget_fraction)
@@ -400,34 +414,13 @@ def range_test_size(config: StudyConfig, workload: Workload) -> RangeTestSize:
 def _store_range_test(
     study: optuna.Study,
     config: StudyConfig,
-    workload: Workload,
+    trainer: Trainer,
     device: str,
     size: RangeTestSize,
 ) -> RangeTestResult:
-    from lrsearch.range_test import range_test_workload
+    from lrsearch.range_test import RampPlan
 
-    rt = config.range_test
-    if config.study.loop is not None:  # your own loop runs the ramp itself (trial_context)
-        from lrsearch.trial_context import range_test_loop
-
-        result = range_test_loop(
-            config, device=device, repeats=size.repeats, num_iter=size.num_iter
-        )
-    else:
-        result = range_test_workload(
-            workload,
-            device=device,
-            seed=config.study.seed,
-            batch_size=config.study.batch_size,
-            start_lr=rt.start_lr,
-            end_lr=rt.end_lr,
-            num_iter=size.num_iter,
-            repeats=size.repeats,
-            diverge_factor=rt.diverge_factor,
-        )
-    spent = int(result.settings.get("steps", size.repeats * size.num_iter))
-    result.settings.update(budget_steps=size.budget_steps, budget_share=spent / size.budget_steps)
-    pc = config.prior
+    rt, pc = config.range_test, config.prior
     overrides = {
         "anchor": pc.anchor,
         "offset_decades": pc.offset_decades,
@@ -435,10 +428,17 @@ def _store_range_test(
         "low_decades": pc.low_decades,
         "high_factor": pc.high_factor,
     }
-    overrides = {k: v for k, v in overrides.items() if v is not None}
-    if overrides:
-        family = result.settings.get("optimizer_family")
-        result.prior = LRPrior.from_suggestions(result.summary, family=family, **overrides)  # type: ignore[arg-type]
+    plan = RampPlan.make(
+        start_lr=rt.start_lr,
+        end_lr=rt.end_lr,
+        num_iter=size.num_iter,
+        repeats=size.repeats,
+        diverge_factor=rt.diverge_factor,
+        prior_options={k: v for k, v in overrides.items() if v is not None},
+    )
+    result = trainer.range_test(plan, seed=config.study.seed, device=device)
+    spent = int(result.settings.get("steps", size.repeats * size.num_iter))
+    result.settings.update(budget_steps=size.budget_steps, budget_share=spent / size.budget_steps)
     study.set_user_attr(KEY_RANGE_TEST, result.to_dict())
     study.set_user_attr(KEY_PRIOR, result.prior.to_dict())
     return result
@@ -490,7 +490,7 @@ def load_study(
         study=study,
         config=config,
         prior=prior,
-        range_test=attrs.get(KEY_RANGE_TEST, {}),
+        range_test_record=attrs.get(KEY_RANGE_TEST, {}),
         storage_url=storage_url,
         tracking_uri=attrs.get(KEY_TRACKING),
         parent_run_id=attrs.get(KEY_PARENT_RUN),

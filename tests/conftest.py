@@ -26,3 +26,14 @@ def _one_thread() -> None:
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
     return Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def mlflow_db_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A fresh MLflow store's database, made once: a study test copies it into its home
+    (``$LRSEARCH_HOME/mlflow.db``) instead of creating MLflow's schema again (seconds)."""
+    from lrsearch.tracking import MlflowTracker, local_tracking_uri
+
+    root = tmp_path_factory.mktemp("mlflow-template")
+    MlflowTracker(local_tracking_uri(root)[0])
+    return root / "mlflow.db"

@@ -71,3 +71,20 @@ def test_own_loop_script_runs_standalone(repo_root) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert "epoch 2: val accuracy" in done.stdout
+
+
+@pytest.mark.slow  # two more whole studies; the integrations' own tests run in CI
+@pytest.mark.parametrize(
+    ("study", "name"), [("lightning_digits", "lightning-digits"), ("hf_tiny", "hf-tiny-digits")]
+)
+def test_integration_example_studies_run(study, name, tmp_path, repo_root, monkeypatch) -> None:
+    pytest.importorskip("lightning" if study.startswith("lightning") else "accelerate")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    output = _run(study, tmp_path, repo_root, monkeypatch)
+    assert f"study '{name}': 2 complete" in output
+    runs, client = _trial_runs(tmp_path, name)
+    assert len(runs) == 2 and {r.info.status for r in runs} == {"FINISHED"}
+    for run in runs:
+        lr = client.get_metric_history(run.info.run_id, "lr")
+        assert sorted(m.step for m in lr) == list(range(2 * 22))
+        assert len(client.get_metric_history(run.info.run_id, "val_accuracy")) == 2

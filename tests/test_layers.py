@@ -25,6 +25,7 @@ LAYERS: list[tuple[str, set[str]]] = [
     ("torch parts", {"torch_schedule", "workloads", "training", "train_step", "range_test"}),
     ("drawing", {"plots"}),
     ("tracking", {"tracking"}),
+    ("trainers", {"trainers", "integrations"}),
     (
         "search",
         {
@@ -40,7 +41,6 @@ LAYERS: list[tuple[str, set[str]]] = [
             "branching",
             "reporting",
             "export",
-            "trial_context",
         },
     ),
     ("execution", {"workers", "supervisor", "devices", "recording", "progress", "launchers"}),
@@ -54,6 +54,7 @@ FORBIDDEN = {
     "torch parts": {"optuna", "mlflow", "click"},
     "drawing": {"optuna", "mlflow", "click", "torch"},
     "tracking": {"optuna", "torch", "click"},
+    "trainers": {"optuna", "mlflow", "click"},
     "search": {"click", "mlflow"},
     "execution": {"click", "mlflow"},
 }

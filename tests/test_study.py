@@ -298,7 +298,7 @@ def test_the_range_test_fits_its_share_of_the_budget_and_says_so(home) -> None:
     handle = open_study(
         config, f"sqlite:///{home / 'optuna.db'}", tracking_uri=None, on_range_test=said.append
     )
-    settings = handle.range_test["settings"]
+    settings = handle.range_test.settings
     assert settings["steps"] <= 0.05 * settings["budget_steps"] + 1e-9
     assert settings["budget_share"] == pytest.approx(settings["steps"] / settings["budget_steps"])
     assert any("of the study's" in line and "trial steps" in line for line in said)

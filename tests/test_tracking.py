@@ -42,11 +42,9 @@ Tracked = tuple[Tracker, Any]  # a tracker and a view that reads back what it st
 
 
 @pytest.fixture(scope="session")
-def _template_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def _template_db(mlflow_db_template: Path) -> Path:
     # Creating MLflow's schema takes seconds; every test gets a copy of one fresh database.
-    root = tmp_path_factory.mktemp("mlflow-template")
-    MlflowTracker(local_tracking_uri(root)[0])
-    return root / "mlflow.db"
+    return mlflow_db_template
 
 
 @pytest.fixture

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import optuna
@@ -18,13 +19,15 @@ from lrsearch.config import parse_study_config
 from lrsearch.errors import ConfigError, WorkloadError
 from lrsearch.objective import Objective
 from lrsearch.prior import LRPrior
+from lrsearch.range_test import RampPlan
 from lrsearch.recording import observe_trials
 from lrsearch.study import StudyHandle, build_workload
 from lrsearch.tracking import MemoryTracker
 from lrsearch.tracking.recorder import StudyRecorder
-from lrsearch.trial_context import range_test_loop
+from lrsearch.trainers import LoopTrainer, TrainHooks, trainer_for
+from lrsearch.training import StepInfo
 from lrsearch.workers import run_trials
-from lrsearch.workloads import check_allowed
+from lrsearch.workloads import Metric, check_allowed
 
 PRIOR = LRPrior(center=0.05, sigma_decades=0.3, low=1e-3, high=1.0)
 EPOCHS, STEPS_PER_EPOCH, BATCH = 3, 6, 32
@@ -33,13 +36,29 @@ SEEN: list[TrialContext] = []
 
 def _blobs(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
-    y = torch.randint(0, 4, (STEPS_PER_EPOCH * BATCH + 64,), generator=g)
+    y = torch.randint(0, 4, (12 * BATCH + 64,), generator=g)  # up to 12 batches an epoch
     x = torch.randn(4, 8, generator=g)[y] * 2.0 + torch.randn(len(y), 8, generator=g)
     return x, y
 
 
 def blobs_loop(ctx: TrialContext) -> float | None:
     """A user's loop: SGD with a bias group at 0.1x, per-step log, a report per epoch."""
+    return _blobs_loop(ctx, ctx.steps_per_epoch)
+
+
+def ten_batch_loop(ctx: TrialContext) -> float | None:
+    """A loop whose loader has 10 batches, whatever the study file declares."""
+    return _blobs_loop(ctx, 10)
+
+
+def scored_loop(ctx: TrialContext) -> float | None:
+    """Scores a held-out test metric after its last report."""
+    value = _blobs_loop(ctx, ctx.steps_per_epoch)
+    ctx.report_test(42.5)
+    return value
+
+
+def _blobs_loop(ctx: TrialContext, batches: int) -> float | None:
     SEEN.append(ctx)
     torch.manual_seed(ctx.seed)
     x, y = _blobs()
@@ -51,14 +70,14 @@ def blobs_loop(ctx: TrialContext) -> float | None:
     driver = ctx.attach(optimizer)
     step = 0
     for epoch in range(1, ctx.epochs + 1):
-        for b in range(ctx.steps_per_epoch):
+        for b in range(batches):
             driver.step()
             xb, yb = x[b * BATCH : (b + 1) * BATCH], y[b * BATCH : (b + 1) * BATCH]
             loss = nn.functional.cross_entropy(model(xb), yb)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-            ctx.log(step, loss=loss.item(), grad_steps=float(step))
+            ctx.log(step, loss=loss.detach(), grad_steps=float(step))
             step += 1
             if ctx.should_stop:
                 return None
@@ -207,7 +226,8 @@ def test_a_broken_loop_fails_in_one_line_and_the_worker_goes_on(loop: str, reaso
 
 def test_the_range_test_runs_the_loop_on_the_ramp() -> None:
     SEEN.clear()
-    result = range_test_loop(parse_study_config(_config()))
+    plan = RampPlan.make(num_iter=20, repeats=1)
+    result = trainer_for(parse_study_config(_config())).range_test(plan, seed=0, device="cpu")
     ctx = SEEN[0]
     assert ctx.mode == "range_test" and ctx.schedule.kind == "exp-ramp"
     assert ctx.should_stop  # the ramp ran out (or the loss diverged)
@@ -276,3 +296,88 @@ def test_lrsearch_run_runs_a_loop_study_end_to_end(tmp_path) -> None:
     )
     assert result.exit_code == 0, result.output
     assert "study 'own-e2e': 2 complete" in result.output
+    env = {"LRSEARCH_HOME": str(tmp_path)}
+    allow = ["--allow-workload", "tests.*"]
+    retrained = CliRunner().invoke(
+        cli, ["train", "--from-study", "own-e2e", "--json", *allow], obj={}, env=env
+    )
+    assert retrained.exit_code == 0, retrained.output
+    best = CliRunner().invoke(
+        cli, ["best", "--study", "own-e2e", "--format", "json", *allow], obj={}, env=env
+    )
+    record = json.loads(best.stdout)
+    assert json.loads(retrained.stdout)["val_metric"] == record["value"]  # exactly, on CPU
+    script = CliRunner().invoke(
+        cli, ["best", "--study", "own-e2e", "--format", "python", *allow], obj={}, env=env
+    )
+    assert script.exit_code == 0, script.output
+    assert "batch size set by the loop" in script.output and "batch 1" not in script.output
+
+
+def test_a_wrong_steps_per_epoch_fails_the_trial_in_one_line() -> None:
+    config = parse_study_config(_config("ten_batch_loop", steps_per_epoch=12))
+    handle = StudyHandle.in_memory(config, PRIOR, build_workload(config))
+    handle.study.optimize(Objective(handle), n_trials=1, catch=(WorkloadError,))
+    (trial,) = handle.study.trials  # nothing left RUNNING
+    assert trial.state == TrialState.FAIL
+    reason = trial.user_attrs["fail_reason"]
+    assert "\n" not in reason and "steps_per_epoch = 12" in reason and "took 10" in reason
+
+
+def test_epochs_must_increase() -> None:
+    ctx = TrialContext(OneCycle(0.1, 30), epochs=3, steps_per_epoch=10)
+    ctx.report(3, 50.0)
+    with pytest.raises(WorkloadError, match=r"epoch=2\) came after epoch 3: epochs must increase"):
+        ctx.report(2, 60.0)
+    assert ctx.reports == [(3, 50.0)]  # nothing stored
+
+
+def test_logged_tensors_are_read_back_in_batches() -> None:
+    """A loop logging tensors: its steps reach the trial every sync_every steps, in order."""
+    seen: list[StepInfo] = []
+    heard_by_step: list[int] = []
+
+    def loop(ctx: TrialContext) -> float | None:
+        optimizer = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=1.0, momentum=0.9)
+        driver = ctx.attach(optimizer)
+        for step in range(ctx.total_steps):
+            driver.step()
+            ctx.log(step, loss=torch.tensor(float(step)))
+            heard_by_step.append(len(seen))
+            if (step + 1) % ctx.steps_per_epoch == 0:
+                ctx.report((step + 1) // ctx.steps_per_epoch, 1.0)
+        return None
+
+    schedule = OneCycle(0.1, 60)
+    metric = Metric("accuracy", "maximize")
+    trainer = LoopTrainer(loop, "tests:loop", metric, epochs=2, steps_per_epoch=30)
+    hooks = TrainHooks(on_step=seen.append)
+    result = trainer.train(schedule, params={}, seed=0, device="cpu", hooks=hooks)
+    assert heard_by_step[:24] == [0] * 24 and heard_by_step[24] == 25  # one read per 25 steps
+    assert heard_by_step[30] == 30  # the report at step 29 read what was pending
+    assert [s.step for s in seen] == [s.loss for s in seen] == list(range(60))
+    assert [s.lr for s in seen] == pytest.approx([schedule.lr_at(k) for k in range(60)])
+    assert result.steps == 60 and result.val_metric == 1.0
+
+
+def test_a_loops_test_metric_is_kept_with_the_trial() -> None:
+    config = parse_study_config(_config("scored_loop"))
+    handle = StudyHandle.in_memory(config, PRIOR, build_workload(config))
+    handle.study.optimize(Objective(handle), n_trials=1)
+    assert handle.study.trials[0].user_attrs["test_metric"] == 42.5
+
+
+def test_the_range_test_refuses_a_wrong_steps_per_epoch_before_any_trial() -> None:
+    config = parse_study_config(_config("ten_batch_loop", steps_per_epoch=12))
+    plan = RampPlan.make(num_iter=30, repeats=1)  # the ramp outlasts the first epoch
+    with pytest.raises(WorkloadError, match=r"steps_per_epoch = 12 .* took 10"):
+        trainer_for(config).range_test(plan, seed=0, device="cpu")
+
+
+def test_log_keeps_no_graph_and_refuses_a_non_scalar() -> None:
+    ctx = TrialContext(OneCycle(0.1, 20), epochs=2, steps_per_epoch=10)
+    w = nn.Parameter(torch.ones(1))
+    ctx.log(0, loss=(w * 2).sum())
+    assert ctx._pending[0][2].grad_fn is None  # detached: no graph held until the read
+    with pytest.raises(ValueError, match=r"ctx.log\(acc=...\) takes a number"):
+        ctx.log(1, acc=torch.ones(3))

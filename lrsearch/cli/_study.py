@@ -143,11 +143,10 @@ def closing_report(outcome: RunOutcome) -> str:
 def validate(file: str) -> None:
     """Check a study file without running anything."""
     from lrsearch.config import load_study_config
-    from lrsearch.study import build_workload
+    from lrsearch.study import choose_trainer
 
     config = load_study_config(file)
-    workload = build_workload(config)
-    trains = f"loop {config.study.loop}" if config.study.loop else f"workload {workload.name}"
+    trains = choose_trainer(config).label
     click.echo(
         f"{file}: ok (study {config.study.name!r}, {trains}, "
         f"{config.study.n_trials} trials, pruner {config.pruner.name})"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -24,8 +25,8 @@ from lrsearch.policies import DEFAULT_POLICY, POLICIES, SMITH_DEFAULTS, build_sc
 
 if TYPE_CHECKING:
     from lrsearch.schedules import Schedule
+    from lrsearch.trainers import Trainer
     from lrsearch.training import TrainResult
-    from lrsearch.workloads import Workload
 
 
 def schedule_from_options(
@@ -150,14 +151,16 @@ def train(**opts: Any) -> None:
 
 def _print_results(results: list[TrainResult], seed: int, job: _Job) -> None:
     """One line per seed, then the mean ± std over seeds; test next to validation if any."""
-    has_test = job.workload.has_test
+    has_test = _has_test(job, results)
     for k, result in enumerate(results):
         status = f"diverged: {result.diverge_reason}" if result.diverged else "finished"
         test = f" test_{result.metric_name}={result.test_metric:.2f}" if has_test else ""
+        # a loop reports its metric only: no validation loss to show
+        loss = f" val_loss={result.val_loss:.4f}" if math.isfinite(result.val_loss) else ""
         click.echo(
-            f"{job.workload.name} {job.label} seed {seed + k}: {status} after "
-            f"{result.epochs} epochs in {result.seconds:.1f}s; val_{result.metric_name}={result.val_metric:.2f} "
-            f"val_loss={result.val_loss:.4f}{test}"
+            f"{job.trainer.workload.name} {job.label} seed {seed + k}: {status} after "
+            f"{result.epochs} epochs in {result.seconds:.1f}s; val_{result.metric_name}={result.val_metric:.2f}"
+            f"{loss}{test}"
         )
     if len(results) > 1:
         record = _seeds_record(results, seed, has_test=has_test)
@@ -169,7 +172,7 @@ def _print_results(results: list[TrainResult], seed: int, job: _Job) -> None:
 def _json_record(results: list[TrainResult], seed: int, job: _Job) -> dict[str, Any]:
     """``train --json``'s object: one run's result (and its ``seed``), or the seeds' summary
     with each seed's run under ``runs``; test scores only where the workload has a test split."""
-    has_test = job.workload.has_test
+    has_test = _has_test(job, results)
     if len(results) == 1:
         record = {"seed": seed, **_run_record(results[0], has_test=has_test)}
     else:
@@ -197,30 +200,23 @@ def _mean_std(record: dict[str, Any], key: str) -> str:
 
 @dataclass(frozen=True)
 class _Job:
-    """What ``train`` trains: a workload, a schedule and the settings around them."""
+    """What ``train`` trains: a trainer, a schedule, the parameters and seed around them."""
 
-    workload: Workload
+    trainer: Trainer
     schedule: Schedule
-    epochs: int
-    batch_size: int | None
-    weight_decay: float
+    params: dict[str, Any]
     seed: int
     label: str
     origin: str = ""
 
 
 def _train_once(job: _Job, device: str, seed: int) -> TrainResult:
-    from lrsearch.training import train as run_training
+    return job.trainer.train(job.schedule, params=job.params, seed=seed, device=device)
 
-    return run_training(
-        job.workload,
-        job.schedule,
-        epochs=job.epochs,
-        batch_size=job.batch_size,
-        weight_decay=job.weight_decay,
-        device=device,
-        seed=seed,
-    )
+
+def _has_test(job: _Job, results: list[TrainResult]) -> bool:
+    """Whether to show test scores: the workload has a test split, or the trainer scored one."""
+    return job.trainer.workload.has_test or any(math.isfinite(r.test_metric) for r in results)
 
 
 def _seeds_record(
@@ -241,16 +237,18 @@ def _seeds_record(
 
 
 def _from_options(opts: dict[str, Any]) -> _Job:
+    from lrsearch.trainers import WorkloadTrainer
     from lrsearch.workloads import get_workload
 
-    workload = get_workload(opts["workload"])
-    epochs = opts["epochs"] or workload.epochs
-    steps_per_epoch = workload.steps_per_epoch(opts["batch_size"])
+    trainer = WorkloadTrainer(
+        get_workload(opts["workload"]), epochs=opts["epochs"] or 0, batch_size=opts["batch_size"]
+    )
+    per_epoch = trainer.steps_per_epoch
     schedule = schedule_from_options(
-        opts, total_steps=epochs * steps_per_epoch, steps_per_epoch=steps_per_epoch
+        opts, total_steps=trainer.epochs * per_epoch, steps_per_epoch=per_epoch
     )
     label = f"{opts['schedule']} max_lr={opts['max_lr']:g}"
-    return _Job(workload, schedule, epochs, opts["batch_size"], opts["weight_decay"], 0, label)
+    return _Job(trainer, schedule, {"weight_decay": opts["weight_decay"]}, 0, label)
 
 
 def _from_study(opts: dict[str, Any]) -> _Job:
@@ -265,15 +263,11 @@ def _from_study(opts: dict[str, Any]) -> _Job:
         allow_workloads=tuple(opts["allow_workloads"]),
     )
     trial = best_trial(handle)
-    plan = handle.plan
     params = trial_params(handle, trial)
-    schedule = trial_schedule(handle, trial)
     return _Job(
-        workload=plan.workload,
-        schedule=schedule,
-        epochs=plan.epochs,
-        batch_size=handle.config.study.batch_size,
-        weight_decay=float(params["weight_decay"]),
+        trainer=handle.plan.trainer,  # the study's: its workload, or its own loop
+        schedule=trial_schedule(handle, trial),
+        params=dict(params),
         # an annihilation tail ([branching]) trained on from its parent's run: its seed
         seed=trial_seed(handle.config, trial.user_attrs.get(BRANCH_OF, trial.number)),
         label=f"{params.get('policy', 'one-cycle')} max_lr={params['max_lr']:g}",

@@ -80,7 +80,7 @@ class TrialRecord:
             "train_loss_epoch": info.train_loss,
             "epoch": float(info.epoch),
         }
-        # A user loop (lrsearch.trial_context) reports its metric only: its losses are NaN.
+        # A user loop (lrsearch.trainers) reports its metric only: its losses are NaN.
         losses = ("val_loss", "train_loss_epoch")
         self._run.log_epoch(
             info.step, **{k: v for k, v in metrics.items() if k not in losses or not math.isnan(v)}
