@@ -92,6 +92,7 @@ def test_slurm_parameters_are_ones_submitit_accepts(tmp_path) -> None:
     worker = SlurmWorker(WorkerOrders("s"))
     again = worker.checkpoint(3)
     assert again.function is worker and again.args == (3,)
+    assert worker.requeues == 1  # the requeued worker lets the heartbeat find its lost trial
 
 
 @pytest.mark.parametrize("command", ["ray-workers", "slurm-workers"])

@@ -14,13 +14,19 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from dataclasses import dataclass, field
 
 from lrsearch.devices import LAUNCHER_ENV
 from lrsearch.errors import ConfigError, StorageError
-from lrsearch.storage import backend_of, open_storage, redact
+from lrsearch.storage import GRACE_S, HEARTBEAT_S, backend_of, open_storage, redact
 
-__all__ = ["WorkerOrders", "check_study", "run_worker_process"]
+__all__ = [
+    "WorkerOrders",
+    "check_study",
+    "let_the_heartbeat_find_lost_trials",
+    "run_worker_process",
+]
 
 _PR_SET_PDEATHSIG = 1
 
@@ -131,3 +137,16 @@ def check_study(study: str, storage_url: str) -> None:
             "lrsearch run STUDY.toml --storage URL (--n-trials 1 runs its range test and "
             "one trial), then launch its workers"
         )
+
+
+def let_the_heartbeat_find_lost_trials() -> float:
+    """Wait until a lost predecessor's trial is stale (``GRACE_S`` + ``HEARTBEAT_S``); seconds.
+
+    A worker restarted (Ray) or requeued (Slurm) in place of one that was lost waits this out
+    before it asks for a trial: its first ask then fails the lost trial and queues its retry,
+    which it runs first (Optuna hands out waiting trials first), instead of starting a fresh
+    trial that could fill the budget while the retry waits, never to run.
+    """
+    wait = GRACE_S + HEARTBEAT_S
+    time.sleep(wait)
+    return wait

@@ -8,13 +8,15 @@ and workers started by hand share one study.
 
 When a node dies, its actors die with it (and their worker processes with them): Ray restarts
 each actor where its resources are free (``max_restarts``) and re-runs its work
-(``max_task_retries``); the new worker joins the study again. The trial the lost worker was
+(``max_task_retries``); the new worker waits until the heartbeat can see its predecessor's
+trial is lost, then joins the study again. The trial the lost worker was
 training stays RUNNING until the heartbeat (Optuna's on PostgreSQL, lrsearch's on the storage
 proxy) fails it and queues its retry with the same parameters, which the next free worker runs.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
@@ -22,7 +24,12 @@ from typing import Any
 import ray
 
 from lrsearch.errors import ConfigError
-from lrsearch.launchers._process import WorkerOrders, check_study, run_worker_process
+from lrsearch.launchers._process import (
+    WorkerOrders,
+    check_study,
+    let_the_heartbeat_find_lost_trials,
+    run_worker_process,
+)
 from lrsearch.storage import redact
 
 __all__ = ["RayLaunch", "WorkerReport", "launch"]
@@ -99,6 +106,11 @@ class RayWorker:
     def run(self, orders: WorkerOrders, storage_url: str) -> WorkerReport:
         """Run one ``lrsearch worker`` on this actor's GPUs until the study is full."""
         context = ray.get_runtime_context()
+        with warnings.catch_warnings():  # Ray flags its own use of a deprecated property here
+            warnings.simplefilter("ignore", DeprecationWarning)
+            restarted = context.was_current_actor_reconstructed
+        if restarted:  # its node died: the trial it was training goes first
+            let_the_heartbeat_find_lost_trials()
         node = context.get_node_id()
         gpu_ids = tuple(str(g) for g in ray.get_gpu_ids())
         visible = ",".join(gpu_ids)

@@ -25,7 +25,12 @@ from typing import Any
 import submitit
 
 from lrsearch.errors import ConfigError, StorageError
-from lrsearch.launchers._process import WorkerOrders, check_study, run_worker_process
+from lrsearch.launchers._process import (
+    WorkerOrders,
+    check_study,
+    let_the_heartbeat_find_lost_trials,
+    run_worker_process,
+)
 
 __all__ = ["SlurmLaunch", "SlurmWorker", "submit"]
 
@@ -93,14 +98,22 @@ class SlurmLaunch:
 class SlurmWorker(submitit.helpers.Checkpointable):
     """One array task: a ``lrsearch worker`` on the task's GPUs; requeued when preempted.
 
-    ``checkpoint`` (inherited) resubmits this same worker: a requeued task simply joins the
-    study again, which holds all the state there is.
+    ``checkpoint`` resubmits this same worker: a requeued task waits until the heartbeat can
+    see the trial it lost, then joins the study again, which holds all the state there is.
     """
 
     def __init__(self, orders: WorkerOrders) -> None:
         self.orders = orders
+        self.requeues = 0
+
+    def checkpoint(self, *args: Any, **kwargs: Any) -> submitit.helpers.DelayedSubmission:
+        """Requeue this same worker (preempted or out of time), counting the requeues."""
+        self.requeues += 1
+        return super().checkpoint(*args, **kwargs)
 
     def __call__(self, index: int) -> int:
+        if self.requeues:  # preempted mid-trial: the trial it was training goes first
+            let_the_heartbeat_find_lost_trials()
         storage_url = os.environ.get(STORAGE_ENV)
         if not storage_url:
             raise StorageError(
