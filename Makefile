@@ -23,9 +23,11 @@ demo: $(STAMP)
 	$(BIN)/lrsearch run studies/quickstart.toml
 
 # pytest's own exit code is kept in .pytest-rc (make turns every failure into 2), so that
-# .ci/run can tell "no tests collected" (5) from failing tests.
+# .ci/run can tell "no tests collected" (5) from failing tests. The default suite runs on every
+# core (pytest-xdist, at most 4 processes; `make test PYTEST_JOBS=0` runs it in one process).
+PYTEST_JOBS ?= auto --maxprocesses 4
 test: $(STAMP)
-	$(BIN)/python -m pytest -q; rc=$$?; echo $$rc > .pytest-rc; exit $$rc
+	$(BIN)/python -m pytest -q $(if $(filter 0,$(PYTEST_JOBS)),,-n $(PYTEST_JOBS)); rc=$$?; echo $$rc > .pytest-rc; exit $$rc
 
 test-distributed: $(STAMP)
 	$(BIN)/python -m pytest -q -m "(postgres or process) and not load and not slow" --durations=8; rc=$$?; echo $$rc > .pytest-rc; exit $$rc

@@ -23,15 +23,14 @@ from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from lrsearch.trials import BRANCH_OF
+
 if TYPE_CHECKING:
     import optuna
 
     from lrsearch.training import Snapshot
 
 __all__ = ["BRANCH_OF", "Snapshots", "branch_epoch", "enqueue_tails", "qualifies", "tail_values"]
-
-BRANCH_OF = "branch_of"
-"""User attribute of a tail: the number of the trial whose cycle it shares."""
 
 
 def branch_epoch(cycle_steps: int | None, total_steps: int, steps_per_epoch: int) -> int | None:

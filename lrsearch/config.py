@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from lrsearch.errors import ConfigError
-from lrsearch.policies import DEFAULT_POLICY, study_policies
+from lrsearch.policies import DEFAULT_POLICY, LRFREE_POLICY, study_policies
 
 __all__ = [
     "POLICIES",
@@ -26,7 +26,6 @@ __all__ = [
 ]
 
 POLICIES = study_policies()  # the policies a study may search over
-PRUNER_NAMES = ("plateau", "median", "hyperband", "none")
 
 PositiveFloat = Annotated[float, Field(gt=0)]
 
@@ -214,6 +213,12 @@ class SpaceSection(_Model):
     momentum_high: Range = Range.of(0.9, 0.98)
     momentum_low: Range = Range.of(0.8, 0.9)
     weight_decay: Range = Range.of(1e-6, 1e-3, log=True)
+    # an LR-free optimizer's study (policy "schedulefree" or "prodigy") searches these: a
+    # decade either side of Schedule-Free's default lr 0.0025, Prodigy's d_coef over what its
+    # README names (0.1 to 10), warm-up up to a fifth of the steps
+    lr: Range = Range.of(2.5e-4, 2.5e-2, log=True)
+    d_coef: Range = Range.of(0.1, 10.0, log=True)
+    warmup_frac: Range = Range.of(0.0, 0.2)
 
     _coerce = field_validator(
         "div_factor",
@@ -222,15 +227,19 @@ class SpaceSection(_Model):
         "momentum_high",
         "momentum_low",
         "weight_decay",
+        "lr",
+        "d_coef",
+        "warmup_frac",
         mode="before",
     )(_range)
 
     @field_validator("policies")
     @classmethod
     def _known_policies(cls, names: list[str]) -> list[str]:
-        unknown = [name for name in names if name not in POLICIES]
+        valid = [*POLICIES, *LRFREE_POLICY.values()]
+        unknown = [name for name in names if name not in valid]
         if unknown:
-            raise ValueError(f"unknown study policies {unknown}; valid: {list(POLICIES)}")
+            raise ValueError(f"unknown study policies {unknown}; valid: {valid}")
         return names
 
     @model_validator(mode="after")
@@ -252,6 +261,10 @@ class SpaceSection(_Model):
             )
         if self.weight_decay.low < 0:
             raise ValueError("weight_decay: low must be >= 0")
+        if self.lr.low <= 0 or self.d_coef.low <= 0:
+            raise ValueError("lr, d_coef: low must be > 0")
+        if not (self.warmup_frac.low >= 0 and self.warmup_frac.high < 1):
+            raise ValueError("warmup_frac: must lie in [0, 1)")
         return self
 
 
@@ -322,6 +335,29 @@ class StudyConfig(_Model):
     sampler: SamplerSection = SamplerSection()
     tracking: TrackingSection = TrackingSection()
 
+    @model_validator(mode="after")
+    def _lrfree_policy(self) -> StudyConfig:
+        """An LR-free optimizer searches its own policy (set here where the file left the
+        default); its policy needs that optimizer."""
+        optimizer = (self.study.training.optimizer or "").lower()
+        policy = LRFREE_POLICY.get(optimizer)
+        if policy is not None and self.space.policies == [DEFAULT_POLICY]:
+            space = self.space.model_copy(update={"policies": [policy]})
+            object.__setattr__(self, "space", space)
+        elif policy is not None and self.space.policies != [policy]:
+            raise ValueError(
+                f"space.policies: optimizer {optimizer!r} is LR-free and searches policy "
+                f"{policy!r} only, got {self.space.policies}; remove space.policies"
+            )
+        lrfree = sorted(set(self.space.policies) & set(LRFREE_POLICY.values()))
+        if lrfree and policy is None:
+            names = {p: o for o, p in LRFREE_POLICY.items()}
+            raise ValueError(
+                f"space.policies: {lrfree[0]!r} is an LR-free optimizer's policy; set "
+                f'[study.training] optimizer = "{names[lrfree[0]]}" instead'
+            )
+        return self
+
     def fingerprint(self) -> str:
         """Hash of everything that shapes the search (not names, budgets or tracking)."""
         data = self.model_dump(mode="json")
@@ -337,6 +373,9 @@ class StudyConfig(_Model):
         else:
             data["study"].pop("training", None)
         data["pruner"] = self.pruner.fingerprint_data()
+        for key in ("lr", "d_coef", "warmup_frac"):  # unset: hashes as before
+            if getattr(self.space, key) == getattr(SpaceSection(), key):
+                data["space"].pop(key)
         if data["range_test"]["repeats"] is None:  # fitted to the budget; hashes as before
             data["range_test"]["repeats"] = 3
         if data["range_test"]["budget_fraction"] == 0.05:

@@ -7,8 +7,9 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from lrsearch.errors import WorkloadError
-from lrsearch.reporting import best_trial, trial_params, trial_schedule
-from lrsearch.study import StudyHandle, trial_seed
+from lrsearch.reporting import best_trial
+from lrsearch.study import StudyHandle
+from lrsearch.trials import MLFLOW_RUN_ID, score_on_test, seed_of, trial_params, trial_schedule
 
 if TYPE_CHECKING:
     import torch
@@ -23,7 +24,7 @@ def best_record(handle: StudyHandle) -> dict[str, Any]:
     """The best trial: value, params, schedule dict and training settings.
 
     ``params`` are every parameter the trial trained with, replayed as
-    :func:`~lrsearch.reporting.trial_params` does (fixed ones included). ``test_metric`` is
+    :func:`~lrsearch.trials.trial_params` does (fixed ones included). ``test_metric`` is
     None unless the trial carries one (user attribute ``test_metric``); nothing is retrained.
     """
     trial = best_trial(handle)
@@ -37,17 +38,17 @@ def best_record(handle: StudyHandle) -> dict[str, Any]:
         "metric": f"val_{workload.metric.name}",
         # The search never sees the test split; its score is known only where something
         # stored it with the trial (`lrsearch train --from-study` measures it).
-        "test_metric": trial.user_attrs.get("test_metric"),
+        "test_metric": score_on_test(trial),
         "workload": handle.config.study.workload,
         "optimizer": workload.optimizer_name,
         "epochs": epochs,
         "steps_per_epoch": steps_per_epoch,
         "batch_size": plan.trainer.batch_size,  # None: the trainer's own code sets it
-        "seed": trial_seed(handle.config, trial.number),
+        "seed": seed_of(handle.config, trial),  # a tail: its parent's
         "params": params,
         "weight_decay": params["weight_decay"],
         "schedule": trial_schedule(handle, trial).to_dict(),
-        "mlflow_run_id": trial.user_attrs.get("mlflow_run_id"),
+        "mlflow_run_id": trial.user_attrs.get(MLFLOW_RUN_ID),
     }
 
 
@@ -250,24 +251,43 @@ def _optimizer_code(workload: Workload, schedule: Schedule, weight_decay: float)
     if getattr(torch.optim, cls.__name__, None) is not cls:  # the user's class: import it
         head.append(f"    from {cls.__module__} import {cls.__qualname__}")
         path = cls.__qualname__
-    groups = [_group_settings(cls, g) for g in optimizer.param_groups]
+    fixed = getattr(schedule, "group_settings", {})  # the schedule's (Prodigy's d_coef)
+    groups = [_group_settings(cls, {**g, **fixed}) for g in optimizer.param_groups]
     if len(groups) == 1:
-        return "\n".join([*head, f"    return {path}(model.parameters(), **{groups[0]!r})"])
-    return "\n".join(
-        [
-            *head,
-            "    # The workload's parameter groups, by parameter name in its model; a parameter",
-            "    # your model has and these lists do not goes to the first group.",
-            f"    settings = {groups!r}",
-            f"    names = {_group_names(model, optimizer)!r}",
-            "    params = [[] for _ in settings]",
-            "    for name, p in model.named_parameters():",
-            "        index = next((i for i, listed in enumerate(names) if name in listed), 0)",
-            "        params[index].append(p)",
-            "    groups = [{'params': p, **s} for p, s in zip(params, settings) if p]",
-            f"    return {path}(groups)",
-        ]
-    )
+        body = [f"    return {path}(model.parameters(), **{groups[0]!r})"]
+    else:
+        body = _groups_code(model, optimizer, groups, path)
+    if callable(getattr(optimizer, "train", None)) and callable(getattr(optimizer, "eval", None)):
+        build = body[-1].removeprefix("    return ")
+        body[-1:] = _SCHEDULE_FREE.format(build=build).splitlines()
+    return "\n".join([*head, *body])
+
+
+def _groups_code(
+    model: torch.nn.Module, optimizer: torch.optim.Optimizer, groups: list[Any], path: str
+) -> list[str]:
+    """The lines that build the workload's parameter groups by name, then the optimizer."""
+    return [
+        "    # The workload's parameter groups, by parameter name in its model; a parameter",
+        "    # your model has and these lists do not goes to the first group.",
+        f"    settings = {groups!r}",
+        f"    names = {_group_names(model, optimizer)!r}",
+        "    params = [[] for _ in settings]",
+        "    for name, p in model.named_parameters():",
+        "        index = next((i for i, listed in enumerate(names) if name in listed), 0)",
+        "        params[index].append(p)",
+        "    groups = [{'params': p, **s} for p, s in zip(params, settings) if p]",
+        f"    return {path}(groups)",
+    ]
+
+
+# Schedule-Free optimizers step only in train mode; evaluation belongs at their average
+_SCHEDULE_FREE = """    optimizer = {build}
+    # Schedule-Free: it steps in train mode; call optimizer.eval() before evaluating or saving
+    # (its averaged weights) and optimizer.train() before training again. With BatchNorm,
+    # run ~50 training batches in model.train() after optimizer.eval() first (its README).
+    optimizer.train()
+    return optimizer"""
 
 
 _LOOP_OPTIMIZER = '''def make_optimizer(model: nn.Module) -> torch.optim.Optimizer:
@@ -286,10 +306,13 @@ def _group_settings(cls: type[torch.optim.Optimizer], group: dict[str, Any]) -> 
     try:
         signature = inspect.signature(cls).parameters.items()
         defaults = {k: p.default for k, p in signature if p.default is not inspect.Parameter.empty}
+        names: set[str] | None = {k for k, _ in inspect.signature(cls).parameters.items()}
     except (TypeError, ValueError):
-        defaults = {}
+        defaults, names = {}, None
     settings: dict[str, Any] = {"lr": group["lr"]}
     for key, value in group.items():
+        if names is not None and key not in names:  # its own state (Prodigy's d): not an option
+            continue
         if key not in _SKIP and key != "lr" and not (key in defaults and defaults[key] == value):
             settings[key] = value
     return settings

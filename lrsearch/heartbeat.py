@@ -36,10 +36,11 @@ from lrsearch.storage import (
     storage_of,
     trial_storage_id,
 )
+from lrsearch.trials import HEARTBEAT
 
 __all__ = ["KEY", "beating", "fail_stale", "last_beat"]
 
-KEY = "lrsearch.heartbeat"
+KEY = HEARTBEAT
 STALE_REASON = "worker lost: no heartbeat"
 
 

@@ -26,7 +26,6 @@ from optuna.trial import TrialState
 
 from lrsearch import interrupt
 from lrsearch.branching import (
-    BRANCH_OF,
     Snapshots,
     branch_epoch,
     enqueue_tails,
@@ -35,9 +34,24 @@ from lrsearch.branching import (
 )
 from lrsearch.heartbeat import beating, fail_stale
 from lrsearch.pruning import PruneDecision, last_decision
-from lrsearch.space import build_schedule, derived_params, suggest_params
+from lrsearch.space import derived_params
 from lrsearch.storage import read_trials, system_attrs
-from lrsearch.study import FINISHED, StudyHandle, trial_seed
+from lrsearch.study import FINISHED, StudyHandle
+from lrsearch.trials import (
+    BRANCH_OF,
+    DERIVED,
+    DIVERGED,
+    FAIL_REASON,
+    PRUNED_BECAUSE,
+    RETRY_OF,
+    SURPLUS,
+    TEST_METRIC,
+    TRAINING,
+    WORKER,
+    sample_params,
+    schedule_of,
+    seed_of,
+)
 
 if TYPE_CHECKING:
     from lrsearch.schedules import Schedule
@@ -46,7 +60,6 @@ if TYPE_CHECKING:
 __all__ = [
     "PRUNED_BECAUSE",
     "TRAINING",
-    "MetricsObserver",
     "Objective",
     "Outcome",
     "SurplusTrial",
@@ -57,11 +70,7 @@ __all__ = [
 ]
 
 State = Literal["COMPLETE", "PRUNED", "FAIL"]
-# The user attribute with where and how long a trial trained: {"device": str, "seconds": float}
-# (one storage write at the end of the trial, not one per key).
-TRAINING = "training"
-PRUNED_BECAUSE = "pruned_because"
-"""User attribute of a pruned trial: the pruner's judgement (:class:`PruneDecision` fields)."""
+# TRAINING and PRUNED_BECAUSE (user attribute keys) live in lrsearch.trials; kept here by import.
 
 
 class SurplusTrial(Exception):
@@ -119,16 +128,6 @@ class TrialObserver(Protocol):
 
 
 Observe = Callable[[TrialSpec], "TrialObserver | None"]
-
-
-class MetricsObserver(TrialObserver, Protocol):
-    """A :class:`TrialObserver` that also records a trainer's own step metrics.
-
-    A loop's ``ctx.log(step, name=value)`` reaches ``metrics``; observers without it see
-    only the steps' losses (``step``) and the reports (``epoch``).
-    """
-
-    def metrics(self, step: int, values: Mapping[str, float]) -> None: ...
 
 
 def worker_id() -> str:
@@ -208,17 +207,17 @@ class Objective:
 
     def _call(self, trial: optuna.Trial) -> float:
         if interrupt.requested():  # asked before it started: not a failure, nothing to record
-            trial.set_user_attr("surplus", True)
+            trial.set_user_attr(SURPLUS, True)
             interrupt.check()
-        trial.set_user_attr("worker", worker_id())
+        trial.set_user_attr(WORKER, worker_id())
         if not claim(self.handle.study, trial, self.n_trials):
-            trial.set_user_attr("surplus", True)
+            trial.set_user_attr(SURPLUS, True)
             raise SurplusTrial(f"study already has {self.n_trials} finished or running trials")
         spec = self.sample(trial)
         observer = self.observe(spec) if self.observe else None
-        trial.set_user_attr("derived", dict(spec.derived))  # before training: pruners read it
+        trial.set_user_attr(DERIVED, dict(spec.derived))  # before training: pruners read it
         if spec.retry_of is not None:
-            trial.set_user_attr("retry_of", spec.retry_of)
+            trial.set_user_attr(RETRY_OF, spec.retry_of)
         if observer is not None:
             _keep(trial, observer.attrs)
         started = time.perf_counter()
@@ -233,7 +232,7 @@ class Objective:
         outcome = _outcome(result, last_decision(study.pruner, study.study_name, trial.number))
         if outcome.state == "COMPLETE" and math.isfinite(result.test_metric):
             # Kept for reporting only (best, bench): the sampler and pruner see validation.
-            trial.set_user_attr("test_metric", float(result.test_metric))
+            trial.set_user_attr(TEST_METRIC, float(result.test_metric))
         self._end(trial, observer, outcome, started)
         if outcome.state == "PRUNED":
             raise optuna.TrialPruned(
@@ -244,12 +243,8 @@ class Objective:
     def sample(self, trial: optuna.Trial) -> TrialSpec:
         """The trial's parameters and schedule (and which trial it repeats, for a retry)."""
         plan = self.handle.plan
-        params = suggest_params(
-            trial, self.handle.config.space, self.handle.prior, momentum=plan.drives_momentum
-        )
-        schedule = build_schedule(
-            params, total_steps=plan.total_steps, steps_per_epoch=plan.steps_per_epoch
-        )
+        params = sample_params(self.handle, trial)
+        schedule = schedule_of(self.handle, params)
         retry_of = system_attrs(trial).get("failed_trial")
         dead: Mapping[str, Any] = {}
         if retry_of is not None:  # the dead trial has ended: claim's read of the trials has it
@@ -262,8 +257,7 @@ class Objective:
             schedule=schedule,
             total_steps=plan.total_steps,
             device=self.device,
-            # a tail is its parent's run with another annihilation: the parent's seed
-            seed=trial_seed(self.handle.config, trial.user_attrs.get(BRANCH_OF, trial.number)),
+            seed=seed_of(self.handle.config, trial),  # a tail: its parent's seed
             retry_of=retry_of,
             retry_of_attrs=dead,
             branch_of=trial.user_attrs.get(BRANCH_OF),
@@ -326,9 +320,9 @@ class Objective:
         seconds = time.perf_counter() - started
         trial.set_user_attr(TRAINING, {"device": self.device, "seconds": seconds})
         if outcome.diverged:
-            trial.set_user_attr("diverged", outcome.reason)
+            trial.set_user_attr(DIVERGED, outcome.reason)
         if outcome.state == "FAIL":
-            trial.set_user_attr("fail_reason", outcome.reason)
+            trial.set_user_attr(FAIL_REASON, outcome.reason)
         if outcome.why_pruned is not None:
             trial.set_user_attr(PRUNED_BECAUSE, outcome.why_pruned.to_dict())
         if observer is not None:

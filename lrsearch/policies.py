@@ -32,6 +32,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_POLICY",
+    "LRFREE_DEFAULTS",
+    "LRFREE_POLICY",
     "MOMENTUM_PARAMS",
     "POLICIES",
     "SMITH_DEFAULTS",
@@ -58,6 +60,8 @@ class Policy:
         defaults: The parameters it reads besides ``max_lr``, each at Smith's default.
         options: Fixed settings of its schedule: neither sampled nor CLI options.
         searchable: Whether a study may search over it (``[space] policies``).
+        required: The parameters it needs besides ``defaults`` (an LR-free optimizer's
+            policy reads its own, not ``max_lr``).
     """
 
     name: str
@@ -65,6 +69,7 @@ class Policy:
     defaults: Mapping[str, float]
     options: Mapping[str, Any]
     searchable: bool
+    required: tuple[str, ...] = ("max_lr",)
 
     def build(
         self, params: Mapping[str, Any], *, total_steps: int, steps_per_epoch: int
@@ -78,7 +83,7 @@ class Policy:
             ValueError: if a parameter it reads is missing or out of range (the message
                 names it).
         """
-        needed = {"max_lr"} | set(self.defaults)
+        needed = set(self.required) | set(self.defaults)
         if not any(name in params for name in MOMENTUM_PARAMS):
             needed -= set(MOMENTUM_PARAMS)
         missing = sorted(needed - set(params))
@@ -144,6 +149,37 @@ def _plateau(
     return PlateauDecay(params["max_lr"], **options)
 
 
+def _warmup_steps(params: Mapping[str, Any], total_steps: int) -> int:
+    return min(round(params["warmup_frac"] * total_steps), total_steps - 1)
+
+
+def _schedulefree(
+    params: Mapping[str, Any], options: Mapping[str, Any], *, total_steps: int, steps_per_epoch: int
+) -> Schedule:
+    from lrsearch.schedules import Warmup
+
+    # Schedule-Free needs no decay: constant after its warm-up (the package's own formula)
+    warmup = _warmup_steps(params, total_steps)
+    return Warmup(params["lr"], total_steps, warmup_steps=warmup, decay="constant")
+
+
+def _prodigy(
+    params: Mapping[str, Any], options: Mapping[str, Any], *, total_steps: int, steps_per_epoch: int
+) -> Schedule:
+    from lrsearch.schedules import Warmup
+
+    # Prodigy's README: lr=1 (the multiplier of its own estimate), cosine annealing over the
+    # run, d_coef to push its estimate up or down
+    warmup = _warmup_steps(params, total_steps)
+    return Warmup(
+        1.0,
+        total_steps,
+        warmup_steps=warmup,
+        decay="cos",
+        group_settings={"d_coef": params["d_coef"]},
+    )
+
+
 def _smith(*names: str) -> Mapping[str, float]:
     return MappingProxyType({name: SMITH_DEFAULTS[name] for name in names})
 
@@ -178,6 +214,30 @@ POLICIES: Mapping[str, Policy] = MappingProxyType(
         )
     }
 )
+# LR-free optimizers' policies: only a study whose optimizer is one of them searches these
+# (they need that optimizer), so ``lrsearch train --schedule`` does not offer them.
+_LRFREE_POLICIES: Mapping[str, Policy] = MappingProxyType(
+    {
+        p.name: p
+        for p in (
+            Policy("schedulefree", _schedulefree, _NONE, {}, False, ("lr", "warmup_frac")),
+            Policy("prodigy", _prodigy, _NONE, {}, False, ("d_coef", "warmup_frac")),
+        )
+    }
+)
+
+
+# An LR-free optimizer (``[study.training] optimizer``) -> the policy its study searches.
+LRFREE_POLICY: Mapping[str, str] = MappingProxyType(
+    {"schedulefree_adamw": "schedulefree", "prodigy": "prodigy"}
+)
+# Their published defaults: Schedule-Free AdamW's lr, Prodigy's d_coef, ~5% warm-up.
+LRFREE_DEFAULTS: Mapping[str, Mapping[str, float]] = MappingProxyType(
+    {
+        "schedulefree": MappingProxyType({"lr": 0.0025, "warmup_frac": 0.05}),
+        "prodigy": MappingProxyType({"d_coef": 1.0, "warmup_frac": 0.05}),
+    }
+)
 
 
 def study_policies() -> tuple[str, ...]:
@@ -192,7 +252,7 @@ def get_policy(name: str) -> Policy:
         ValueError: for an unknown name; the message lists the valid ones.
     """
     try:
-        return POLICIES[name]
+        return POLICIES[name] if name in POLICIES else _LRFREE_POLICIES[name]
     except KeyError:
         raise ValueError(
             f"unknown policy {name!r}; valid policies: {', '.join(POLICIES)}"

@@ -17,6 +17,8 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from lrsearch import interrupt
+from lrsearch.space import lrfree_policy
+from lrsearch.trials import DIVERGED, counted, is_surplus
 
 if TYPE_CHECKING:
     from optuna.trial import FrozenTrial
@@ -42,18 +44,18 @@ class Tally:
     def of(cls, trials: Iterable[FrozenTrial], *, maximize: bool) -> Tally:
         from optuna.trial import TrialState
 
-        counted = [t for t in trials if not t.user_attrs.get("surplus")]
+        kept = counted(trials)
         values = [
             t.value
-            for t in counted
+            for t in kept
             if t.state == TrialState.COMPLETE and t.value is not None and math.isfinite(t.value)
         ]
-        pruned = sum(t.state == TrialState.PRUNED for t in counted)
+        pruned = sum(t.state == TrialState.PRUNED for t in kept)
         return cls(
             finished=len(values) + pruned,
             pruned=pruned,
-            diverged=sum("diverged" in t.user_attrs for t in counted),
-            failed=sum(t.state == TrialState.FAIL for t in counted),
+            diverged=sum(DIVERGED in t.user_attrs for t in kept),
+            failed=sum(t.state == TrialState.FAIL for t in kept),
             best=(max if maximize else min)(values) if values else None,
         )
 
@@ -260,7 +262,7 @@ class StudyProgress:
         for trial in sorted(trials, key=lambda t: t.number):
             if trial.state.is_finished() and trial.number not in self._seen:
                 self._seen.add(trial.number)
-                if not trial.user_attrs.get("surplus"):
+                if not is_surplus(trial):
                     self._echo(trial_line(trial, tally, self.view.total))
 
 
@@ -282,16 +284,18 @@ def describe_study(handle: StudyHandle, *, resumed: bool) -> list[str]:
         said = ", ".join(f"{name} {s.median:.3g}" for name, s in summary.items())
         lines.append(f"range test: {said}")
     prior = handle.prior
-    lines.append(
-        f"prior over max_lr: centre {prior.center:.3g}, sigma {prior.sigma_decades:.2f} "
-        f"decades, within [{prior.low:.3g}, {prior.high:.3g}]"
-    )
+    lrfree = lrfree_policy(handle.config.space)
+    if lrfree is not None:
+        lines.append(f"LR-free optimizer: searching the {lrfree} policy's own parameters")
+    else:
+        lines.append(
+            f"prior over max_lr: centre {prior.center:.3g}, sigma {prior.sigma_decades:.2f} "
+            f"decades, within [{prior.low:.3g}, {prior.high:.3g}]"
+        )
     if resumed:
         from optuna.trial import TrialState
 
-        trials = [
-            t for t in handle.study.get_trials(deepcopy=False) if not t.user_attrs.get("surplus")
-        ]
+        trials = counted(handle.study.get_trials(deepcopy=False))
         counts = {s: sum(t.state == s for t in trials) for s in TrialState}
         lines.insert(
             0,

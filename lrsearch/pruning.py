@@ -24,6 +24,8 @@ from optuna.pruners import BasePruner, HyperbandPruner, MedianPruner, NopPruner,
 from optuna.study import StudyDirection
 from optuna.trial import TrialState
 
+from lrsearch.trials import DERIVED
+
 if TYPE_CHECKING:
     from optuna.study import Study
     from optuna.trial import FrozenTrial
@@ -245,7 +247,7 @@ def phase_epoch(phase: float, epochs: int, cycle_frac: float = 1.0) -> float:
 def cycle_frac_of(trial: FrozenTrial) -> float:
     """The share of a trial's steps in its cycle, from the ``derived`` attribute lrsearch's
     objective stores before training (``cycle_steps`` / ``total_steps``); 1.0 if unknown."""
-    derived = trial.user_attrs.get("derived") or {}
+    derived = trial.user_attrs.get(DERIVED) or {}
     cycle, total = derived.get("cycle_steps"), derived.get("total_steps")
     if isinstance(cycle, int | float) and isinstance(total, int | float) and total > 0:
         return min(max(float(cycle) / float(total), 1e-9), 1.0)

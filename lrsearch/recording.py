@@ -24,6 +24,7 @@ from lrsearch.reporting import ended_trial_reasons, study_history
 from lrsearch.storage import fail_trial, redact
 from lrsearch.study import StudyHandle
 from lrsearch.tracking.recorder import LOST_REASON, StudyRecorder, TrialRecord
+from lrsearch.trials import MLFLOW_RUN_ID, WORKER
 
 if TYPE_CHECKING:
     from lrsearch.tracking import Tracker
@@ -97,7 +98,7 @@ class _Recording:
 
     def __init__(self, record: TrialRecord | None) -> None:
         self.record = record
-        self.attrs: Mapping[str, Any] = {"mlflow_run_id": record.run_id} if record else {}
+        self.attrs: Mapping[str, Any] = {MLFLOW_RUN_ID: record.run_id} if record else {}
 
     def step(self, info: StepInfo) -> None:
         if self.record is not None:
@@ -143,7 +144,7 @@ def observe_trials(recorder: StudyRecorder, handle: StudyHandle) -> Observe:
     """The objective's ``observe``: one MLflow run per trial (and the dead run of a retry closed)."""
 
     def observe(spec: TrialSpec) -> _Recording:
-        dead_run = spec.retry_of_attrs.get("mlflow_run_id")
+        dead_run = spec.retry_of_attrs.get(MLFLOW_RUN_ID)
         if spec.retry_of is not None and dead_run:
             recorder.close_lost(dead_run, reason=LOST_REASON, retried_as=spec.number)
         record = recorder.start_trial(
@@ -172,11 +173,11 @@ def recover_worker(handle: StudyHandle, owner: str, recorder: StudyRecorder | No
     """Fail and re-queue the trials a dead worker (``host:pid``) left RUNNING; close their runs."""
     recovered = []
     for trial in handle.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        if trial.user_attrs.get("worker") != owner or not fail_trial(
+        if trial.user_attrs.get(WORKER) != owner or not fail_trial(
             handle.study, trial, DIED_REASON
         ):
             continue
-        run_id = trial.user_attrs.get("mlflow_run_id")
+        run_id = trial.user_attrs.get(MLFLOW_RUN_ID)
         if recorder is not None and run_id:
             recorder.close_lost(run_id, reason=DIED_REASON)
         recovered.append(trial.number)

@@ -10,17 +10,24 @@ import math
 from typing import TYPE_CHECKING, Any
 
 import optuna
-from optuna.trial import FixedTrial, FrozenTrial, TrialState
+from optuna.trial import FrozenTrial, TrialState
 
 from lrsearch.errors import StorageError
-from lrsearch.space import build_schedule, suggest_params
 from lrsearch.storage import redact
 from lrsearch.study import StudyHandle
 from lrsearch.tracking.recorder import LOST_REASON
+from lrsearch.trials import (
+    DIVERGED,
+    FAIL_REASON,
+    MLFLOW_RUN_ID,
+    counted,
+    is_surplus,
+    trial_params,  # re-exported for earlier callers: lrsearch.trials owns the replay
+    trial_schedule,
+)
 
 if TYPE_CHECKING:
     from lrsearch.plots import StudyHistory
-    from lrsearch.schedules import Schedule
 
 __all__ = [
     "best_trial",
@@ -42,31 +49,6 @@ def best_trial(handle: StudyHandle) -> FrozenTrial:
             f"study {handle.name!r} has no completed trial yet; run more trials with "
             f"'lrsearch run' or 'lrsearch worker --study {handle.name}'"
         ) from None
-
-
-def trial_params(handle: StudyHandle, trial: FrozenTrial) -> dict[str, Any]:
-    """Every parameter a finished trial trained with, as its sampling produced them.
-
-    The sampling is replayed on the stored values, so what ``suggest_params`` adds (fixed
-    parameters, the only policy, ``momentum_low`` clipped to ``momentum_high``, no momentum
-    where the study's optimizer has none) comes back exactly as the trial had it.
-    """
-    return suggest_params(
-        FixedTrial(dict(trial.params)),
-        handle.config.space,
-        handle.prior,
-        momentum=handle.plan.drives_momentum,
-    )
-
-
-def trial_schedule(handle: StudyHandle, trial: FrozenTrial) -> Schedule:
-    """Rebuild the schedule a finished trial trained with."""
-    plan = handle.plan
-    return build_schedule(
-        trial_params(handle, trial),
-        total_steps=plan.total_steps,
-        steps_per_epoch=plan.steps_per_epoch,
-    )
 
 
 def _complete(trials: list[FrozenTrial]) -> list[FrozenTrial]:
@@ -97,9 +79,8 @@ def summary(handle: StudyHandle) -> dict[str, Any]:
     """Counts by state, best value and params, running trials: what ``lrsearch status`` shows."""
     trials = handle.study.get_trials(deepcopy=False)
     counts = {state.name: 0 for state in TrialState}
-    for t in trials:
-        if not t.user_attrs.get("surplus"):  # backed-off asks of parallel workers: not failures
-            counts[t.state.name] += 1
+    for t in counted(trials):  # surplus: backed-off asks of parallel workers, not failures
+        counts[t.state.name] += 1
     out: dict[str, Any] = {
         "study": handle.name,
         "storage": redact(handle.storage_url),
@@ -107,7 +88,7 @@ def summary(handle: StudyHandle) -> dict[str, Any]:
         "direction": handle.study.direction.name.lower(),
         "metric": f"val_{handle.metric_name}",
         "trials": counts,
-        "diverged": sum(1 for t in trials if "diverged" in t.user_attrs),
+        "diverged": sum(1 for t in trials if DIVERGED in t.user_attrs),
         "prior": handle.prior.to_dict(),
         "n_trials_target": handle.n_trials_target,
         "running": [
@@ -123,7 +104,7 @@ def summary(handle: StudyHandle) -> dict[str, Any]:
             "number": best.number,
             "value": best.value,
             "params": best.params,
-            "mlflow_run_id": best.user_attrs.get("mlflow_run_id"),
+            "mlflow_run_id": best.user_attrs.get(MLFLOW_RUN_ID),
         }
     return out
 
@@ -136,9 +117,9 @@ def study_history(handle: StudyHandle) -> StudyHistory:
     trials = _complete(every)
     counts = {state.name: 0 for state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)}
     for t in every:
-        if t.state.name in counts and not t.user_attrs.get("surplus"):
+        if t.state.name in counts and not is_surplus(t):
             counts[t.state.name] += 1
-    counts["DIVERGED"] = sum("diverged" in t.user_attrs for t in every)
+    counts["DIVERGED"] = sum(DIVERGED in t.user_attrs for t in every)
     return StudyHistory(
         numbers=[t.number for t in trials],
         values=[float(t.value) for t in trials if t.value is not None],
@@ -165,7 +146,7 @@ def ended_trial_reasons(handle: StudyHandle) -> dict[int, str]:
     ended: dict[int, str] = {}
     for t in handle.study.get_trials(deepcopy=False):
         if t.state == TrialState.FAIL:
-            ended[t.number] = str(t.user_attrs.get("fail_reason", LOST_REASON))
+            ended[t.number] = str(t.user_attrs.get(FAIL_REASON, LOST_REASON))
         elif t.state in (TrialState.COMPLETE, TrialState.PRUNED):
             ended[t.number] = f"trial ended {t.state.name} without closing its run"
     return ended

@@ -37,6 +37,7 @@ from optuna.samplers import BaseSampler, TPESampler
 from optuna.trial import FrozenTrial, TrialState
 
 from lrsearch.prior import LRPrior
+from lrsearch.trials import DIVERGED, DRAW, ORIGIN, PRIOR_CENTRE
 
 if TYPE_CHECKING:
     from lrsearch.config import StudyConfig
@@ -55,7 +56,7 @@ __all__ = [
 
 PARAM = "max_lr"
 # The user attribute naming how a trial's max_lr was drawn: "prior" or "wide" (startup), "tpe".
-DRAW_KEY = "lrsearch.draw"
+DRAW_KEY = DRAW  # the user attribute with a startup draw's kind (lrsearch.trials)
 # [prior] explore_share and contradiction where a study file leaves them unset; measured by
 # `python -m lrsearch.harness.prior_robustness` (docs/prior-calibration.md)
 DEFAULT_EXPLORE_SHARE = 0.0
@@ -189,14 +190,14 @@ class PriorGuidedSampler(BaseSampler):
         points = []
         for t in study._get_trials(deepcopy=False, use_cache=True):
             kind = t.user_attrs.get(DRAW_KEY)
-            if t.user_attrs.get("lrsearch.origin") == "prior-centre":
+            if t.user_attrs.get(ORIGIN) == PRIOR_CENTRE:
                 kind = "prior"  # the enqueued first trial: the prior's centre
             lr = t.params.get(PARAM)
             if kind not in ("prior", "wide", "bracket") or lr is None:
                 continue
             value = _trial_value(t)  # None: running, or failed (probed all the same)
             signed = None if value is None else sign * value
-            if "diverged" in t.user_attrs:  # the worst there is: a bracket steps away from it
+            if DIVERGED in t.user_attrs:  # the worst there is: a bracket steps away from it
                 signed = -math.inf
             points.append((math.log10(lr), signed, kind))
         return points

@@ -40,6 +40,7 @@ __all__ = [
     "OneCycle",
     "PlateauDecay",
     "Schedule",
+    "Warmup",
     "schedule_from_dict",
 ]
 
@@ -464,7 +465,7 @@ class Cyclic(Schedule):
 # --- ramps and constant ------------------------------------------------------------------
 
 
-class _Ramp(Schedule):
+class _RampSchedule(Schedule):
     """``start_lr`` at step 0 to ``end_lr`` at step ``n_steps - 1``."""
 
     _zero_allowed: ClassVar[bool]
@@ -485,7 +486,7 @@ class _Ramp(Schedule):
         return {"start_lr": self.start_lr, "end_lr": self.end_lr, "n_steps": self.n_steps}
 
 
-class ExpRamp(_Ramp):
+class ExpRamp(_RampSchedule):
     """Exponential ramp (the LR range test's): ``start * (end / start) ** (k / (n_steps - 1))``.
 
     Args:
@@ -503,7 +504,7 @@ class ExpRamp(_Ramp):
         return np.where(steps == last, self.end_lr, values)
 
 
-class LinearRamp(_Ramp):
+class LinearRamp(_RampSchedule):
     """Linear ramp: ``start + (end - start) * k / (n_steps - 1)``, e.g. a warm-up.
 
     Args:
@@ -698,10 +699,74 @@ class PlateauDecay(Schedule):
         return schedule
 
 
+# --- warm-up, then constant or cosine (the LR-free optimizers' schedules) -----------------
+
+
+class Warmup(Schedule):
+    """Linear warm-up to ``lr`` over ``warmup_steps``, then constant (``decay="constant"``) or
+    a cosine to 0 over the rest (``decay="cos"``, torch's ``CosineAnnealingLR``).
+
+    Step ``k < warmup_steps`` runs at ``lr * (k + 1) / warmup_steps``: Schedule-Free's own
+    ``warmup_steps`` formula, so driving its LR with this schedule is its built-in warm-up.
+    ``group_settings`` are param-group settings fixed for the run (Prodigy's ``d_coef``);
+    :class:`~lrsearch.torch_schedule.ScheduleDriver` writes them into every group once.
+    Momentum is left alone.
+
+    Args:
+        lr: the LR after warm-up (Prodigy: its multiplier, 1.0), > 0.
+        total_steps: length of the run, >= 1.
+        warmup_steps: steps of warm-up, in [0, total_steps).
+        decay: ``"constant"`` or ``"cos"``.
+        group_settings: param-group key -> value, JSON-safe.
+    """
+
+    kind = "warmup"
+
+    def __init__(
+        self,
+        lr: float,
+        total_steps: int,
+        *,
+        warmup_steps: int = 0,
+        decay: str = "constant",
+        group_settings: Mapping[str, float] | None = None,
+    ) -> None:
+        self.lr = _number("lr", lr, low=0, low_open=True)
+        self._total_steps = _count("total_steps", total_steps, 1)
+        self.warmup_steps = _count("warmup_steps", warmup_steps, 0)
+        if self.warmup_steps >= self._total_steps:
+            raise ValueError(
+                f"warmup_steps must be < total_steps={total_steps}, got {warmup_steps=}"
+            )
+        if decay not in ("constant", "cos"):
+            raise ValueError(f"decay must be 'constant' or 'cos', got {decay=}")
+        self.decay = decay
+        self.group_settings = {k: float(v) for k, v in (group_settings or {}).items()}
+
+    def _lr_values(self, steps: IntArray) -> FloatArray:
+        s = steps.astype(np.float64)
+        w = self.warmup_steps
+        ramp = np.minimum((s + 1.0) / w, 1.0) if w else np.ones_like(s)
+        if self.decay == "constant":
+            return self.lr * ramp
+        total = self._total_steps or 1
+        t = np.clip((s - w) / max(total - w, 1), 0.0, 1.0)
+        return np.where(s < w, self.lr * ramp, self.lr * (1.0 + np.cos(np.pi * t)) / 2.0)
+
+    def _params(self) -> dict[str, Any]:
+        return {
+            "lr": self.lr,
+            "total_steps": self._total_steps,
+            "warmup_steps": self.warmup_steps,
+            "decay": self.decay,
+            "group_settings": dict(self.group_settings),
+        }
+
+
 # --- registry ----------------------------------------------------------------------------
 
 SCHEDULES: dict[str, type[Schedule]] = {
-    cls.kind: cls for cls in (OneCycle, Cyclic, ExpRamp, LinearRamp, Constant, PlateauDecay)
+    cls.kind: cls for cls in (OneCycle, Cyclic, ExpRamp, LinearRamp, Constant, PlateauDecay, Warmup)
 }
 
 

@@ -7,7 +7,12 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from lrsearch import policies
-from lrsearch.policies import DEFAULT_POLICY, MOMENTUM_PARAMS, SMITH_DEFAULTS
+from lrsearch.policies import (
+    DEFAULT_POLICY,
+    LRFREE_DEFAULTS,
+    MOMENTUM_PARAMS,
+    SMITH_DEFAULTS,
+)
 
 if TYPE_CHECKING:
     from optuna.trial import BaseTrial
@@ -16,7 +21,19 @@ if TYPE_CHECKING:
     from lrsearch.prior import LRPrior
     from lrsearch.schedules import Schedule
 
-__all__ = ["build_schedule", "default_params", "derived_params", "suggest_params"]
+__all__ = [
+    "build_schedule",
+    "default_params",
+    "derived_params",
+    "lrfree_policy",
+    "suggest_params",
+]
+
+
+def lrfree_policy(space: SpaceSection) -> str | None:
+    """The LR-free optimizer's policy this space searches (``schedulefree``, ``prodigy``), or
+    None for a space over ``max_lr`` (the range test's prior places it)."""
+    return space.policies[0] if space.policies[0] in LRFREE_DEFAULTS else None
 
 
 def _suggest(trial: BaseTrial, name: str, r: Range) -> float:
@@ -33,7 +50,12 @@ def suggest_params(
     ``momentum=False`` (the study's optimizer has none: Adagrad, say; see
     :attr:`lrsearch.study.TrialPlan.drives_momentum`) leaves ``momentum_high`` and
     ``momentum_low`` out: they are not sampled, and the schedule leaves momentum alone.
+
+    An LR-free optimizer's study (policy ``schedulefree`` or ``prodigy``) samples what its
+    user would tune instead (:func:`_suggest_lrfree`); the prior is not used.
     """
+    if lrfree_policy(space) is not None:
+        return _suggest_lrfree(trial, space)
     params: dict[str, Any] = {
         "policy": trial.suggest_categorical("policy", space.policies)
         if len(space.policies) > 1
@@ -54,6 +76,18 @@ def suggest_params(
     return params
 
 
+def _suggest_lrfree(trial: BaseTrial, space: SpaceSection) -> dict[str, Any]:
+    """Schedule-Free: its ``lr`` and ``warmup_frac``; Prodigy: ``d_coef`` and
+    ``warmup_frac``; both: ``weight_decay``. No ``max_lr``, no momentum (Schedule-Free's
+    averaging needs its beta1 fixed)."""
+    policy = space.policies[0]
+    params: dict[str, Any] = {"policy": policy}
+    for name in LRFREE_DEFAULTS[policy]:
+        params[name] = _suggest(trial, name, getattr(space, name))
+    params["weight_decay"] = _suggest(trial, "weight_decay", space.weight_decay)
+    return params
+
+
 def _clip(value: float, r: Range) -> float:
     return min(max(value, r.low), r.high)
 
@@ -62,7 +96,16 @@ def default_params(space: SpaceSection, prior: LRPrior, *, momentum: bool = True
     """The first trial: the prior's centre, Smith's defaults clipped into the space.
 
     ``momentum=False`` leaves the momentum parameters out, as :func:`suggest_params` does.
+    An LR-free optimizer's first trial is its published defaults (clipped into the space).
     """
+    policy = lrfree_policy(space)
+    if policy is not None:
+        first = {**LRFREE_DEFAULTS[policy], "weight_decay": SMITH_DEFAULTS["weight_decay"]}
+        return {
+            name: _clip(value, getattr(space, name))
+            for name, value in first.items()
+            if getattr(space, name).low != getattr(space, name).high
+        }
     params: dict[str, Any] = {"max_lr": prior.center}
     if len(space.policies) > 1:
         params["policy"] = DEFAULT_POLICY if DEFAULT_POLICY in space.policies else space.policies[0]

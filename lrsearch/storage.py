@@ -31,6 +31,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from lrsearch.errors import LrsearchError, StorageError
 from lrsearch.paths import check_writable
+from lrsearch.trials import FAIL_REASON
 
 __all__ = [
     "GRACE_S",
@@ -425,7 +426,7 @@ def fail_trial(study: optuna.Study, trial: FrozenTrial, reason: str) -> bool:
     storage = storage_of(study)
     trial_id = trial_storage_id(trial)
     try:
-        storage.set_trial_user_attr(trial_id, "fail_reason", reason)
+        storage.set_trial_user_attr(trial_id, FAIL_REASON, reason)
         storage.set_trial_state_values(trial_id, state=TrialState.FAIL)
     except optuna.exceptions.UpdateFinishedTrialError:
         return False  # another worker's heartbeat check got there first

@@ -23,8 +23,9 @@ from lrsearch.errors import ConfigError, StorageError
 from lrsearch.prior import DEFAULT_ANCHOR, LRPrior, has_signal
 from lrsearch.pruning import pruner_from_config
 from lrsearch.sampler import sampler_from_config
-from lrsearch.space import default_params
+from lrsearch.space import default_params, lrfree_policy
 from lrsearch.storage import open_storage, redact, storage_of
+from lrsearch.trials import DEFAULTS, ORIGIN, PRIOR_CENTRE, trial_seed
 
 if TYPE_CHECKING:
     from lrsearch.range_test import RangeTestResult
@@ -83,11 +84,6 @@ class TrialPlan:
     @property
     def total_steps(self) -> int:
         return self.epochs * self.steps_per_epoch
-
-
-def trial_seed(config: StudyConfig, number: int) -> int:
-    """The seed trial ``number`` trains with (model init and data order)."""
-    return config.study.seed + number
 
 
 def build_workload(config: StudyConfig) -> Workload:
@@ -340,6 +336,8 @@ def _start(
     study.set_user_attr(KEY_TARGET, config.study.n_trials)  # the latest run's; workers follow it
     if tracking_uri and KEY_TRACKING not in study.user_attrs:
         study.set_user_attr(KEY_TRACKING, tracking_uri)
+    if KEY_PRIOR not in study.user_attrs and lrfree_policy(config.space) is not None:
+        _start_lrfree(study, config, say)
     if KEY_PRIOR not in study.user_attrs:
         size = range_test_size(config, trainer)
         if say:
@@ -354,8 +352,23 @@ def _start(
         if not study.trials:
             study.enqueue_trial(
                 default_params(config.space, prior, momentum=trainer.drives_momentum),
-                user_attrs={"lrsearch.origin": "prior-centre"},
+                user_attrs={ORIGIN: PRIOR_CENTRE},
             )
+
+
+# What an LR-free study stores as its prior: its space has no max_lr, so nothing reads it.
+_NO_PRIOR = LRPrior(center=1e-2, sigma_decades=1.0, low=1e-5, high=10.0)
+
+
+def _start_lrfree(
+    study: optuna.Study, config: StudyConfig, say: Callable[[str], None] | None
+) -> None:
+    """An LR-free optimizer's study: no range test (no max_lr to place); defaults first."""
+    if say:
+        say(f"{config.study.training.optimizer}: LR-free, no range test; its defaults first")
+    study.set_user_attr(KEY_PRIOR, _NO_PRIOR.to_dict())
+    if not study.trials:
+        study.enqueue_trial(default_params(config.space, _NO_PRIOR), user_attrs={ORIGIN: DEFAULTS})
 
 
 def _delete_unstarted(study: optuna.Study) -> None:

@@ -89,6 +89,9 @@ class ScheduleDriver:
         self.schedule = schedule
         self.lr_ratios = _lr_ratios(optimizer, base_lr)
         self._momentum_key = momentum_key(optimizer)
+        # settings the schedule fixes for the run (Prodigy's d_coef): once, on every group
+        for group in optimizer.param_groups:
+            group.update(getattr(schedule, "group_settings", {}))
         setattr(optimizer, _MARK, self)
 
     @property

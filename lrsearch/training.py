@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 import torch
 
 from lrsearch.errors import WorkloadError
+from lrsearch.lrfree import OptimizerModes, optimizer_modes
 from lrsearch.schedules import MetricDriven
 from lrsearch.torch_schedule import ScheduleDriver
 from lrsearch.train_step import TrainStep, autocast_for
@@ -315,6 +316,9 @@ def train(
         on_step=on_step,
         update_ratio_every=update_ratio_every,
         sync_every=sync_every,
+        modes=optimizer_modes(
+            optimizer, model, workload, batch_size=batch_size, seed=seed, device=dev
+        ),
     )
     history: list[EpochInfo] = [] if resume is None else _restore(loop, resume, dev)
     stopped = False
@@ -322,6 +326,7 @@ def train(
     for epoch in range(len(history) + 1, epochs + 1):
         train_loss, reason = _train_epoch(loop, epoch - 1)
         if reason is None:
+            loop.modes.eval()  # Schedule-Free: evaluate at its averaged weights
             val_loss, val_metric = evaluate(model, workload, dev)
             reason = _non_finite_validation(val_loss, val_metric)
         if reason is None:
@@ -404,6 +409,7 @@ class _Loop:
     on_step: StepCallback | None
     update_ratio_every: int
     sync_every: int
+    modes: OptimizerModes = field(default_factory=OptimizerModes)
     step: int = 0
     params: list[torch.Tensor] = field(init=False)
     metric_driven: MetricDriven | None = field(init=False)
@@ -426,6 +432,7 @@ def _train_epoch(loop: _Loop, epoch: int) -> tuple[float, str | None]:
         diverged epoch stops at once and its mean loss is NaN.
     """
     loop.model.train()
+    loop.modes.train()
     batches = loop.batches.epoch(epoch)
     # Losses stay on the device and are read back once per `sync_every` steps: each read is
     # a CPU-GPU sync point, and one per step would stall the GPU.

@@ -45,6 +45,7 @@ from lrsearch.storage import (
     trusted_tracking_uri,
 )
 from lrsearch.study import FINISHED, StudyHandle, build_workload, load_study, open_study
+from lrsearch.trials import FAIL_REASON, is_surplus
 
 if TYPE_CHECKING:
     from lrsearch.progress import StudyProgress
@@ -94,9 +95,9 @@ class _FailureGuard:
         self.last_reason = ""
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
-        if trial.state == TrialState.FAIL and not trial.user_attrs.get("surplus"):
+        if trial.state == TrialState.FAIL and not is_surplus(trial):
             self.streak += 1
-            self.last_reason = trial.user_attrs.get("fail_reason", "unknown error")
+            self.last_reason = trial.user_attrs.get(FAIL_REASON, "unknown error")
             self.echo(f"trial {trial.number} failed: {self.last_reason}")
             if self.streak >= self.limit:
                 study.stop()
@@ -183,9 +184,7 @@ class _StopAtBudget:
 
 def _stop_on_surplus(study: optuna.Study, trial: FrozenTrial) -> None:
     """A surplus trial means the study is (about to be) full: stop unless a retry waits."""
-    if trial.user_attrs.get("surplus") and not study.get_trials(
-        deepcopy=False, states=(TrialState.WAITING,)
-    ):
+    if is_surplus(trial) and not study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
         study.stop()
 
 
@@ -299,10 +298,10 @@ def run_study(
                 workload=workload,
             )
             recorder = open_recorder(handle, tracker, log_parent=True) if tracker else None
-        interrupt.check()
-        for line in describe_study(handle, resumed=not ran_range_test):
-            echo(line)
-        try:
+        try:  # from here on the parent run is open: whatever stops the study closes it
+            interrupt.check()
+            for line in describe_study(handle, resumed=not ran_range_test):
+                echo(line)
             interrupted = _execute(
                 handle,
                 slots,

@@ -245,7 +245,7 @@ def _storage_run(arm: str, workers: int, trials: int, first: float, last: float)
 
 
 def test_storage_targets_growth_proxy_and_projection() -> None:
-    from lrsearch.harness.bench._storage import project
+    from lrsearch.harness.bench._storage_stats import project
 
     runs = [
         _storage_run("direct", 1, 1000, 40.0, 44.0),
@@ -283,7 +283,7 @@ def test_storage_targets_growth_proxy_and_projection() -> None:
 
 
 def test_storage_latency_is_summarized_per_tenth_of_the_study() -> None:
-    from lrsearch.harness.bench._storage import _summarize
+    from lrsearch.harness.bench._storage_stats import summarize as _summarize
 
     # 100 trials: 10 ms each, except the last tenth's (50 ms); one ends every 0.1 s
     rows = [(n, 0.05 if n >= 90 else 0.01, 100.0 + n / 10) for n in range(100)]

@@ -51,11 +51,22 @@ def test_own_loop_study_runs_and_records_per_step_lr(tmp_path, repo_root, monkey
         assert len(client.get_metric_history(run.info.run_id, "val_accuracy")) == 2
 
 
-def test_declarative_study_runs(tmp_path, repo_root, monkeypatch) -> None:
+def test_declarative_study_runs_and_retrains_exactly(tmp_path, repo_root, monkeypatch) -> None:
     output = _run("declarative", tmp_path, repo_root, monkeypatch)
     assert "study 'declarative-digits': 2 complete" in output
     runs, _ = _trial_runs(tmp_path, "declarative-digits")
     assert len(runs) == 2 and {r.info.status for r in runs} == {"FINISHED"}
+    # Its DataLoader has a generator of its own: reseeded per trial, so the best trial
+    # retrains to its value to the decimal (it ran after another trial in the same worker).
+    retrained = CliRunner().invoke(
+        cli,
+        ["train", "--from-study", "declarative-digits", "--allow-workload", "examples.*"],
+        obj={},
+        env={"LRSEARCH_HOME": str(tmp_path)},
+    )
+    assert retrained.exit_code == 0, retrained.output
+    best = max(float(r.data.metrics["val_accuracy"]) for r in runs)
+    assert f"val_accuracy={best:.2f}" in retrained.output
 
 
 def test_own_loop_script_runs_standalone(repo_root) -> None:

@@ -214,8 +214,7 @@ def test_annihilation_tails_train_only_their_tail_and_equal_training_from_scratc
         assert watcher.epochs == list(range(cut + 1, plan.epochs + 1))
         assert sorted(tail.intermediate_values) == list(range(1, plan.epochs + 1))
         # the same as training that schedule from scratch, with the parent's seed
-        from lrsearch.reporting import trial_schedule
-        from lrsearch.study import trial_seed
+        from lrsearch.trials import trial_schedule, trial_seed
 
         scratch = train(
             plan.workload,

@@ -64,8 +64,8 @@ def test_optuna_sees_validation_only() -> None:
     from lrsearch.export import best_record
     from lrsearch.objective import Objective
     from lrsearch.prior import LRPrior
-    from lrsearch.reporting import trial_params, trial_schedule
-    from lrsearch.study import StudyHandle, trial_seed
+    from lrsearch.study import StudyHandle
+    from lrsearch.trials import trial_params, trial_schedule, trial_seed
 
     config = {
         "study": {"name": "honest", "workload": "tests.tiny_workloads:blobs", "n_trials": 1},

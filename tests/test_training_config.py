@@ -13,9 +13,9 @@ from lrsearch.config import parse_study_config
 from lrsearch.errors import ConfigError
 from lrsearch.objective import Objective, TrialSpec
 from lrsearch.prior import LRPrior
-from lrsearch.reporting import trial_params, trial_schedule
 from lrsearch.space import default_params
 from lrsearch.study import StudyHandle, build_workload
+from lrsearch.trials import trial_params, trial_schedule
 
 PRIOR = LRPrior(center=0.05, sigma_decades=0.5, low=1e-3, high=0.5)
 MOMENTUM = {"momentum_high", "momentum_low"}

@@ -271,6 +271,8 @@ def test_a_study_without_a_loop_keeps_its_fingerprint() -> None:
     for key in ("explore_share", "contradiction", "startup"):  # added later, unset
         data["prior"].pop(key)
     data["range_test"].pop("budget_fraction")  # added later, at its default
+    for key in ("lr", "d_coef", "warmup_frac"):  # LR-free optimizers' ranges: added later, unset
+        data["space"].pop(key)
     data["range_test"]["repeats"] = 3  # unset now means "fitted to the budget", 3 at most
     # the pruner section as it was: one n_warmup_steps default, no plateau settings
     data["pruner"] = {

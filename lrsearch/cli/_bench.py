@@ -74,7 +74,7 @@ def _names(value: str | None, option: str) -> tuple[str, ...] | None:
 @click.option(
     "--sections",
     default=None,
-    help="Comma-separated subset of search,pruning,overhead,storage (default: all).",
+    help="Comma-separated subset of search,pruning,overhead,storage,lrfree (default: all).",
 )
 @click.option(
     "--storage-trials",
@@ -117,6 +117,21 @@ def _names(value: str | None, option: str) -> tuple[str, ...] | None:
     "workload and seed) and reuses them on the next run with the same settings.",
 )
 @click.option(
+    "--lrfree-against",
+    default=None,
+    type=click.Path(exists=True, dir_okay=True, path_type=Path),
+    help="The lrfree section compares with lrsearch's runs in this earlier report "
+    "(report.json or its directory), reused as they are, at that report's epochs, budget "
+    "and seeds (default: this run's search section, else the section runs lrsearch).",
+)
+@click.option(
+    "--lrfree-search",
+    is_flag=True,
+    default=None,
+    help="The lrfree section also searches each LR-free optimizer with lrsearch's sampler "
+    "and pruner (its lr or d_coef and warm-up), at lrsearch's budget.",
+)
+@click.option(
     "--merge",
     "merge",
     multiple=True,
@@ -156,6 +171,8 @@ def bench(**opts: Any) -> None:
             storage_fill=opts["storage_fill"],
             postgres=opts["postgres"],
             curves=opts["curves"],
+            lrfree_against=_report_file(opts["lrfree_against"]),
+            lrfree_search=opts["lrfree_search"],
         )
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
@@ -168,6 +185,21 @@ def bench(**opts: Any) -> None:
     for target in report["targets"]:
         click.echo(f"{target['status']:>12}  {target['target']}: {target['measured']}")
     click.echo(f"wrote {', '.join(str(p) for p in paths)}")
+
+
+def _report_file(path: Path | None) -> str | None:
+    """``--lrfree-against``: the report.json it names, checked to be one."""
+    if path is None:
+        return None
+    file = path / "report.json" if path.is_dir() else path
+    try:
+        json.loads(file.read_text())["search"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(
+            f"--lrfree-against {path}: not a report with a search section ({exc!r}); name a "
+            "report.json that 'lrsearch bench --sections search' wrote"
+        ) from None
+    return str(file)
 
 
 def _merge(directories: tuple[Path, ...], out: Path) -> None:
@@ -210,9 +242,12 @@ def _command(size: str, opts: dict[str, Any]) -> str:
         "storage_trials",
         "storage_trials_fewer",
         "curves",
+        "lrfree_against",
     ):
         if opts[name] is not None:
             parts.append(f"--{name.replace('_', '-')} {opts[name]}")
+    if opts["lrfree_search"]:
+        parts.append("--lrfree-search")
     for flag in ("storage_proxy", "storage_fill"):
         if opts[flag] is not None:
             parts.append(f"--{'' if opts[flag] else 'no-'}{flag.replace('_', '-')}")

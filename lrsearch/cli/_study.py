@@ -343,8 +343,9 @@ def _runs_view(handle: StudyHandle) -> dict[str, object]:
     """The runs table ``ui`` opens: the validation metric and the sampled parameters, best first."""
     from lrsearch.config import SpaceSection
     from lrsearch.errors import WorkloadError
-    from lrsearch.reporting import best_trial, trial_params
+    from lrsearch.reporting import best_trial
     from lrsearch.tracking import ui_server
+    from lrsearch.trials import trial_params
 
     try:
         best = best_trial(handle)

@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from lrsearch.branching import BRANCH_OF
 from lrsearch.cli._common import (
     allow_workload_option,
     check_device,
@@ -253,9 +252,10 @@ def _from_options(opts: dict[str, Any]) -> _Job:
 
 def _from_study(opts: dict[str, Any]) -> _Job:
     """The best trial of a study, exactly as it trained (its schedule, settings and seed)."""
-    from lrsearch.reporting import best_trial, trial_params, trial_schedule
+    from lrsearch.reporting import best_trial
     from lrsearch.storage import default_storage
-    from lrsearch.study import load_study, trial_seed
+    from lrsearch.study import load_study
+    from lrsearch.trials import seed_of, trial_params, trial_schedule
 
     handle = load_study(
         opts["from_study"],
@@ -268,9 +268,9 @@ def _from_study(opts: dict[str, Any]) -> _Job:
         trainer=handle.plan.trainer,  # the study's: its workload, or its own loop
         schedule=trial_schedule(handle, trial),
         params=dict(params),
-        # an annihilation tail ([branching]) trained on from its parent's run: its seed
-        seed=trial_seed(handle.config, trial.user_attrs.get(BRANCH_OF, trial.number)),
-        label=f"{params.get('policy', 'one-cycle')} max_lr={params['max_lr']:g}",
+        seed=seed_of(handle.config, trial),  # an annihilation tail: its parent's seed
+        label=f"{params.get('policy', 'one-cycle')} "
+        + " ".join(f"{k}={params[k]:g}" for k in ("max_lr", "lr", "d_coef") if k in params),
         origin=f"trial {trial.number} of study {handle.name!r} (val {trial.value:.4g})",
     )
 

@@ -59,6 +59,7 @@ def _study(
 
     from lrsearch.prior import LRPrior
     from lrsearch.sampler import PriorGuidedSampler
+    from lrsearch.trials import ORIGIN, PRIOR_CENTRE
 
     optimum = -2.0
     high = 10 ** (optimum + 0.6)
@@ -73,7 +74,7 @@ def _study(
         startup=startup,
     )
     study = optuna.create_study(direction="maximize", sampler=sampler)
-    study.enqueue_trial({"max_lr": prior.center}, user_attrs={"lrsearch.origin": "prior-centre"})
+    study.enqueue_trial({"max_lr": prior.center}, user_attrs={ORIGIN: PRIOR_CENTRE})
     rng = np.random.default_rng(seed + 10_000)
     out: list[tuple[float, float]] = []
 

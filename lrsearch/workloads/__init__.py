@@ -12,21 +12,11 @@ from importlib.metadata import entry_points
 from typing import Any
 
 from lrsearch.errors import WorkloadError
-from lrsearch.workloads._base import (
-    ACCURACY,
-    MEAN_LOSS,
-    MSE,
-    OPTIMIZERS,
-    PRECISIONS,
-    Batches,
-    Metric,
-    Workload,
-    compute_loss,
-    describe,
-    split_batch,
-    to_device,
-)
+from lrsearch.workloads._batches import Batches, compute_loss, describe, split_batch, to_device
 from lrsearch.workloads._builtin import BUILTIN
+from lrsearch.workloads._metrics import ACCURACY, MEAN_LOSS, MSE, Metric
+from lrsearch.workloads._optimizers import OPTIMIZERS
+from lrsearch.workloads._workload import PRECISIONS, Workload
 
 __all__ = [
     "ACCURACY",

@@ -8,9 +8,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from lrsearch.workloads._base import ACCURACY, MSE, Workload
+from lrsearch.workloads._metrics import ACCURACY, MSE
 from lrsearch.workloads._mnist1d import as_tensors, mlp, mnist1d_cnn, mnist1d_mlp, mnist1d_resnet
 from lrsearch.workloads._text import char_transformer
+from lrsearch.workloads._workload import Workload
 
 DIGITS_HELD_OUT = 360  # digits in each of validation and test (20% of 1797)
 

@@ -21,7 +21,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from lrsearch.workloads._base import ACCURACY, Workload
+from lrsearch.workloads._metrics import ACCURACY
+from lrsearch.workloads._workload import Workload
 
 N_VAL = 1000  # validation: the last N_VAL of MNIST-1D's training samples
 

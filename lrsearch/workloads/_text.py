@@ -17,7 +17,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from lrsearch.workloads._base import Metric, Workload
+from lrsearch.workloads._metrics import Metric
+from lrsearch.workloads._workload import Workload
 
 BPC = Metric("bpc", "minimize")  # bits per character, from eval_fn
 Windows = tuple[torch.Tensor, torch.Tensor]

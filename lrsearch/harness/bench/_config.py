@@ -8,7 +8,7 @@ from typing import Any
 
 __all__ = ["ARMS", "PRUNER_ARMS", "SEARCH_ARMS", "SECTIONS", "SIZES", "BenchConfig"]
 
-SECTIONS = ("search", "pruning", "overhead", "storage")
+SECTIONS = ("search", "pruning", "overhead", "storage", "lrfree")
 
 # Search-efficiency arms, in report order: key -> one-line description.
 ARMS: dict[str, str] = {
@@ -85,6 +85,11 @@ class BenchConfig:
         postgres: PostgreSQL server URL (a throwaway database is created there).
         curves: directory where the pruning section keeps its unpruned studies and reuses
             them (same workload, seed, epochs and trials); None records them every run.
+        lrfree_against: a report.json whose search section's lrsearch runs the LR-free
+            section compares with (reused, not rerun); None: this run's search section, or
+            the lrfree section runs lrsearch itself.
+        lrfree_search: the lrfree section also searches each LR-free optimizer (a study of
+            its lr or d_coef and warm-up, lrsearch's sampler and pruner, the same budget).
     """
 
     workloads: tuple[str, ...] = ("digits-mlp", "mnist1d-cnn")
@@ -106,6 +111,8 @@ class BenchConfig:
     storage_fill: bool = False
     postgres: str = "postgresql://postgres@127.0.0.1:5432"
     curves: str | None = None
+    lrfree_against: str | None = None
+    lrfree_search: bool = False
 
     def __post_init__(self) -> None:
         for name in (

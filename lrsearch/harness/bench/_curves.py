@@ -28,6 +28,9 @@ from typing import TYPE_CHECKING, Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from lrsearch.harness.bench._search import STEPS
+from lrsearch.trials import DERIVED, score_on_test
+
 if TYPE_CHECKING:
     from optuna.pruners import BasePruner
 
@@ -50,12 +53,12 @@ def _trial_record(trial: FrozenTrial, steps_per_epoch: int) -> dict[str, Any]:
     return {
         "number": trial.number,
         "params": dict(trial.params),
-        "derived": dict(trial.user_attrs.get("derived", {})),
+        "derived": dict(trial.user_attrs.get(DERIVED, {})),
         "values": [_finite(v) for v in values],
         "value": _finite(trial.value) if trial.state == TrialState.COMPLETE else None,
-        "test_metric": _finite(trial.user_attrs.get("test_metric")),
+        "test_metric": score_on_test(trial),
         "diverged": trial.state != TrialState.COMPLETE,
-        "epochs_trained": trial.user_attrs.get("steps", 0) / steps_per_epoch,
+        "epochs_trained": trial.user_attrs.get(STEPS, 0) / steps_per_epoch,
     }
 
 
@@ -126,7 +129,7 @@ def replay(curves: Curves, pruner: BasePruner, *, name: str = "replay") -> dict[
         trained = float(record.get("epochs_trained") or len(values))
         full += trained
         trial = study.ask()
-        trial.set_user_attr("derived", record["derived"])
+        trial.set_user_attr(DERIVED, record["derived"])
         stopped_at = None
         for epoch, value in enumerate(values, start=1):
             trial.report(math.nan if value is None else value, epoch)

@@ -20,6 +20,7 @@ import numpy as np
 from optuna.trial import FrozenTrial, TrialState
 
 from lrsearch.harness.bench._config import BenchConfig
+from lrsearch.trials import seed_of
 
 if TYPE_CHECKING:
     from lrsearch.study import StudyHandle
@@ -70,18 +71,16 @@ def _one_trial(
 
 def _bare(handle: StudyHandle, trial: FrozenTrial, epochs: int) -> tuple[_Clock, float]:
     """The same run through ``train`` alone (no callbacks): its times and final metric."""
-    from lrsearch.reporting import trial_schedule
-    from lrsearch.space import build_schedule, default_params
+    from lrsearch.space import default_params
     from lrsearch.training import train
+    from lrsearch.trials import schedule_of, trial_params
 
     plan = handle.plan
-    params = {**default_params(handle.config.space, handle.prior), **trial.params}
     if trial.params:
-        schedule = trial_schedule(handle, trial)
+        params = trial_params(handle, trial)
     else:  # the enqueued prior centre, not sampled yet: it will train the default parameters
-        schedule = build_schedule(
-            params, total_steps=plan.total_steps, steps_per_epoch=plan.steps_per_epoch
-        )
+        params = default_params(handle.config.space, handle.prior)
+    schedule = schedule_of(handle, params)
     with _Clock() as clock:
         result = train(
             plan.workload,
@@ -89,7 +88,7 @@ def _bare(handle: StudyHandle, trial: FrozenTrial, epochs: int) -> tuple[_Clock,
             epochs=epochs,
             batch_size=handle.config.study.batch_size,
             weight_decay=params["weight_decay"],
-            seed=handle.config.study.seed + trial.number,
+            seed=seed_of(handle.config, trial),
         )
     return clock, float(result.val_metric)
 

@@ -288,7 +288,7 @@ def _storage_md(report: dict[str, Any], prefix: str) -> list[str]:
             "",
             "**Projection, not a measurement**: the most workers on a machine with a core per "
             "worker and enough for the server, from the CPU time per trial measured above "
-            "(`lrsearch.harness.bench._storage.project`). A trial costs the workers' CPU time c "
+            "(`lrsearch.harness.bench._storage_stats.project`). A trial costs the workers' CPU time c "
             "and the server's s (PostgreSQL + proxy) as measured with that many workers, plus "
             "the time w a trial of the 1-worker run waited on neither (its mean latency less "
             "its c and s: commit flushes, network, scheduler). With no trial queueing for a "
@@ -371,6 +371,10 @@ def render_markdown(report: dict[str, Any], *, command: str, prefix: str = "") -
         lines += [*_search_md(report, prefix), ""]
     if "pruning" in report:
         lines += [*_pruning_md(report, prefix), ""]
+    if report.get("lrfree"):
+        from lrsearch.harness.bench._lrfree import lrfree_markdown
+
+        lines += [*lrfree_markdown(report), ""]
     if "overhead" in report:
         lines += [*_overhead_md(report), ""]
     if "storage" in report:

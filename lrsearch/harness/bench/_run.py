@@ -68,6 +68,7 @@ def merge_reports(reports: list[dict[str, Any]]) -> dict[str, Any]:
     for report in reports:
         for name in ("search", "pruning"):
             merged.setdefault(name, {}).update(report.get(name, {}))
+        merged.setdefault("lrfree", {}).update(report.get("lrfree", {}))
         for name in ("overhead", "storage"):
             if name in report:
                 merged[name] = report[name]
@@ -79,6 +80,16 @@ def merge_reports(reports: list[dict[str, Any]]) -> dict[str, Any]:
     merged = {k: v for k, v in merged.items() if v != {}}
     merged["targets"] = evaluate_targets(merged)
     return merged
+
+
+def _against(config: BenchConfig, report: dict[str, Any]) -> dict[str, Any] | None:
+    """The report whose lrsearch runs the LR-free section reuses: the file named, or this one."""
+    import json
+
+    if config.lrfree_against is not None:
+        loaded: dict[str, Any] = json.loads(Path(config.lrfree_against).read_text())
+        return loaded
+    return report if "search" in report else None
 
 
 def _stepper(progress: Any, description: str, total: int) -> Callable[[], None]:
@@ -99,7 +110,8 @@ def run_bench(
     import optuna
     import torch
 
-    from lrsearch.harness.bench._search import RangeTests, Task, run_pruning, run_search
+    from lrsearch.harness.bench._pruning import run_pruning
+    from lrsearch.harness.bench._search import RangeTests, Task, run_search
     from lrsearch.harness.bench._stats import summarize_pruning, summarize_search
 
     torch.set_num_threads(1)  # tiny models train fastest on one thread; the timings assume it
@@ -129,6 +141,13 @@ def run_bench(
         for section in report["pruning"].values():
             section["summary"] = summarize_pruning(section)
         say(f"pruning: {time.perf_counter() - t0:.0f} s")
+    if "lrfree" in config.sections:
+        from lrsearch.harness.bench._lrfree import LRFREE_ARMS, run_lrfree
+
+        t0 = time.perf_counter()
+        step = _stepper(progress, "lrfree", len(config.workloads) * config.seeds * len(LRFREE_ARMS))
+        report["lrfree"] = run_lrfree(config, ranges, step, against=_against(config, report))
+        say(f"LR-free optimizers: {time.perf_counter() - t0:.0f} s")
     if "overhead" in config.sections:
         from lrsearch.harness.bench._overhead import run_overhead
 

@@ -1,4 +1,4 @@
-"""Search efficiency and pruning: every arm run in-process on in-memory Optuna storage.
+"""Search efficiency: every arm run in-process on in-memory Optuna storage.
 
 The search arms' trials are those of ``lrsearch run``, without MLflow: lrsearch's
 :class:`~lrsearch.objective.Objective` samples the space, builds the schedule, trains with the
@@ -25,7 +25,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from lrsearch.config import StudyConfig, parse_study_config
-from lrsearch.harness.bench._config import PRUNER_ARMS, BenchConfig
+from lrsearch.harness.bench._config import BenchConfig
 from lrsearch.harness.bench._stats import chosen
 from lrsearch.objective import Objective, Outcome, TrialSpec
 from lrsearch.policies import SMITH_DEFAULTS
@@ -34,19 +34,19 @@ from lrsearch.pruning import pruner_from_config
 from lrsearch.sampler import sampler_from_config
 from lrsearch.space import default_params
 from lrsearch.study import StudyHandle
+from lrsearch.trials import score_on_test
 
 if TYPE_CHECKING:
     from lrsearch.range_test import RangeTestResult
     from lrsearch.training import EpochInfo, StepInfo
     from lrsearch.workloads import Workload
 
-__all__ = ["RangeTests", "Task", "run_pruning", "run_search"]
+__all__ = ["Advance", "RangeTests", "Task", "run_search", "section_head"]
 
 PIBO_BETA = 1.0  # the lrsearch-pibo arm's [prior] pibo_beta
 WIDE = LRPrior(center=1e-2, sigma_decades=1.0, low=1e-5, high=10.0)  # only its bounds are used
 RECIPE_WEIGHT_DECAY = SMITH_DEFAULTS["weight_decay"]
 STEPS = "steps"  # trial attribute: optimizer steps the trial trained
-TEST_METRIC = "test_metric"  # trial attribute (Objective): the final model's test metric
 Advance = Callable[[], None]
 
 
@@ -198,7 +198,7 @@ class _Curve:
             candidate = {
                 "number": trial.number,
                 "value": _finite(trial.value),
-                "test_metric": _finite(trial.user_attrs.get(TEST_METRIC)),
+                "test_metric": score_on_test(trial),
             }
             self.best = chosen(
                 [c for c in (self.best, candidate) if c], maximize=self.task.maximize
@@ -366,7 +366,7 @@ def _recipe_arm(task: Task, seed: int, arm: str, ranges: RangeTests) -> dict[str
     }
 
 
-def _section_head(task: Task) -> dict[str, Any]:
+def section_head(task: Task) -> dict[str, Any]:
     return {
         "epochs": task.epochs,
         "steps_per_epoch": task.steps_per_epoch,
@@ -403,29 +403,5 @@ def run_search(
                     run = _recipe_arm(task, seed, arm, ranges)
                 runs[arm].append({"seed": seed, **run})
                 advance()
-        out[name] = {**_section_head(task), "budget": config.budget, "runs": runs}
-    return out
-
-
-def run_pruning(
-    config: BenchConfig, tasks: dict[str, Task], ranges: RangeTests, advance: Advance
-) -> dict[str, Any]:
-    """Every pruner of :data:`PRUNER_ARMS`, replayed on one unpruned study per workload and seed.
-
-    Each (workload, seed) study runs once without pruning (lrsearch's sampler and range-test
-    prior, ``trials`` trials; :func:`~lrsearch.harness.bench._curves.record_curves`), and
-    every pruner is replayed on its trials (:func:`~lrsearch.harness.bench._curves.replay`).
-    With ``config.curves`` set, recorded studies are kept there and reused.
-    """
-    from lrsearch.harness.bench._curves import pruning_runs, record_or_load
-
-    out: dict[str, Any] = {}
-    for name, task in tasks.items():
-        runs: dict[str, list[dict[str, Any]]] = {p: [] for p in PRUNER_ARMS}
-        for seed in range(config.seeds):
-            curves = record_or_load(task, seed, config.trials, ranges, config.curves)
-            for pruner, run in pruning_runs(curves).items():
-                runs[pruner].append({"seed": seed, **run})
-            advance()
-        out[name] = {**_section_head(task), "trials": config.trials, "runs": runs}
+        out[name] = {**section_head(task), "budget": config.budget, "runs": runs}
     return out

@@ -30,7 +30,6 @@ __all__ = [
 
 Curve = Sequence[Sequence[float | None]]
 TE, WALL, VAL, TEST = 0, 1, 2, 3
-BEST = VAL  # older three-element curves: ``[trial_epochs, wall_s, best validation]``
 
 
 def chosen(trials: Sequence[Mapping[str, Any]], *, maximize: bool) -> Mapping[str, Any] | None:

@@ -1,11 +1,10 @@
-"""The workload protocol: what a training task gives lrsearch."""
+"""The workload: model, data, loss, metric and its usual training settings, checked."""
 
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import math
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
@@ -13,54 +12,31 @@ import torch
 from torch import nn
 
 from lrsearch.errors import WorkloadError
+from lrsearch.workloads._batches import (
+    Batches,
+    LossFn,
+    StepFn,
+    compute_loss,
+    eval_batches,
+    is_factory,
+    is_tensor_pair,
+)
+from lrsearch.workloads._metrics import MEAN_LOSS, Metric
+from lrsearch.workloads._optimizers import (
+    OPTIMIZERS,
+    OptimizerFactory,
+    builtin_optimizer,
+    check_optimizer,
+    from_factory,
+    optimizer_class,
+    takes_lr,
+)
 
-Direction = Literal["maximize", "minimize"]
+__all__ = ["PRECISIONS", "EvalFn", "Precision", "Workload"]
+
 Precision = Literal["fp32", "bf16", "fp16"]
-MetricFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-StepFn = Callable[[nn.Module, Any], torch.Tensor]
 EvalFn = Callable[[nn.Module, Iterable[Any]], tuple[Any, Any]]
-LoaderFactory = Callable[[int, int], Iterable[Any]]
-OptimizerFactory = Callable[..., torch.optim.Optimizer]
-
-OPTIMIZERS = ("sgd", "adam", "adamw")
 PRECISIONS = ("fp32", "bf16", "fp16")
-
-
-@dataclass(frozen=True)
-class Metric:
-    """The validation metric a study optimises.
-
-    Attributes:
-        name: shown in tables and logged to MLflow (``val_<name>``); not ``"loss"``, which
-            names the validation loss.
-        direction: ``"maximize"`` or ``"minimize"``.
-        fn: ``fn(outputs, targets)`` over a whole validation set, returning a scalar tensor;
-            None: the metric is the validation loss itself (see :data:`MEAN_LOSS`).
-    """
-
-    name: str
-    direction: Direction
-    fn: MetricFn | None = None
-
-    def __post_init__(self) -> None:
-        if self.name == "loss":
-            raise ValueError("metric name 'loss' is taken by the validation loss; use another")
-
-
-def accuracy(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Top-1 accuracy in percent."""
-    return (outputs.argmax(dim=1) == targets).float().mean() * 100.0
-
-
-def mse(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Mean squared error."""
-    return nn.functional.mse_loss(outputs, targets)
-
-
-ACCURACY = Metric("accuracy", "maximize", accuracy)
-MSE = Metric("mse", "minimize", mse)
-MEAN_LOSS = Metric("mean_loss", "minimize")  # the validation loss (a step_fn's mean)
 
 
 @dataclass(frozen=True)
@@ -150,7 +126,7 @@ class Workload:
     )
 
     def __post_init__(self) -> None:
-        _check_optimizer(self.optimizer)
+        check_optimizer(self.optimizer)
         _check_options(self)
         _check_data(self.train_data, "train_data", factory=True)
         _check_data(self.val_data, "val_data", factory=False)
@@ -181,7 +157,7 @@ class Workload:
     @property
     def in_memory(self) -> bool:
         """Whether the training data is ``(inputs, targets)`` tensors (the fast path)."""
-        return _is_tensor_pair(self.train_data)
+        return is_tensor_pair(self.train_data)
 
     @property
     def n_train(self) -> int | None:
@@ -202,9 +178,9 @@ class Workload:
     @property
     def optimizer_takes_lr(self) -> bool:
         """Whether :meth:`make_optimizer` builds at the given LR (not a factory(model))."""
-        if isinstance(self.optimizer, str) or not _is_factory(self.optimizer):
+        if isinstance(self.optimizer, str) or not is_factory(self.optimizer):
             return True
-        return _takes_lr(self.optimizer)
+        return takes_lr(self.optimizer)
 
     def steps_per_epoch(self, batch_size: int | None = None) -> int:
         """Optimizer steps in one epoch: micro-batches // ``accumulate``.
@@ -236,7 +212,7 @@ class Workload:
             )
         if self.batches_per_epoch is not None:
             return self.batches_per_epoch
-        data = self.train_data(0, 0) if _is_factory(self.train_data) else self.train_data
+        data = self.train_data(0, 0) if is_factory(self.train_data) else self.train_data
         if not hasattr(data, "__len__"):
             raise WorkloadError(
                 f"workload {self.name!r}: its training data has no len() — fix: set "
@@ -255,7 +231,7 @@ class Workload:
 
     def val_batches(self, device: torch.device, batch_size: int = 1000) -> Iterator[Any]:
         """The validation data, batch by batch, on ``device`` (tensors in order)."""
-        return _eval_batches(self.val_data, device, batch_size)
+        return eval_batches(self.val_data, device, batch_size)
 
     def test_batches(self, device: torch.device, batch_size: int = 1000) -> Iterator[Any]:
         """The test data, batch by batch, on ``device`` (tensors in order).
@@ -265,7 +241,7 @@ class Workload:
         """
         if self.test_data is None:
             raise WorkloadError(f"workload {self.name!r} has no test split (test_data=None)")
-        return _eval_batches(self.test_data, device, batch_size)
+        return eval_batches(self.test_data, device, batch_size)
 
     def batch_loss(self, model: nn.Module, batch: Any) -> torch.Tensor:
         """The scalar loss of one batch: ``step_fn(model, batch)`` or ``loss_fn(model(x), y)``.
@@ -296,34 +272,15 @@ class Workload:
                 "with parameters (requires_grad=True)"
             )
         if isinstance(self.optimizer, str) and self.optimizer.lower() in OPTIMIZERS:
-            return _builtin_optimizer(self.optimizer.lower(), model, lr, momentum, weight_decay)
+            return builtin_optimizer(self.optimizer.lower(), model, lr, momentum, weight_decay)
         factory = self.optimizer
         if isinstance(factory, str):
-            factory = _optimizer_class(factory)
+            factory = optimizer_class(factory)
         extra = {"momentum": momentum, "weight_decay": weight_decay}
-        return _from_factory(factory, model, lr, extra)
-
-
-def _eval_batches(data: Any, device: torch.device, batch_size: int) -> Iterator[Any]:
-    if _is_tensor_pair(data):
-        x, y = (t.to(device) for t in data)
-        return (
-            (x[i : i + batch_size], y[i : i + batch_size]) for i in range(0, len(x), batch_size)
-        )
-    return (to_device(batch, device) for batch in data)
+        return from_factory(factory, model, lr, extra)
 
 
 # --- checks -----------------------------------------------------------------------------------
-
-
-def _check_optimizer(optimizer: Any) -> None:
-    if isinstance(optimizer, str):
-        _optimizer_class(optimizer)
-    elif not callable(optimizer):
-        raise ValueError(
-            "optimizer must be a name, a torch.optim optimizer class or a factory "
-            f"factory(model, lr) -> Optimizer, got {type(optimizer).__name__}"
-        )
 
 
 def _check_options(w: Workload) -> None:
@@ -361,217 +318,3 @@ def _check_losses(w: Workload) -> None:
             f"metric {w.metric.name!r} needs model outputs, which a step_fn workload does not "
             "give — fix: add eval_fn(model, val_batches) -> (loss, metric), or use MEAN_LOSS"
         )
-
-
-def _is_tensor_pair(data: Any) -> bool:
-    return (
-        isinstance(data, tuple)
-        and len(data) == 2
-        and all(isinstance(t, torch.Tensor) for t in data)
-    )
-
-
-def _is_factory(obj: Any) -> bool:
-    """A callable that is neither a name, an optimizer class nor a re-iterable."""
-    if isinstance(obj, str | Iterable):
-        return False
-    return callable(obj) and not (isinstance(obj, type) and issubclass(obj, torch.optim.Optimizer))
-
-
-def split_batch(batch: Any, label: str = "train batch") -> tuple[Any, Any]:
-    """``(inputs, targets)`` from a batch that is a pair (a tuple, or a DataLoader's list).
-
-    Raises:
-        WorkloadError: the batch is something else.
-    """
-    if isinstance(batch, tuple | list) and len(batch) == 2:
-        return batch[0], batch[1]
-    raise WorkloadError(
-        f"{label} {describe(batch)}: expected (inputs, targets) — fix: yield "
-        "(inputs, targets) pairs, or give the workload a step_fn(model, batch) -> loss"
-    )
-
-
-def compute_loss(
-    model: nn.Module, batch: Any, *, loss_fn: LossFn | None, step_fn: StepFn | None
-) -> torch.Tensor:
-    """``step_fn(model, batch)``, else ``loss_fn(model(inputs), targets)``; a scalar tensor.
-
-    Raises:
-        WorkloadError: the batch is not ``(inputs, targets)``, or the loss not a scalar.
-    """
-    if step_fn is not None:
-        return _scalar(step_fn(model, batch), "step_fn")
-    if loss_fn is None:
-        raise WorkloadError("no loss: give loss_fn(outputs, targets) or step_fn(model, batch)")
-    inputs, targets = split_batch(batch)
-    return _scalar(loss_fn(model(inputs), targets), "loss_fn")
-
-
-def _scalar(loss: Any, source: str) -> torch.Tensor:
-    if isinstance(loss, torch.Tensor) and loss.dim() == 0:
-        return loss
-    raise WorkloadError(
-        f"{source} must return a scalar loss tensor, got {describe(loss)} — fix: reduce it "
-        "(e.g. loss.mean()) and return the tensor itself, not .item()"
-    )
-
-
-def describe(batch: Any) -> str:
-    """A batch's structure in brief: ``(Tensor[32, 8] float32, Tensor[32] int64)``."""
-    if isinstance(batch, torch.Tensor):
-        return f"Tensor{list(batch.shape)} {str(batch.dtype).removeprefix('torch.')}"
-    if isinstance(batch, tuple | list):
-        inner = ", ".join(describe(b) for b in batch[:4]) + (", ..." if len(batch) > 4 else "")
-        return f"({inner})" if isinstance(batch, tuple) else f"[{inner}]"
-    if isinstance(batch, Mapping):
-        return "{" + ", ".join(f"{k!r}: {describe(v)}" for k, v in list(batch.items())[:4]) + "}"
-    return type(batch).__name__
-
-
-# --- optimizers -------------------------------------------------------------------------------
-
-
-def _optimizer_class(name: str) -> type[torch.optim.Optimizer]:
-    """A ``torch.optim`` optimizer class by name, case-insensitive (``"adagrad"``)."""
-    classes = {
-        n.lower(): cls
-        for n, cls in vars(torch.optim).items()
-        if isinstance(cls, type) and issubclass(cls, torch.optim.Optimizer) and n != "Optimizer"
-    }
-    if name.lower() not in classes:
-        raise ValueError(
-            f"optimizer must be one of {', '.join(OPTIMIZERS)} or a torch.optim optimizer "
-            f"({', '.join(sorted(classes))}), got {name!r}"
-        )
-    return classes[name.lower()]
-
-
-def _accepted(fn: Callable[..., Any], options: dict[str, Any]) -> dict[str, Any]:
-    """The ``options`` that ``fn`` names as parameters (None values left out)."""
-    try:
-        names = inspect.signature(fn).parameters
-    except (TypeError, ValueError):
-        return {}
-    return {k: v for k, v in options.items() if k in names and v is not None}
-
-
-def _takes_lr(factory: Callable[..., Any]) -> bool:
-    try:
-        inspect.signature(factory).bind(None, 1.0)
-    except TypeError:
-        return False
-    except ValueError:
-        return True  # no signature to read: assume the documented factory(model, lr)
-    return True
-
-
-def _builtin_optimizer(
-    name: str, model: nn.Module, lr: float, momentum: float | None, weight_decay: float
-) -> torch.optim.Optimizer:
-    params = model.parameters()
-    if name == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=momentum or 0.0, weight_decay=weight_decay)
-    betas = (momentum if momentum is not None else 0.9, 0.999)
-    cls = torch.optim.Adam if name == "adam" else torch.optim.AdamW
-    return cls(params, lr=lr, betas=betas, weight_decay=weight_decay)
-
-
-def _first_arg(factory: Callable[..., Any], model: nn.Module) -> Any:
-    """What a factory gets first: ``model.parameters()`` if it names it ``params``, else the model."""
-    try:
-        first = next(iter(inspect.signature(factory).parameters), "")
-    except (TypeError, ValueError):
-        first = ""
-    return model.parameters() if first == "params" else model
-
-
-def _from_factory(
-    factory: Callable[..., Any], model: nn.Module, lr: float, extra: dict[str, Any]
-) -> torch.optim.Optimizer:
-    """Call an optimizer class or a user's factory; check that its param groups follow ``lr``."""
-    kwargs = _accepted(factory, extra)
-    if not _takes_lr(factory):
-        return _optimizer_or_fail(factory(_first_arg(factory, model), **kwargs))
-    optimizer = _optimizer_or_fail(factory(_first_arg(factory, model), lr, **kwargs))
-    if isinstance(factory, type):
-        return optimizer
-    # Build once more at twice the LR: every group must follow, or the schedule cannot
-    # drive it (a factory that hard-codes lr=1e-3 would silently ignore the search).
-    probe = _optimizer_or_fail(factory(_first_arg(factory, model), 2 * lr, **kwargs))
-    built = [g["lr"] for g in optimizer.param_groups]
-    doubled = [g["lr"] for g in probe.param_groups]
-    follows = len(built) == len(doubled) and any(b > 0 for b in built)
-    if not follows or not all(
-        math.isclose(d, 2 * b, rel_tol=1e-9) for b, d in zip(built, doubled, strict=True)
-    ):
-        raise WorkloadError(
-            f"the optimizer factory ignores lr: built with lr={lr:g} its param groups have "
-            f"lr {built} — fix: build every group at lr or a multiple of it, e.g. "
-            "torch.optim.SGD([{'params': a}, {'params': b, 'lr': lr * 0.1}], lr=lr)"
-        )
-    return optimizer
-
-
-def _optimizer_or_fail(obj: Any) -> torch.optim.Optimizer:
-    if not isinstance(obj, torch.optim.Optimizer):
-        raise WorkloadError(
-            f"the optimizer factory returned {type(obj).__name__}, expected a torch.optim.Optimizer"
-        )
-    return obj
-
-
-# --- batches ----------------------------------------------------------------------------------
-
-
-def to_device(batch: Any, device: torch.device) -> Any:
-    """``batch`` with every tensor in it on ``device`` (tuples, lists, dicts walked)."""
-    if isinstance(batch, torch.Tensor):
-        # non_blocking: a pinned-memory loader's copy overlaps the previous step's compute
-        return batch.to(device, non_blocking=True)
-    if isinstance(batch, Mapping):
-        return {k: to_device(v, device) for k, v in batch.items()}
-    if isinstance(batch, tuple) and hasattr(batch, "_fields"):  # a named tuple
-        return type(batch)(*(to_device(v, device) for v in batch))
-    if isinstance(batch, tuple | list):
-        return type(batch)(to_device(v, device) for v in batch)
-    return batch
-
-
-class Batches:
-    """Training batches, epoch by epoch, on one device.
-
-    Tensor data is reshuffled each epoch from one generator seeded with ``seed`` and cut
-    into ``len // batch_size`` batches; a loader is iterated as it is, a factory called with
-    ``(epoch, seed)``.
-
-    Attributes:
-        per_epoch: batches in one epoch, where known.
-    """
-
-    def __init__(self, data: Any, *, batch_size: int, seed: int, device: torch.device) -> None:
-        self.device = device
-        self.seed = seed
-        self.batch_size = batch_size
-        self.tensors = None
-        self.data = data
-        self.per_epoch: int | None = len(data) if hasattr(data, "__len__") else None
-        if _is_tensor_pair(data):
-            self.tensors = (data[0].to(device), data[1].to(device))
-            self.order = torch.Generator().manual_seed(seed)
-            self.per_epoch = max(1, len(data[0]) // batch_size)
-
-    def epoch(self, epoch: int) -> Iterator[Any]:
-        """The batches of epoch ``epoch`` (0-based)."""
-        if self.tensors is None:
-            data = self.data(epoch, self.seed) if _is_factory(self.data) else self.data
-            return (to_device(batch, self.device) for batch in data)
-        return self._tensor_epoch()
-
-    def _tensor_epoch(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        assert self.tensors is not None and self.per_epoch is not None
-        x, y = self.tensors
-        order = torch.randperm(len(x), generator=self.order).to(x.device)
-        for b in range(self.per_epoch):
-            idx = order[b * self.batch_size : (b + 1) * self.batch_size]
-            yield x[idx], y[idx]
