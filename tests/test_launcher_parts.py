@@ -103,6 +103,7 @@ def test_launchers_need_a_storage_every_node_reaches(command, monkeypatch) -> No
     assert "--storage is required" in out.output and len(out.output.strip().splitlines()) == 1
 
 
+@pytest.mark.skipif(sys.platform != "linux", reason="the parent-death signal is Linux's")
 def test_worker_process_dies_with_its_launcher(tmp_path) -> None:
     """A node's loss kills the launcher's process: its worker must not train on as an orphan."""
     parent = subprocess.Popen(
