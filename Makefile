@@ -14,7 +14,7 @@ STAMP := $(VENV)/.lrsearch-installed
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install -q $(TORCH_SPEC)
-	$(BIN)/pip install -q -e ".[dev,lightning,transformers,lrfree]"
+	$(BIN)/pip install -q -e ".[dev,lightning,transformers,lrfree,ray,slurm]"
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -8,7 +8,9 @@ from dataclasses import dataclass
 
 from lrsearch.errors import ConfigError
 
-__all__ = ["Slot", "parse_devices"]
+__all__ = ["LAUNCHER_ENV", "Slot", "parse_devices", "placement_tags"]
+
+LAUNCHER_ENV = "LRSEARCH_LAUNCHER"  # where a launcher placed this worker, in its own words
 
 
 @dataclass(frozen=True)
@@ -74,3 +76,18 @@ def parse_devices(
             for k in range(trials_per_device)
         ]
     return slots
+
+
+def placement_tags() -> dict[str, str]:
+    """MLflow tags saying where this worker runs: its launcher's words and the GPUs it sees.
+
+    ``lrsearch.launcher`` is set by the launchers (``ray node=... gpus=...``, ``slurm
+    job=...``, ``kubernetes pod=...``); ``lrsearch.cuda_visible_devices`` is the worker's
+    ``CUDA_VISIBLE_DEVICES`` as its engine (or lrsearch's supervisor) set it.
+    """
+    tags = {}
+    if launcher := os.environ.get(LAUNCHER_ENV):
+        tags["lrsearch.launcher"] = launcher
+    if (visible := os.environ.get("CUDA_VISIBLE_DEVICES")) is not None:
+        tags["lrsearch.cuda_visible_devices"] = visible
+    return tags

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from optuna.trial import TrialState
 
 from lrsearch.checkpoints import checkpoint_root, remove_stale
+from lrsearch.devices import placement_tags
 from lrsearch.errors import TrackingError
 from lrsearch.heartbeat import fail_stale
 from lrsearch.objective import Observe, Outcome, TrialSpec
@@ -154,6 +155,7 @@ def observe_trials(recorder: StudyRecorder, handle: StudyHandle) -> Observe:
                 "optuna.study": handle.name,
                 "optuna.trial_number": str(spec.number),
                 "lrsearch.device": spec.device,
+                **placement_tags(),  # where a launcher placed the worker, the GPUs it sees
                 # an annihilation tail: the trial whose cycle it shares ([branching])
                 **(
                     {"lrsearch.branch_of": str(spec.branch_of)}

@@ -55,7 +55,7 @@ LAYERS: list[tuple[str, set[str]]] = [
             "trials",
         },
     ),
-    ("execution", {"workers", "supervisor", "devices", "recording", "progress"}),
+    ("execution", {"workers", "supervisor", "devices", "recording", "progress", "launchers"}),
     ("surface", {"cli", "harness"}),
 ]
 LAYER_OF = {module: i for i, (_, modules) in enumerate(LAYERS) for module in modules}

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import signal
 
-from lrsearch.cli import _bench, _calibrate, _proxy, _study, _train  # noqa: F401  (registers the commands)
+from lrsearch.cli import _bench, _calibrate, _launch, _proxy, _study, _train  # noqa: F401  (registers the commands)
 from lrsearch.cli._common import cli
 
 __all__ = ["cli", "main"]
