@@ -29,8 +29,10 @@ PYTEST_JOBS ?= auto --maxprocesses 4
 test: $(STAMP)
 	$(BIN)/python -m pytest -q $(if $(filter 0,$(PYTEST_JOBS)),,-n $(PYTEST_JOBS)); rc=$$?; echo $$rc > .pytest-rc; exit $$rc
 
+# Its tests mostly wait (restarts, outages, heartbeats): two at a time fit two cores.
+DIST_JOBS ?= 2
 test-distributed: $(STAMP)
-	$(BIN)/python -m pytest -q -m "(postgres or process) and not load and not slow" --durations=8; rc=$$?; echo $$rc > .pytest-rc; exit $$rc
+	$(BIN)/python -m pytest -q -m "(postgres or process) and not load and not slow" -n $(DIST_JOBS) --dist worksteal --durations=8; rc=$$?; echo $$rc > .pytest-rc; exit $$rc
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow
