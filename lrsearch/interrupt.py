@@ -7,6 +7,10 @@ record the trial it interrupts, and the trial and its MLflow run stay RUNNING. I
 trial loop call :func:`check` between steps, where no write is in flight, and a trial stopped
 there ends truthfully (FAIL in Optuna, KILLED in MLflow). A third Ctrl-C forces an immediate
 stop for someone who cannot wait.
+
+SIGTERM is how clusters preempt (Kubernetes, Slurm): a stop it asks for is a *preemption*
+(:func:`preempted`, :class:`Preempted`), after which the interrupted trial is queued again and
+resumes from its last checkpoint; a Ctrl-C is the user's own stop, and the trial is not retried.
 """
 
 from __future__ import annotations
@@ -18,7 +22,15 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import FrameType
 
-__all__ = ["StopRequested", "check", "deferred_interrupts", "request", "requested"]
+__all__ = [
+    "Preempted",
+    "StopRequested",
+    "check",
+    "deferred_interrupts",
+    "preempted",
+    "request",
+    "requested",
+]
 
 FORCE_AFTER = 3  # Ctrl-C presses
 
@@ -27,12 +39,24 @@ class StopRequested(KeyboardInterrupt):
     """Raised at a safe point after Ctrl-C (or SIGTERM) asked the process to stop."""
 
 
+class Preempted(StopRequested):
+    """Raised at a safe point after SIGTERM: the process is being preempted."""
+
+
 _stop = threading.Event()
+_preempt = threading.Event()
 
 
-def request() -> None:
-    """Ask this process to stop at the next safe point."""
+def request(*, preempt: bool = False) -> None:
+    """Ask this process to stop at the next safe point (``preempt``: SIGTERM's stop)."""
+    if preempt:
+        _preempt.set()
     _stop.set()
+
+
+def preempted() -> bool:
+    """Whether the stop asked for is a preemption (SIGTERM), not the user's Ctrl-C."""
+    return _preempt.is_set()
 
 
 def requested() -> bool:
@@ -43,6 +67,8 @@ def requested() -> bool:
 def check() -> None:
     """Raise :class:`StopRequested` if a stop was asked for; call where nothing is half-written."""
     if _stop.is_set():
+        if _preempt.is_set():
+            raise Preempted("preempted (SIGTERM)")
         raise StopRequested("interrupted")
 
 
@@ -74,7 +100,7 @@ def deferred_interrupts(echo: Callable[[str], None] = _say) -> Iterator[None]:
         request()
 
     def on_sigterm(signum: int, frame: FrameType | None) -> None:
-        request()
+        request(preempt=True)
 
     old_int = signal.signal(signal.SIGINT, on_sigint)
     old_term = signal.signal(signal.SIGTERM, on_sigterm)

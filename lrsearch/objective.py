@@ -38,7 +38,7 @@ from lrsearch.heartbeat import beating, fail_stale
 from lrsearch.pruning import PruneDecision, last_decision
 from lrsearch.schedules import MetricDriven
 from lrsearch.space import derived_params
-from lrsearch.storage import read_trials, system_attrs
+from lrsearch.storage import read_trials, requeue_trial, system_attrs
 from lrsearch.study import FINISHED, StudyHandle
 from lrsearch.trials import (
     BRANCH_OF,
@@ -237,9 +237,15 @@ class Objective:
         try:
             result = self._train(trial, spec, observer)
         except BaseException as exc:
+            # SIGTERM (a cluster preempting this worker): the trial is queued again at once and
+            # its checkpoints stay for the retry; the user's Ctrl-C retries nothing
+            preempted = isinstance(exc, interrupt.Preempted)
+            self._close_checkpoints(trial.number, remove=not preempted)
             outcome = _failure(exc)
             if outcome is not None:
                 self._end(trial, observer, outcome, started)
+            if preempted:
+                requeue_trial(self.handle.study, trial)
             raise
         finally:
             self._close_checkpoints(trial.number)  # ended, one way or another: not resumed
@@ -367,11 +373,13 @@ class Objective:
             return spec
         return dataclasses.replace(spec, resumed_from_epoch=resumed.epoch)
 
-    def _close_checkpoints(self, number: int) -> None:
-        """The trial has ended: remove its checkpoints, keep what they cost for ``_end``."""
+    def _close_checkpoints(self, number: int, *, remove: bool = True) -> None:
+        """The trial has ended: remove its checkpoints (unless a retry resumes from them, after
+        a preemption), keep what they cost for ``_end``."""
         checkpoints, _ = self._checkpoints.pop(number, (None, None))
         if checkpoints is not None:
-            checkpoints.remove()
+            if remove:
+                checkpoints.remove()
             self._checkpoint_costs[number] = checkpoints.stats()
 
     # --- end of trial checkpoints ---------------------------------------------------------
@@ -454,6 +462,11 @@ def _failure(exc: BaseException) -> Outcome | None:
     """The outcome of a trial that raised, or None where Optuna's own handling says it all."""
     if isinstance(exc, optuna.TrialPruned):
         return None
+    if isinstance(exc, interrupt.Preempted):
+        reason = (
+            "preempted (SIGTERM): queued again with its parameters, resumed from its checkpoint"
+        )
+        return Outcome("FAIL", reason=reason, interrupted=True)
     reason = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
     if "out of memory" in str(exc).lower():
         reason = f"CUDA out of memory: {reason}"

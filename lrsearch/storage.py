@@ -51,6 +51,7 @@ __all__ = [
     "opening_lock",
     "read_trials",
     "redact",
+    "requeue_trial",
     "retry_callback",
     "served_storage",
     "storage_of",
@@ -188,6 +189,15 @@ def _local_store_path(uri: str) -> Path | None:
     if not text or ":memory:" in text:
         return None
     return Path(text).expanduser().resolve()
+
+
+def requeue_trial(study: optuna.Study, trial: optuna.Trial) -> None:
+    """Queue the retry of a trial this worker is stopping (preempted): a WAITING copy with the
+    same parameters and ``failed_trial`` set, as the heartbeat queues a lost trial's."""
+    storage = storage_of(study)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        retry_callback()(study, storage.get_trial(trial_storage_id(trial)))
 
 
 def retry_callback() -> RetryHeartbeatStaleTrialCallback:

@@ -149,10 +149,16 @@ class Supervisor:
         return recover_worker(self.handle, f"{self.host}:{pid}", self.recorder)
 
     def _stop_all(self) -> None:
-        """Ask every worker to stop (SIGTERM: a stop request there too); give them time to close."""
+        """Ask every worker to stop the way this process was asked; give them time to close.
+
+        SIGTERM (this host preempted) is passed on as SIGTERM: the workers' trials are queued
+        again and resume from their checkpoints; anything else (Ctrl-C, the storage gone) as
+        SIGINT, a stop request that does not retry.
+        """
+        sig = signal.SIGTERM if interrupt.preempted() else signal.SIGINT
         for w in self.workers:
             if w.process.poll() is None:
-                w.process.send_signal(signal.SIGTERM)
+                w.process.send_signal(sig)
         deadline = time.monotonic() + 30
         for w in self.workers:
             try:

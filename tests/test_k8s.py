@@ -97,3 +97,13 @@ def test_commands_in_the_cluster_doc_exist_in_the_cli() -> None:
     assert {args[0] for args in commands} >= {"run", "ray-workers", "slurm-workers", "worker"}
     for args in commands:
         _check_against_cli(args, "docs/cluster.md")
+
+
+def test_checkpoints_go_to_a_volume_every_pod_mounts(job) -> None:
+    """A preempted pod's trial resumes on another pod: its checkpoints must be shared."""
+    worker = _worker(job)
+    env = {e["name"]: e.get("value") for e in worker["env"]}
+    mounts = {m["name"]: m["mountPath"] for m in worker["volumeMounts"]}
+    volumes = {v["name"]: v for v in job["spec"]["template"]["spec"]["volumes"]}
+    assert env["LRSEARCH_CHECKPOINT_DIR"] == mounts["checkpoints"]
+    assert "persistentVolumeClaim" in volumes["checkpoints"]  # not a pod's own emptyDir

@@ -122,6 +122,12 @@ def test_a_trial_killed_in_epoch_10_resumes_and_ends_as_if_never_killed(tmp_path
     # trials could fill the budget of 2 first and leave the retry WAITING).
     time.sleep(3.5)
 
+    _worker_resumes(tmp_path, env, killed_after)
+
+
+def _worker_resumes(tmp_path: Path, env: dict[str, str], killed_after: int) -> None:
+    """A worker runs the lost trial's retry from its checkpoint and a fresh trial; checks."""
+    trial_dir = tmp_path / "checkpoints" / "preempt" / "trial-0"
     worker = subprocess.run(
         [*WORKER, "--allow-workload", "tests.tiny_workloads:*"],
         check=False,
@@ -155,3 +161,38 @@ def test_a_trial_killed_in_epoch_10_resumes_and_ends_as_if_never_killed(tmp_path
     assert run_tags["lrsearch.resumed_from_epoch"] == str(resumed)
 
     assert retry.value == _uninterrupted_value(tmp_path, dead)
+
+
+def test_a_worker_preempted_by_sigterm_queues_its_trial_which_resumes(tmp_path) -> None:
+    """SIGTERM (Kubernetes, Slurm): the trial ends at its next step, FAIL with the reason, and
+    is queued again at once (no heartbeat wait); the next worker resumes it."""
+    study_file = tmp_path / "preempt.toml"
+    study_file.write_text(STUDY)
+    env = _env(tmp_path)
+    run = subprocess.Popen(
+        [sys.executable, "-m", "lrsearch.cli", "run", str(study_file), "--devices", "cpu"],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    trial_dir = tmp_path / "checkpoints" / "preempt" / "trial-0"
+    try:
+        stopped_after = _wait_for_epoch(trial_dir, 9, run)
+    finally:
+        run.send_signal(signal.SIGTERM)
+        _, err = run.communicate(timeout=60)
+    assert "Traceback" not in err, err[-3000:]
+    assert "preempted (SIGTERM); running trials were queued again" in err, err[-3000:]
+    storage = optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(tmp_path / "optuna.journal"))
+    )
+    trials = optuna.load_study(study_name="preempt", storage=storage).trials
+    assert trials[0].state == TrialState.FAIL
+    assert trials[0].user_attrs["fail_reason"].startswith("preempted (SIGTERM)")
+    assert [t.system_attrs.get("failed_trial") for t in trials[1:]] == [0]  # queued at once
+    assert trial_dir.is_dir()  # kept for the retry
+    # the trial may have finished the epoch it was in before it stopped: a later checkpoint
+    last = max(int(n[6:-3]) for n in os.listdir(trial_dir) if n.endswith(".pt"))
+    _worker_resumes(tmp_path, env, max(stopped_after, last))

@@ -131,6 +131,13 @@ def closing_report(outcome: RunOutcome) -> str:
             f"  MLflow UI: lrsearch ui --study {handle.name}  (store: {redact(outcome.tracking_uri)})"
         )
     if outcome.interrupted:
+        from lrsearch import interrupt
+
+        if interrupt.preempted():
+            raise LrsearchError(
+                "preempted (SIGTERM); running trials were queued again and resume from their "
+                "last checkpoints on the next worker. " + lines[0]
+            )
         raise LrsearchError(
             "interrupted; running trials were ended and recorded. Resume with the same command. "
             + lines[0]
