@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import optuna
 import pytest
@@ -99,24 +100,31 @@ def _uninterrupted_value(home: Path, trial: optuna.trial.FrozenTrial) -> float:
     return float(result.val_metric)
 
 
-def test_a_trial_killed_in_epoch_10_resumes_and_ends_as_if_never_killed(tmp_path) -> None:
+def _start_run(tmp_path: Path, env: dict[str, str], **popen: Any) -> subprocess.Popen[str]:
+    """`lrsearch run` of the study in the background (its stderr kept)."""
     study_file = tmp_path / "preempt.toml"
     study_file.write_text(STUDY)
-    env = _env(tmp_path)
-    run = subprocess.Popen(
-        [sys.executable, "-m", "lrsearch.cli", "run", str(study_file), "--devices", "cpu"],
+    command = [sys.executable, "-m", "lrsearch.cli", "run", str(study_file), "--devices", "cpu"]
+    return subprocess.Popen(
+        command,
         env=env,
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
+        stderr=subprocess.PIPE,
+        text=True,
+        **popen,
     )
+
+
+def test_a_trial_killed_in_epoch_10_resumes_and_ends_as_if_never_killed(tmp_path) -> None:
+    env = _env(tmp_path)
+    run = _start_run(tmp_path, env, start_new_session=True)
     trial_dir = tmp_path / "checkpoints" / "preempt" / "trial-0"
     try:
         killed_after = _wait_for_epoch(trial_dir, 9, run)
     finally:
         os.killpg(run.pid, signal.SIGKILL)  # the worker is preempted (in epoch 10)
-        run.wait()
+        run.communicate()
     # Past the heartbeat's grace: the next worker's first budget check finds the trial lost and
     # queues its retry, which runs once that worker's fresh trial is done (otherwise two fresh
     # trials could fill the budget of 2 first and leave the retry WAITING).
@@ -166,17 +174,8 @@ def _worker_resumes(tmp_path: Path, env: dict[str, str], killed_after: int) -> N
 def test_a_worker_preempted_by_sigterm_queues_its_trial_which_resumes(tmp_path) -> None:
     """SIGTERM (Kubernetes, Slurm): the trial ends at its next step, FAIL with the reason, and
     is queued again at once (no heartbeat wait); the next worker resumes it."""
-    study_file = tmp_path / "preempt.toml"
-    study_file.write_text(STUDY)
     env = _env(tmp_path)
-    run = subprocess.Popen(
-        [sys.executable, "-m", "lrsearch.cli", "run", str(study_file), "--devices", "cpu"],
-        env=env,
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    run = _start_run(tmp_path, env)
     trial_dir = tmp_path / "checkpoints" / "preempt" / "trial-0"
     try:
         stopped_after = _wait_for_epoch(trial_dir, 9, run)
