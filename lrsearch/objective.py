@@ -224,7 +224,13 @@ class Objective:
         if not claim(self.handle.study, trial, self.n_trials):
             trial.set_user_attr(SURPLUS, True)
             raise SurplusTrial(f"study already has {self.n_trials} finished or running trials")
-        spec = self._resumable(self.sample(trial))
+        try:
+            spec = self._resumable(self.sample(trial))
+        except Exception as exc:  # a schedule that cannot be built, say: say why, as a failure
+            outcome = _failure(exc)
+            if outcome is not None:
+                trial.set_user_attr(FAIL_REASON, outcome.reason)
+            raise
         observer = self.observe(spec) if self.observe else None
         trial.set_user_attr(DERIVED, dict(spec.derived))  # before training: pruners read it
         if spec.retry_of is not None:

@@ -115,6 +115,21 @@ def test_a_failing_trial_is_told_fail_with_one_line(monkeypatch) -> None:
     assert seen[0].outcome is not None and seen[0].outcome.state == "FAIL"
 
 
+def test_a_trial_whose_schedule_cannot_be_built_says_why(monkeypatch) -> None:
+    handle = _handle()
+
+    def unbuildable(*args, **kwargs):
+        raise ValueError("a one-cycle schedule needs at least 3 steps\nmore")
+
+    monkeypatch.setattr("lrsearch.objective.schedule_of", unbuildable)
+    handle.study.optimize(Objective(handle), n_trials=1, catch=(ValueError,))
+    trial = handle.study.trials[0]
+    assert trial.state == TrialState.FAIL
+    assert trial.user_attrs["fail_reason"] == (
+        "ValueError: a one-cycle schedule needs at least 3 steps"
+    )  # workers print it instead of "unknown error"
+
+
 def test_train_from_study_reproduces_the_best_trial_exactly(tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("LRSEARCH_HOME", str(tmp_path))
     monkeypatch.setenv("LRSEARCH_ALLOW_WORKLOAD", "tests.*")  # the stored workload is a test's
