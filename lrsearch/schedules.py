@@ -28,6 +28,13 @@ from typing import Any, ClassVar, Protocol, Self, runtime_checkable
 import numpy as np
 from numpy.typing import NDArray
 
+from lrsearch._schedule_math import (
+    check_choice,
+    check_count,
+    check_momentum_pair,
+    check_number,
+    piecewise,
+)
 from lrsearch.defaults import SMITH_DEFAULTS
 
 __all__ = [
@@ -52,79 +59,6 @@ _SHAPES = ("linear", "cos")
 # one step at a time, and a numpy call per step would cost more than the maths.
 _BLOCK = 1024
 _CYCLIC_MODES = ("triangular", "triangular2", "exp_range")
-
-
-# --- argument checks: each names the argument and the rule it broke -----------------------
-
-
-def _count(name: str, value: object, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {name}={value!r}")
-    return int(value)
-
-
-def _number(
-    name: str,
-    value: object,
-    *,
-    low: float = -math.inf,
-    high: float = math.inf,
-    low_open: bool = False,
-    high_open: bool = False,
-) -> float:
-    """Return ``value`` as a float if it is finite and inside the given interval."""
-    if high == math.inf:
-        rule = f"> {low:g}" if low_open else f">= {low:g}"
-    else:
-        rule = f"in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
-    if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
-        raise ValueError(f"{name} must be a number {rule}, got {name}={value!r}")
-    x = float(value)
-    below = x <= low if low_open else x < low
-    above = x >= high if high_open else x > high
-    if not math.isfinite(x) or below or above:
-        raise ValueError(f"{name} must be {rule}, got {name}={value!r}")
-    return x
-
-
-def _choice(name: str, value: object, choices: Sequence[str]) -> str:
-    if value not in choices:
-        raise ValueError(f"{name} must be one of {list(choices)}, got {name}={value!r}")
-    return str(value)
-
-
-def _momentum_pair(momentum: Sequence[float] | None) -> tuple[float, float] | None:
-    """Check a ``(high, low)`` momentum pair: ``1 > high >= low >= 0``."""
-    if momentum is None:
-        return None
-    if isinstance(momentum, str) or not isinstance(momentum, Sequence) or len(momentum) != 2:
-        raise ValueError(f"momentum must be a (high, low) pair or None, got {momentum=}")
-    high, low = (_number("momentum", m, low=0, high=1, high_open=True) for m in momentum)
-    if high < low:
-        raise ValueError(f"momentum must be (high, low) with high >= low, got {momentum=}")
-    return high, low
-
-
-def _piecewise(
-    steps: IntArray, knots: Sequence[int], values: Sequence[float], shape: str
-) -> FloatArray:
-    """Interpolate ``values`` given at increasing step indices ``knots``, evaluated at ``steps``.
-
-    ``steps`` must be ``>= knots[0]``. ``shape="cos"`` eases every segment with half a cosine.
-    Knots are hit exactly.
-    """
-    x = np.asarray(knots, dtype=np.float64)
-    y = np.asarray(values, dtype=np.float64)
-    seg = np.minimum(np.searchsorted(x, steps, side="right") - 1, len(x) - 2)
-    x0, x1, y0, y1 = x[seg], x[seg + 1], y[seg], y[seg + 1]
-    t = (steps - x0) / (x1 - x0)
-    if shape == "cos":
-        t = (1.0 - np.cos(np.pi * t)) / 2.0
-    # The same arithmetic as torch's linear anneal, (end - start) * pct + start.
-    out = (y1 - y0) * t + y0
-    at_end = t >= 1.0
-    out[at_end] = y1[at_end]
-    return out
 
 
 # --- the base ----------------------------------------------------------------------------
@@ -216,7 +150,7 @@ class Schedule(abc.ABC):
 
     def _block_at(self, step: int) -> tuple[FloatArray, FloatArray | None]:
         """LRs and momenta of the ``_BLOCK`` steps holding ``step``, computed once per block."""
-        step = _count("step", step, 0)
+        step = check_count("step", step, 0)
         total = self._total_steps
         if total is not None and step >= total:
             raise ValueError(
@@ -244,7 +178,7 @@ class Schedule(abc.ABC):
             if total is None:
                 raise ValueError(f"n_steps is required: {type(self).__name__} has no total_steps")
             n_steps = total
-        n = _count("n_steps", n_steps, 0)
+        n = check_count("n_steps", n_steps, 0)
         if total is not None and n > total:
             raise ValueError(f"n_steps must be <= total_steps={total}, got {n_steps=}")
         return np.arange(n, dtype=np.int64)
@@ -317,13 +251,13 @@ class OneCycle(Schedule):
         ),
         shape: str = "linear",
     ) -> None:
-        self.max_lr = _number("max_lr", max_lr, low=0, low_open=True)
-        self._total_steps = _count("total_steps", total_steps, 3)
-        self.div_factor = _number("div_factor", div_factor, low=1, low_open=True)
-        self.cycle_frac = _number("cycle_frac", cycle_frac, low=0, high=1, low_open=True)
-        self.annihilation = _number("annihilation", annihilation, low=1)
-        self.momentum = _momentum_pair(momentum)
-        self.shape = _choice("shape", shape, _SHAPES)
+        self.max_lr = check_number("max_lr", max_lr, low=0, low_open=True)
+        self._total_steps = check_count("total_steps", total_steps, 3)
+        self.div_factor = check_number("div_factor", div_factor, low=1, low_open=True)
+        self.cycle_frac = check_number("cycle_frac", cycle_frac, low=0, high=1, low_open=True)
+        self.annihilation = check_number("annihilation", annihilation, low=1)
+        self.momentum = check_momentum_pair(momentum)
+        self.shape = check_choice("shape", shape, _SHAPES)
 
     @property
     def total_steps(self) -> int:
@@ -361,14 +295,14 @@ class OneCycle(Schedule):
     def _lr_values(self, steps: IntArray) -> FloatArray:
         knots = self._knots()
         values = [self.lower_lr, self.max_lr, self.lower_lr, self.final_lr][: len(knots)]
-        return _piecewise(steps, knots, values, self.shape)
+        return piecewise(steps, knots, values, self.shape)
 
     def _momentum_values(self, steps: IntArray) -> FloatArray | None:
         if self.momentum is None:
             return None
         high, low = self.momentum
         knots = self._knots()
-        return _piecewise(steps, knots, [high, low, high, high][: len(knots)], self.shape)
+        return piecewise(steps, knots, [high, low, high, high][: len(knots)], self.shape)
 
     def _params(self) -> dict[str, Any]:
         return {
@@ -418,16 +352,16 @@ class Cyclic(Schedule):
         momentum: Sequence[float] | None = None,
         total_steps: int | None = None,
     ) -> None:
-        self.base_lr = _number("base_lr", base_lr, low=0, low_open=True)
-        self.max_lr = _number("max_lr", max_lr, low=0, low_open=True)
+        self.base_lr = check_number("base_lr", base_lr, low=0, low_open=True)
+        self.max_lr = check_number("max_lr", max_lr, low=0, low_open=True)
         if self.max_lr <= self.base_lr:
             raise ValueError(f"max_lr must be > base_lr, got {max_lr=}, {base_lr=}")
-        self.step_size = _count("step_size", step_size, 1)
-        self.mode = _choice("mode", mode, _CYCLIC_MODES)
-        self.gamma = _number("gamma", gamma, low=0, high=1, low_open=True)
-        self.momentum = _momentum_pair(momentum)
+        self.step_size = check_count("step_size", step_size, 1)
+        self.mode = check_choice("mode", mode, _CYCLIC_MODES)
+        self.gamma = check_number("gamma", gamma, low=0, high=1, low_open=True)
+        self.momentum = check_momentum_pair(momentum)
         if total_steps is not None:
-            self._total_steps = _count("total_steps", total_steps, 1)
+            self._total_steps = check_count("total_steps", total_steps, 1)
 
     def _height(self, steps: IntArray) -> FloatArray:
         """Fraction of the full amplitude at each step, in [0, 1] (torch's arithmetic)."""
@@ -472,9 +406,9 @@ class _RampSchedule(Schedule):
 
     def __init__(self, start_lr: float, end_lr: float, n_steps: int) -> None:
         positive = not self._zero_allowed
-        self.start_lr = _number("start_lr", start_lr, low=0, low_open=positive)
-        self.end_lr = _number("end_lr", end_lr, low=0, low_open=positive)
-        self._total_steps = _count("n_steps", n_steps, 2)
+        self.start_lr = check_number("start_lr", start_lr, low=0, low_open=positive)
+        self.end_lr = check_number("end_lr", end_lr, low=0, low_open=positive)
+        self._total_steps = check_count("n_steps", n_steps, 2)
 
     @property
     def n_steps(self) -> int:
@@ -517,7 +451,7 @@ class LinearRamp(_RampSchedule):
     _zero_allowed = True
 
     def _lr_values(self, steps: IntArray) -> FloatArray:
-        return _piecewise(steps, [0, self.n_steps - 1], [self.start_lr, self.end_lr], "linear")
+        return piecewise(steps, [0, self.n_steps - 1], [self.start_lr, self.end_lr], "linear")
 
 
 class Constant(Schedule):
@@ -531,9 +465,9 @@ class Constant(Schedule):
     kind = "constant"
 
     def __init__(self, lr: float, *, total_steps: int | None = None) -> None:
-        self.lr = _number("lr", lr, low=0, low_open=True)
+        self.lr = check_number("lr", lr, low=0, low_open=True)
         if total_steps is not None:
-            self._total_steps = _count("total_steps", total_steps, 1)
+            self._total_steps = check_count("total_steps", total_steps, 1)
 
     def _lr_values(self, steps: IntArray) -> FloatArray:
         return np.full(steps.shape, self.lr)
@@ -607,16 +541,16 @@ class PlateauDecay(Schedule):
         threshold_mode: str = "rel",
         eps: float = 1e-8,
     ) -> None:
-        self.lr = _number("lr", lr, low=0, low_open=True)
-        self.factor = _number("factor", factor, low=0, high=1, low_open=True, high_open=True)
-        self.patience = _count("patience", patience, 0)
-        self.cooldown = _count("cooldown", cooldown, 0)
-        self.min_lr = _number("min_lr", min_lr, low=0)
-        self.mode = _choice("mode", mode, ("min", "max"))
-        self.threshold_mode = _choice("threshold_mode", threshold_mode, ("rel", "abs"))
+        self.lr = check_number("lr", lr, low=0, low_open=True)
+        self.factor = check_number("factor", factor, low=0, high=1, low_open=True, high_open=True)
+        self.patience = check_count("patience", patience, 0)
+        self.cooldown = check_count("cooldown", cooldown, 0)
+        self.min_lr = check_number("min_lr", min_lr, low=0)
+        self.mode = check_choice("mode", mode, ("min", "max"))
+        self.threshold_mode = check_choice("threshold_mode", threshold_mode, ("rel", "abs"))
         high = 1.0 if self.threshold_mode == "rel" else math.inf
-        self.min_delta = _number("min_delta", min_delta, low=0, high=high, high_open=True)
-        self.eps = _number("eps", eps, low=0)
+        self.min_delta = check_number("min_delta", min_delta, low=0, high=high, high_open=True)
+        self.eps = check_number("eps", eps, low=0)
         self._history: list[float] = []
         self._lrs: list[float] = [self.lr]
         self._best = math.inf if self.mode == "min" else -math.inf
@@ -731,9 +665,9 @@ class Warmup(Schedule):
         decay: str = "constant",
         group_settings: Mapping[str, float] | None = None,
     ) -> None:
-        self.lr = _number("lr", lr, low=0, low_open=True)
-        self._total_steps = _count("total_steps", total_steps, 1)
-        self.warmup_steps = _count("warmup_steps", warmup_steps, 0)
+        self.lr = check_number("lr", lr, low=0, low_open=True)
+        self._total_steps = check_count("total_steps", total_steps, 1)
+        self.warmup_steps = check_count("warmup_steps", warmup_steps, 0)
         if self.warmup_steps >= self._total_steps:
             raise ValueError(
                 f"warmup_steps must be < total_steps={total_steps}, got {warmup_steps=}"

@@ -20,7 +20,10 @@ PKG = Path(lrsearch.__file__).parent
 
 # DESIGN.md's layers, top (imports nothing of lrsearch's below it) to bottom.
 LAYERS: list[tuple[str, set[str]]] = [
-    ("schedule math", {"errors", "interrupt", "defaults", "paths", "schedules", "policies"}),
+    (
+        "schedule math",
+        {"errors", "interrupt", "defaults", "paths", "schedules", "_schedule_math", "policies"},
+    ),
     ("prior math", {"prior", "suggest", "config"}),
     (
         "torch parts",
