@@ -93,6 +93,10 @@ class TrialRecord:
     ) -> dict[str, Any]:
         """Close the run for a trial that ended ``state`` (COMPLETE, PRUNED or FAIL).
 
+        With a tracker that ends runs in the background (an MLflow writer process), the
+        close goes to the sender thread, after the trial's last points, and this returns at
+        once: what goes wrong then is a warning and a tag on the run, not in the result.
+
         Returns:
             What went wrong with the record, if anything (``tracking_error``,
             ``metrics_not_logged``), for the caller to keep with the trial.
