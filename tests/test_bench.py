@@ -141,6 +141,8 @@ def test_smoke_bench_writes_a_well_formed_report(tmp_path) -> None:
     for variant in report["overhead"]["variants"].values():
         assert _number(variant["median_ratio"]) and variant["median_ratio"] > 0
         assert variant["same_result"] is True  # the bare twin trained exactly the same run
+        # with the MLflow writer process's CPU added: never below the training process's own
+        assert variant["median_total_cpu_ratio"] >= variant["median_cpu_ratio"] - 1e-9
     _check_storage(report["storage"], report["settings"], report["targets"])
     assert {t["status"] for t in report["targets"]} <= {"met", "missed", "not measured"}
 

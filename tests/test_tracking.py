@@ -344,7 +344,9 @@ class TestTrackerContract:
 def test_step_metrics_go_out_in_batches_never_one_by_one(
     store: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    tracker = MlflowTracker(local_tracking_uri(store)[0])
+    # In process, to spy on the client; the writer process runs the same _write_here
+    # (tests/test_tracking_writer.py)
+    tracker = MlflowTracker(local_tracking_uri(store)[0], writer=False)
     client = tracker._client
     sizes: list[int] = []
     real_log_batch = client.log_batch

@@ -35,6 +35,7 @@ def _check_status(status: str) -> None:
 
 
 Pairs = list[tuple[str, str]]
+_SENDER = "lrsearch-mlflow"  # the sender thread's name
 
 
 class _Point(NamedTuple):
@@ -250,7 +251,12 @@ class Tracker(abc.ABC):
         flush_every: a :class:`TrialRun` sends its buffer once it holds this many points.
         flush_seconds: ... or, at an epoch's end, once its last send is this many seconds old.
         points_logged: metric points sent by this tracker, over all runs.
+        ends_in_background: a trial run's end (its last points, then its status) goes out on
+            the sender thread, after the points already handed to it, while training goes on;
+            :meth:`drain` waits for it (reads of runs and :meth:`end_run` do).
     """
+
+    ends_in_background = False
 
     def __init__(self, *, flush_every: int = 1000, flush_seconds: float = 5.0) -> None:
         if flush_every < 1:
@@ -269,8 +275,14 @@ class Tracker(abc.ABC):
     def _sender(self) -> ThreadPoolExecutor:
         """One background thread per tracker: step metrics go out in order, off the hot loop."""
         if self._executor is None:
-            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lrsearch-mlflow")
+            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=_SENDER)
         return self._executor
+
+    def drain(self) -> None:
+        """Wait until everything handed to the sender thread so far is written (or failed)."""
+        on_sender = threading.current_thread().name.startswith(_SENDER)
+        if self._executor is not None and not on_sender:  # (there, all before it is done)
+            self._executor.submit(lambda: None).result()
 
     def start_study(
         self, study_name: str, *, params: Mapping[str, Any], tags: Mapping[str, Any]
@@ -367,6 +379,7 @@ class Tracker(abc.ABC):
     def end_run(self, run_id: str, status: Status) -> None:
         """Flush the run's open recorder if it has one, then mark the run ``status``."""
         _check_status(status)
+        self.drain()  # a trial's end still on its way: after it, not before
         recorder = self._open.get(run_id)
         if recorder is not None:
             recorder.end(status)
@@ -375,6 +388,7 @@ class Tracker(abc.ABC):
 
     def find_trial_runs(self, study_name: str) -> list[TrialRunInfo]:
         """Every trial run of the study, ordered by trial number, then start time."""
+        self.drain()  # the runs as they will be, trial ends still on the sender included
         experiment_id = self._experiment(study_name, create=False)
         if experiment_id is None:
             return []
@@ -383,7 +397,8 @@ class Tracker(abc.ABC):
         return [TrialRunInfo(r.run_id, int(r.tags[TRIAL]), r.status) for r in records]
 
     def flush(self) -> None:
-        """Send what every open :class:`TrialRun` still buffers."""
+        """Send what every open :class:`TrialRun` still buffers, and wait for trial ends."""
+        self.drain()
         for recorder in list(self._open.values()):
             recorder.flush()
 

@@ -17,6 +17,8 @@ from typing import Any
 from lrsearch.errors import TrackingError
 from lrsearch.tracking._base import ROLE, Pairs, Tracker, _Point, _RunRecord
 from lrsearch.tracking._scrub import redact_url, scrub, without_userinfo
+from lrsearch.tracking._writer import ENV, shared_writer
+from lrsearch.tracking._writer import main as writer_main
 
 
 def local_tracking_uri(root_dir: Path) -> tuple[str, str]:
@@ -109,6 +111,10 @@ class MlflowTracker(Tracker):
         flush_every: points a :class:`TrialRun` buffers before it sends them.
         flush_seconds: at an epoch's end, send what is buffered once the last send is this old.
         timeout_s: how long the reachability check of a server or database may take.
+        writer: write through a writer process (see ``lrsearch.tracking._writer``) rather than
+            in this process; by default yes, unless the environment has
+            ``LRSEARCH_MLFLOW_WRITER=0``. With it a trial run's end goes out in the background
+            (:attr:`Tracker.ends_in_background`).
 
     Raises:
         TrackingError: the store cannot be reached or opened.
@@ -122,6 +128,7 @@ class MlflowTracker(Tracker):
         flush_every: int = 1000,
         flush_seconds: float = 5.0,
         timeout_s: float = 3.0,
+        writer: bool | None = None,
     ) -> None:
         super().__init__(flush_every=flush_every, flush_seconds=flush_seconds)
         self.tracking_uri = tracking_uri
@@ -141,6 +148,10 @@ class MlflowTracker(Tracker):
                     if not repair_interrupted_migration(self.tracking_uri, exc):
                         raise
                     self._client = _open_client(self.tracking_uri, remote)
+        if writer is None:
+            writer = os.environ.get(ENV, "1") != "0"
+        self._writer = shared_writer() if writer else None
+        self.ends_in_background = self._writer is not None
 
     def __repr__(self) -> str:
         return f"MlflowTracker({redact_url(self.tracking_uri)!r})"
@@ -215,34 +226,68 @@ class MlflowTracker(Tracker):
         with self._errors(f"reading run {run_id}"):
             return dict(self._client.get_run(run_id).data.params)
 
+    # Writes: in the writer process where there is one (the *_here methods run there).
     def _write(self, run_id: str, points: Sequence[_Point], params: Pairs, tags: Pairs) -> None:
+        self._through_writer("_write_here", run_id, [tuple(p) for p in points], params, tags)
+
+    def _set_status(self, run_id: str, status: str) -> None:
+        self._through_writer("_set_status_here", run_id, status)
+
+    def _delete_run(self, run_id: str) -> None:
+        self._through_writer("_delete_run_here", run_id)
+
+    def _log_text(self, run_id: str, artifact_file: str, text: str) -> None:
+        self._through_writer("_log_text_here", run_id, artifact_file, text)
+
+    def _log_file(self, run_id: str, path: Path, artifact_path: str | None) -> None:
+        self._through_writer("_log_file_here", run_id, path, artifact_path)
+
+    def _through_writer(self, op: str, *args: Any) -> None:
+        writer = self._writer
+        if writer is not None and writer.pid != os.getpid():  # forked: the parent's pipes
+            writer = self._writer = shared_writer()
+        if writer is None or writer.dead is not None:  # gone: said once, in one line
+            getattr(self, op)(*args)
+            return
+        writer.call((self.tracking_uri, self.artifact_root), op, *args)
+
+    def writer_cpu_seconds(self) -> float | None:
+        """CPU seconds the writer process has used so far; None without a live one."""
+        writer = self._writer
+        if writer is None or writer.dead is not None or writer.pid != os.getpid():
+            return None
+        return float(writer.call((self.tracking_uri, self.artifact_root), "cpu_seconds"))
+
+    def _write_here(
+        self, run_id: str, points: Sequence[tuple[str, float, int, int]], params: Pairs, tags: Pairs
+    ) -> None:
         from mlflow.entities import Metric, Param, RunTag
 
         with self._errors(f"logging to run {run_id}"):
             self._client.log_batch(
                 run_id,
-                metrics=[Metric(p.key, p.value, p.timestamp, p.step) for p in points],
+                metrics=[Metric(key, value, at, step) for key, value, at, step in points],
                 params=[Param(k, v) for k, v in params],
                 tags=[RunTag(k, v) for k, v in tags],
                 synchronous=True,  # async logging would make points_logged a promise, not a count
             )
 
-    def _set_status(self, run_id: str, status: str) -> None:
+    def _set_status_here(self, run_id: str, status: str) -> None:
         with self._errors(f"setting run {run_id} {status}"):
             if status == "RUNNING":
                 self._client.update_run(run_id, status="RUNNING")
             else:
                 self._client.set_terminated(run_id, status=status)
 
-    def _delete_run(self, run_id: str) -> None:
+    def _delete_run_here(self, run_id: str) -> None:
         with self._errors(f"deleting run {run_id}"):
             self._client.delete_run(run_id)
 
-    def _log_text(self, run_id: str, artifact_file: str, text: str) -> None:
+    def _log_text_here(self, run_id: str, artifact_file: str, text: str) -> None:
         with self._errors(f"storing {artifact_file} for run {run_id}"):
             self._client.log_text(run_id, text, artifact_file)
 
-    def _log_file(self, run_id: str, path: Path, artifact_path: str | None) -> None:
+    def _log_file_here(self, run_id: str, path: Path, artifact_path: str | None) -> None:
         with self._errors(f"storing {path.name} for run {run_id}"):
             self._client.log_artifact(run_id, str(path), artifact_path)
 
@@ -270,6 +315,11 @@ class MlflowTracker(Tracker):
                 return False
             self._client.set_experiment_tag(experiment_id, EXPERIMENT_KIND_TAG, ML_EXPERIMENT_KIND)
         return True
+
+
+def serve_writer(argv: list[str]) -> None:
+    """The writer process's entry point (see ``lrsearch.tracking._writer``)."""
+    writer_main(argv, lambda uri, root: MlflowTracker(uri, artifact_root=root, writer=False))
 
 
 @contextmanager

@@ -93,32 +93,50 @@ class TrialRecord:
     ) -> dict[str, Any]:
         """Close the run for a trial that ended ``state`` (COMPLETE, PRUNED or FAIL).
 
+        With a tracker that ends runs in the background (an MLflow writer process), the
+        close goes to the sender thread, after the trial's last points, and this returns at
+        once: what goes wrong then is a warning and a tag on the run, not in the result.
+
         Returns:
             What went wrong with the record, if anything (``tracking_error``,
             ``metrics_not_logged``), for the caller to keep with the trial.
         """
-        try:
-            self._artifacts.result()  # raises what the sender thread raised
-        except Exception as exc:  # the record is incomplete, the trial's result stands
-            self.problems["tracking_error"] = f"params or schedule artifact not logged: {exc}"
         status = "KILLED" if interrupted else _ENDS[state]
         tags = {"lrsearch.state": state, **(extra_tags or {})}
         if state != "COMPLETE":  # the runs table shows the state where MLflow's icon cannot
             tags["mlflow.runName"] = f"trial-{self.number} {state.lower()}"
         if reason:
             tags["lrsearch.reason"] = reason
+        if final is not None:
+            self._run.log_epoch(final[0], **{f"final_val_{self.metric}": final[1]})
+        duration = {"duration_s": round(time.perf_counter() - self._started, 3)}
+        tracker = self._run._tracker
+        if tracker.ends_in_background:
+            # After the trial's last points, on the sender thread; the next trial trains
+            # meanwhile. What goes wrong then is a warning and a tag on the run.
+            tracker._sender().submit(self._close, state, status, tags, duration, warn=True)
+            return dict(self.problems)
+        self._close(state, status, tags, duration, warn=False)
+        return self.problems
+
+    def _close(
+        self, state: str, status: str, tags: dict[str, str], params: dict[str, Any], *, warn: bool
+    ) -> None:
         try:
-            if final is not None:
-                self._run.log_epoch(final[0], **{f"final_val_{self.metric}": final[1]})
-            duration = {"duration_s": round(time.perf_counter() - self._started, 3)}
-            self._run.end(status, tags=tags, params=duration)
+            self._artifacts.result()  # raises what the sender thread raised
+        except Exception as exc:  # the record is incomplete, the trial's result stands
+            problem = f"params or schedule artifact not logged: {exc}"
+            self.problems["tracking_error"] = problem
+            if warn:
+                _warn(f"trial {self.number}: {problem}")
+        try:
+            self._run.end(status, tags=tags, params=params)
             if self._run.points_unsent:
                 self.problems["metrics_not_logged"] = self._run.points_unsent
         except TrackingError as exc:
             message = f"trial ended {state} but its MLflow run could not be closed: {exc}"
             self.problems["tracking_error"] = message
             _warn(message)
-        return self.problems
 
 
 class StudyRecorder:

@@ -125,7 +125,7 @@ def study_experiment(
     start even where this fails, so every problem here is a ``note``, not an error.
     """
     try:
-        tracker = MlflowTracker(uri) if store_exists(uri) else None
+        tracker = MlflowTracker(uri, writer=False) if store_exists(uri) else None  # reads
         experiment_id = tracker.experiment_id(name) if tracker else None
     except TrackingError as exc:
         note(f"note: {exc}")
