@@ -272,14 +272,16 @@ def test_a_study_runs_through_the_proxy(tmp_path: Path, pg_url: str, proxy_over)
     assert retrain.exit_code == 0, retrain.output
 
 
-@pytest.mark.postgres  # CI's distributed stage; small: 3 trials of 4 epochs
+@pytest.mark.postgres  # CI's distributed stage; small: 3 trials of 12 epochs
 def test_a_sigkilled_worker_behind_the_proxy_is_failed_retried_and_its_run_failed(
     tmp_path: Path,
     pg_url: str,  # noqa: F811
     proxy_over,
 ) -> None:
     grpc_url = proxy_over(pg_url)
-    f = _study_file(tmp_path, "lost", n_trials=3, epochs=4, n=2048)
+    # trials long enough (12 epochs) that the test, polling through a busy machine, sees the
+    # worker's trial training before that worker is done with the study
+    f = _study_file(tmp_path, "lost", n_trials=3, epochs=12, n=2048)
     env = _env(tmp_path, LRSEARCH_HEARTBEAT_S="1", LRSEARCH_GRACE_S="3")
     created = _lrsearch(
         "run", str(f), "--storage", grpc_url, "--devices", "cpu", "--n-trials", "1", env=env
@@ -295,7 +297,7 @@ def test_a_sigkilled_worker_behind_the_proxy_is_failed_retried_and_its_run_faile
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    victim = _wait_for_running(pg_url, "lost", worker.pid)
+    victim = _wait_for_running(pg_url, "lost", worker.pid, timeout=120)
     os.kill(worker.pid, signal.SIGKILL)  # a host lost: nobody is there to notice but a heartbeat
     worker.wait()
 
