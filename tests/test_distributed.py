@@ -491,7 +491,8 @@ def _alive(pid: int) -> bool:
 
 def test_orchestrator_killed_and_restarted(tmp_path, pg_url) -> None:
     """SIGKILL `lrsearch run` mid-study: its workers finish their trials, a restart resumes."""
-    f = _study_file(tmp_path, "orch", n_trials=4, epochs=4, n=2048)
+    # trials long enough (12 epochs) that a poll through a busy machine sees one training
+    f = _study_file(tmp_path, "orch", n_trials=4, epochs=12, n=2048)
     env = _env(tmp_path)
     run = start_run(f, pg_url, env)
     deadline = time.monotonic() + 120

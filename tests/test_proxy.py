@@ -300,6 +300,9 @@ def test_a_sigkilled_worker_behind_the_proxy_is_failed_retried_and_its_run_faile
     victim = _wait_for_running(pg_url, "lost", worker.pid, timeout=120)
     os.kill(worker.pid, signal.SIGKILL)  # a host lost: nobody is there to notice but a heartbeat
     worker.wait()
+    # Past the heartbeat's grace (3 s + a beat): the next worker's first ask finds the trial
+    # lost and queues its retry before any fresh trial can fill the budget of 3.
+    time.sleep(4.5)
 
     out = _lrsearch(*command, env=worker_env)
     assert out.returncode == 0, out.stderr[-3000:]
