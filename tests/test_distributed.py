@@ -243,6 +243,10 @@ def test_sigkilled_worker_trial_is_failed_requeued_and_its_run_failed(tmp_path, 
     os.kill(worker.pid, signal.SIGKILL)
     worker.wait()
     killed_at = time.monotonic()
+    # Past the heartbeat's grace (4 s + a beat), as a restarted worker waits (launchers): the
+    # next worker's first ask finds the trial lost and queues its retry before any fresh trial
+    # can fill the budget (a worker that asks sooner may, and the retry then never runs).
+    time.sleep(5.5)
 
     out = _lrsearch(
         "worker",
