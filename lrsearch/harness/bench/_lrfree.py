@@ -17,7 +17,6 @@ budget fractions 1/8, 1/4, 1/2, 1 mean what they mean there.
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -30,6 +29,7 @@ from lrsearch.harness.bench._search import (
     _guided,
     _lrsearch_arm,
     _search,
+    one_trial_record,
     section_head,
 )
 from lrsearch.harness.bench._stats import FRACTION_OF_BUDGET, summarize_search
@@ -75,24 +75,7 @@ def lrfree_arm(task: Task, seed: int, arm: str) -> dict[str, Any]:
         weight_decay=weight_decay,
         seed=seed * 1000,
     )
-    wall = time.perf_counter() - started
-    spent = result.steps / task.steps_per_epoch
-    val = None if result.diverged else _finite(result.val_metric)
-    test = None if val is None else _finite(result.test_metric)
-    best = test if task.has_test else val
-    return {
-        "trials": 1,
-        "complete": int(val is not None),
-        "pruned": int(val is None),
-        "trial_epochs": spent,
-        "wall_s": wall,
-        "range_test_trial_epochs": 0.0,
-        "range_test_s": 0.0,
-        "best": best,
-        "best_val": val,
-        "best_test": test,
-        "curve": [[0.0, 0.0, None, None], [spent, wall, val, test]],
-    }
+    return one_trial_record(task, result, 0.0, 0.0, time.perf_counter() - started)
 
 
 def searched_arm(task: Task, seed: int, arm: str, budget: float, max_trials: int) -> dict[str, Any]:
@@ -111,10 +94,6 @@ def searched_arm(task: Task, seed: int, arm: str, budget: float, max_trials: int
     own = Task(task.name, task.workload.with_options(optimizer=optimizer), task.epochs)
     handle = _guided(own, f"{arm}-{seed}", config, WIDE, seed)
     return _search(handle, own, budget=budget, max_trials=max_trials)
-
-
-def _finite(value: float) -> float | None:
-    return float(value) if math.isfinite(value) else None
 
 
 def run_lrfree(

@@ -38,7 +38,7 @@ from lrsearch.trials import score_on_test
 
 if TYPE_CHECKING:
     from lrsearch.range_test import RangeTestResult
-    from lrsearch.training import EpochInfo, StepInfo
+    from lrsearch.training import EpochInfo, StepInfo, TrainResult
     from lrsearch.workloads import Workload
 
 __all__ = ["Advance", "RangeTests", "Task", "run_search", "section_head"]
@@ -347,9 +347,16 @@ def _recipe_arm(task: Task, seed: int, arm: str, ranges: RangeTests) -> dict[str
         seed=seed * 1000,
     )
     wall = test.seconds + time.perf_counter() - started
-    test_cost = ranges.trial_epochs(test, task)
-    spent = test_cost + result.steps / task.steps_per_epoch
-    # one trial, chosen whatever its validation value: scored on its test split
+    record = one_trial_record(task, result, ranges.trial_epochs(test, task), test.seconds, wall)
+    return {**record, "max_lr": max_lr}
+
+
+def one_trial_record(
+    task: Task, result: TrainResult, range_test_epochs: float, range_test_s: float, wall: float
+) -> dict[str, Any]:
+    """An arm of one trial (after its range test, if any) as the search keeps a run: that
+    trial is chosen whatever its validation value, and scored on its test split."""
+    spent = range_test_epochs + result.steps / task.steps_per_epoch
     val = None if result.diverged else _finite(result.val_metric)
     test_metric = None if val is None else _finite(result.test_metric)
     return {
@@ -358,11 +365,13 @@ def _recipe_arm(task: Task, seed: int, arm: str, ranges: RangeTests) -> dict[str
         "pruned": int(val is None),
         "trial_epochs": spent,
         "wall_s": wall,
-        "range_test_trial_epochs": test_cost,
-        "range_test_s": test.seconds,
+        "range_test_trial_epochs": range_test_epochs,
+        "range_test_s": range_test_s,
         **_bests(task, val, test_metric),
-        "max_lr": max_lr,
-        "curve": [[test_cost, test.seconds, None, None], [spent, wall, val, test_metric]],
+        "curve": [
+            [range_test_epochs, range_test_s, None, None],
+            [spent, wall, val, test_metric],
+        ],
     }
 
 
