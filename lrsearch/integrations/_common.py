@@ -1,4 +1,4 @@
-"""What the Lightning and Hugging Face integrations share: losses read back in chunks, checks."""
+"""What the Lightning and Hugging Face integrations share: per-step losses, checks."""
 
 from __future__ import annotations
 
@@ -13,15 +13,12 @@ if TYPE_CHECKING:
     from lrsearch import TrialContext
 
 __all__ = [
-    "SYNC_EVERY",
     "Driver",
     "StepLosses",
     "check_steps_per_epoch",
     "refuse_owned",
     "set_weight_decay",
 ]
-
-SYNC_EVERY = 32  # optimizer steps between loss read-backs in a trial (one device sync each)
 
 
 class Driver(Protocol):
@@ -33,19 +30,18 @@ class Driver(Protocol):
 
 
 class StepLosses:
-    """Per-step training losses, logged to ``ctx`` in chunks: one device sync per chunk.
+    """Per-step training losses, summed over each optimizer step's micro-batches.
 
     A trainer hands over each micro-batch's loss as a tensor (:meth:`add`, already divided by
     the gradient-accumulation steps, as both trainers do for backward) and closes the window
-    at each optimizer step (:meth:`step_done`): the window's sum is that step's loss. In a
-    range test every step is read back at once: the ramp stops on the loss it sees.
+    at each optimizer step (:meth:`step_done`): the window's sum is that step's loss, logged
+    as a tensor with ``ctx.log``, which reads the losses back in batches (one device sync per
+    ``sync_every`` steps; every step in a range test, whose ramp stops on the loss it sees).
     """
 
-    def __init__(self, ctx: TrialContext, *, every: int | None = None) -> None:
+    def __init__(self, ctx: TrialContext) -> None:
         self._ctx = ctx
-        self._every = every or (1 if ctx.mode == "range_test" else SYNC_EVERY)
         self._window: torch.Tensor | None = None
-        self._pending: list[tuple[int, torch.Tensor]] = []
 
     def add(self, loss: Any) -> None:
         """One micro-batch's loss (a tensor, or a dict with ``"loss"``); others are skipped."""
@@ -59,20 +55,12 @@ class StepLosses:
     def step_done(self, step: int) -> None:
         """The optimizer took step ``step`` (0-based): its loss is the window's."""
         if self._window is not None:
-            self._pending.append((step, self._window))
+            self._ctx.log(step, loss=self._window.reshape(()))
             self._window = None
-        if len(self._pending) >= self._every:
-            self.flush()
 
     def flush(self) -> None:
-        """Read the pending losses back (one sync) and log them with their steps."""
-        if not self._pending:
-            return
-        steps = [step for step, _ in self._pending]
-        values = torch.stack([loss.reshape(()) for _, loss in self._pending]).tolist()
-        self._pending.clear()
-        for step, value in zip(steps, values, strict=True):
-            self._ctx.log(step, loss=value)
+        """Read the logged losses back now (one sync): a divergence is seen at once."""
+        self._ctx.flush()
 
 
 def check_steps_per_epoch(ctx: TrialContext, actual: int, where: str) -> None:
