@@ -283,7 +283,7 @@ def test_a_lost_host_leaves_nothing_running(tmp_path, pg_url) -> None:
     """
     # Trials long enough that the host's second worker (a process start later) still finds
     # the first one training: the test needs both trials running when the host is lost.
-    f = _study_file(tmp_path, "lost", n_trials=3, epochs=30, n=2048)
+    f = _study_file(tmp_path, "lost", n_trials=3, epochs=60, n=2048)
     env = _env(tmp_path, LRSEARCH_HEARTBEAT_S="1", LRSEARCH_GRACE_S="3")
     created = _lrsearch(
         "run", str(f), "--storage", pg_url, "--devices", "cpu", "--n-trials", "1", env=env

@@ -142,7 +142,8 @@ def test_a_supervisor_its_workers_and_a_plain_worker_ride_out_a_database_restart
     """
     name = f"pgout{uuid.uuid4().hex[:6]}"
     url = private_pg.create_database(name)
-    f = _study_file(tmp_path, name, n_trials=N_TRIALS, epochs=6, n=2048)
+    # trials long enough (12 epochs) that three workers are still mid-study when it stops
+    f = _study_file(tmp_path, name, n_trials=N_TRIALS, epochs=12, n=2048)
     env = _env_for(tmp_path)
     first = ("run", str(f), "--storage", url, "--devices", "cpu", "--n-trials", "1")
     procs["create"] = _start(tmp_path, "create", *first, env=env)  # range test + one trial
