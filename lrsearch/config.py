@@ -321,6 +321,10 @@ class TrackingSection(_Model):
     enabled: bool = True
     uri: str | None = None
     update_ratio_every: int = Field(default=50, ge=0)
+    # a trial run's step metrics (lr, momentum, train_loss): a point every N steps, or "auto":
+    # the stride that keeps them within 1% of the training time (lrsearch.tracking._steps);
+    # every step is in the run's steps.csv either way
+    step_every: Annotated[int, Field(ge=1)] | Literal["auto"] = "auto"
 
 
 class StudyConfig(_Model):

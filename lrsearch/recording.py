@@ -48,7 +48,14 @@ def open_recorder(handle: StudyHandle, tracker: Tracker, *, log_parent: bool) ->
 
     The range test is logged to the parent run the first time only.
     """
-    recorder = StudyRecorder(tracker, handle.name, handle.parent_run_id, metric=handle.metric_name)
+    every = handle.config.tracking.step_every
+    recorder = StudyRecorder(
+        tracker,
+        handle.name,
+        handle.parent_run_id,
+        metric=handle.metric_name,
+        step_every=None if every == "auto" else every,
+    )
     if not log_parent:
         return recorder
     first_time = handle.parent_run_id is None

@@ -13,6 +13,7 @@ from optuna.trial import TrialState
 from lrsearch.cli import cli
 from lrsearch.reporting import trial_schedule
 from lrsearch.study import load_study
+from tests.steps_record import check_steps
 
 STUDY = """
 [study]
@@ -75,13 +76,9 @@ def check_study(
     for trial in complete:
         schedule = trial_schedule(handle, trial)
         expected = [schedule.lr_at(step) for step in range(total_steps)]
-        history = client.get_metric_history(trial.user_attrs["mlflow_run_id"], "lr")
-        logged = [m.value for m in sorted(history, key=lambda m: m.step)]
-        assert [m.step for m in sorted(history, key=lambda m: m.step)] == list(range(total_steps))
-        assert logged == pytest.approx(expected, rel=1e-6)
+        # every step in the run's steps.csv; MLflow points every few steps, at the same LRs
+        check_steps(client, trial.user_attrs["mlflow_run_id"], total_steps, expected)
         assert applied[trial.number] == pytest.approx(expected, rel=1e-6)
-        losses = client.get_metric_history(trial.user_attrs["mlflow_run_id"], "train_loss")
-        assert len(losses) == total_steps
     parent = client.get_run(handle.parent_run_id)
     assert parent.data.params["loop"] == loop
     ramp = client.get_metric_history(handle.parent_run_id, "loss_r0")

@@ -24,6 +24,7 @@ from optuna.trial import TrialState
 
 from lrsearch.tracking import local_tracking_uri
 from tests.private_pg import unavailable
+from tests.steps_record import check_steps
 
 pytestmark = pytest.mark.postgres
 PG = os.environ.get("LRSEARCH_TEST_PG", "postgresql://postgres@127.0.0.1:5432")
@@ -161,7 +162,7 @@ def _check_runs(client: MlflowClient, study: optuna.Study, steps: int) -> None:
         if t.state == TrialState.COMPLETE:
             run = by_id[t.user_attrs["mlflow_run_id"]]
             assert run.info.status == "FINISHED"
-            assert len(client.get_metric_history(run.info.run_id, "lr")) == steps
+            check_steps(client, run.info.run_id, steps)
 
 
 # 43 s: the outage tests count exactly n_trials under two workers and a supervisor in CI; this

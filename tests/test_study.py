@@ -51,6 +51,15 @@ def _runs(home, study_name):
     return client, [r for r in runs if r.data.tags.get("lrsearch.role") == "trial"], runs
 
 
+def _steps_csv(client, run_id):
+    """A trial run's steps.csv, as dicts per row."""
+    import csv
+
+    path = client.download_artifacts(run_id, "steps.csv")
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
 def test_study_end_to_end(home) -> None:
     config = _config()
     storage = f"sqlite:///{home / 'optuna.db'}"
@@ -106,12 +115,20 @@ def test_study_end_to_end(home) -> None:
         assert "lower_lr" in run.data.params and "total_steps" in run.data.params
         if t.state == TrialState.COMPLETE:
             assert run.info.status == "FINISHED"
-            history = sorted(client.get_metric_history(run.info.run_id, "lr"), key=lambda m: m.step)
-            assert [m.step for m in history] == list(range(total))
             path = client.download_artifacts(run.info.run_id, "schedule.json")
             expected = schedule_from_dict(json.loads(Path(path).read_text())).lrs(total)
-            assert np.allclose([m.value for m in history], expected, rtol=1e-9)
-            assert len(client.get_metric_history(run.info.run_id, "momentum")) == total
+            # every step in steps.csv, exact; MLflow points every few steps (stride "auto")
+            steps = _steps_csv(client, run.info.run_id)
+            assert [int(row["step"]) for row in steps] == list(range(total))
+            assert np.allclose([float(row["lr"]) for row in steps], expected, rtol=1e-12)
+            assert all(row["momentum"] and row["train_loss"] for row in steps)
+            history = sorted(client.get_metric_history(run.info.run_id, "lr"), key=lambda m: m.step)
+            points = [m.step for m in history]
+            assert points[0] == 0 and points[-1] == total - 1 and points == sorted(set(points))
+            assert np.allclose([m.value for m in history], expected[points], rtol=1e-9)
+            losses = client.get_metric_history(run.info.run_id, "train_loss")
+            assert sorted(m.step for m in losses) == points
+            assert len(client.get_metric_history(run.info.run_id, "momentum")) == len(points)
             assert len(client.get_metric_history(run.info.run_id, "update_ratio")) == math.ceil(
                 total / 5
             )

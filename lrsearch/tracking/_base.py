@@ -27,6 +27,7 @@ PARENT = "mlflow.parentRunId"  # MLflow nests runs by this tag
 # 1000 entities in all per call; longer param/tag values are truncated by the store anyway.
 MAX_METRICS_PER_BATCH, MAX_PARAMS_TAGS_PER_BATCH = 1000, 100
 MAX_PARAM_LENGTH, MAX_TAG_LENGTH = 6000, 8000
+_TIMED_BATCH = 100  # batches this big or bigger time the cost of a point (Tracker.point_seconds)
 
 
 def _check_status(status: str) -> None:
@@ -159,20 +160,32 @@ class TrialRun:
         """Store ``text`` (scrubbed) as the artifact ``name``, e.g. ``"schedule.json"``."""
         self._tracker.log_artifact_text(self.run_id, name, text)
 
+    def log_table(self, name: str, header: list[str], rows: list[list[float | int | None]]) -> None:
+        """Store ``rows`` as the CSV artifact ``name`` (see :meth:`Tracker.log_artifact_table`)."""
+        self._tracker.log_artifact_table(self.run_id, name, header, rows)
+
     def log_file(self, path: Path | str, artifact_path: str | None = None) -> None:
         """Upload a local file as it is (not scrubbed)."""
         self._tracker.log_artifact_file(self.run_id, path, artifact_path)
 
     def log_step_values(
-        self, step: int, lr: float, loss: float, momentum: float | None, ratio: float | None
+        self,
+        step: int,
+        lr: float | None,
+        loss: float | None,
+        momentum: float | None,
+        ratio: float | None,
     ) -> None:
-        """:meth:`log_step` of one training step's values, without building a dict per step."""
+        """:meth:`log_step` of one training step's values (None: not at this step), without
+        building a dict."""
         if self._ended:
             raise RuntimeError(f"run {self.run_id} has ended; no more metrics can be logged")
         now = int(time.time() * 1000)
         add = self._buffer.append
-        add(_Point("lr", float(lr), now, step))
-        add(_Point("train_loss", float(loss), now, step))
+        if lr is not None:
+            add(_Point("lr", float(lr), now, step))
+        if loss is not None:
+            add(_Point("train_loss", float(loss), now, step))
         if momentum is not None:
             add(_Point("momentum", float(momentum), now, step))
         if ratio is not None:
@@ -257,6 +270,9 @@ class Tracker(abc.ABC):
     """
 
     ends_in_background = False
+    assumed_point_seconds = 1e-4
+    """What one metric point is taken to cost until a batch has been timed (MLflow's SQLite
+    store: 0.074-0.09 ms of CPU, ``lrsearch bench --sections overhead``)."""
 
     def __init__(self, *, flush_every: int = 1000, flush_seconds: float = 5.0) -> None:
         if flush_every < 1:
@@ -271,6 +287,13 @@ class Tracker(abc.ABC):
         self._parents: dict[str, tuple[str, str | None]] = {}  # run id -> experiment, study
         self._executor: ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
+        self._point_seconds: float | None = None  # measured: see point_seconds()
+
+    def point_seconds(self) -> float:
+        """Seconds one metric point costs to write: timed on batches of 100 points or more
+        (a running mean), :attr:`assumed_point_seconds` before the first."""
+        measured = self._point_seconds
+        return self.assumed_point_seconds if measured is None else measured
 
     def _sender(self) -> ThreadPoolExecutor:
         """One background thread per tracker: step metrics go out in order, off the hot loop."""
@@ -366,6 +389,21 @@ class Tracker(abc.ABC):
             return
         self._log_text(run_id, f"{artifact_path}/{name}" if artifact_path else name, scrub(text))
 
+    def log_artifact_table(
+        self, run_id: str, name: str, header: list[str], rows: list[list[float | int | None]]
+    ) -> None:
+        """Store ``rows`` under ``header`` as the CSV artifact ``name`` (numbers: not scrubbed;
+        a writer process formats it, where there is one)."""
+        if self.artifacts:
+            self._log_table(run_id, name, header, rows)
+
+    def _log_table(
+        self, run_id: str, name: str, header: list[str], rows: list[list[float | int | None]]
+    ) -> None:
+        from lrsearch.tracking._steps import csv_text
+
+        self._log_text(run_id, name, csv_text(header, rows))
+
     def log_artifact_file(
         self, run_id: str, path: Path | str, artifact_path: str | None = None
     ) -> None:
@@ -433,11 +471,19 @@ class Tracker(abc.ABC):
         for start in starts:
             chunk = points[start : start + MAX_METRICS_PER_BATCH]
             with_extras = extras.pop(0) if start == starts[-1] and extras else ([], [])
+            began = time.perf_counter()
             self._write(run_id, chunk, *with_extras)
             with self._lock:  # the sender thread and the caller both count here
                 self.points_logged += len(chunk)
+                if len(chunk) >= _TIMED_BATCH:
+                    self._timed(time.perf_counter() - began, len(chunk))
         for some_params, some_tags in extras:
             self._write(run_id, [], some_params, some_tags)
+
+    def _timed(self, seconds: float, points: int) -> None:
+        per_point = seconds / points
+        old = self._point_seconds
+        self._point_seconds = per_point if old is None else (old + per_point) / 2
 
     # Storage primitives.
     @abc.abstractmethod

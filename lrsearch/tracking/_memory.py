@@ -43,6 +43,8 @@ class MemoryTracker(Tracker):
         metric_batches: how many metric batches were written (what ``log_batch`` calls would be).
     """
 
+    assumed_point_seconds = 0.0  # in memory: a point costs next to nothing
+
     def __init__(self, *, flush_every: int = 1000, flush_seconds: float = 5.0) -> None:
         super().__init__(flush_every=flush_every, flush_seconds=flush_seconds)
         self.runs: dict[str, MemoryRun] = {}

@@ -242,6 +242,16 @@ class MlflowTracker(Tracker):
     def _log_file(self, run_id: str, path: Path, artifact_path: str | None) -> None:
         self._through_writer("_log_file_here", run_id, path, artifact_path)
 
+    def _log_table(
+        self, run_id: str, name: str, header: list[str], rows: list[list[float | int | None]]
+    ) -> None:
+        self._through_writer("_log_table_here", run_id, name, header, rows)
+
+    def _log_table_here(
+        self, run_id: str, name: str, header: list[str], rows: list[list[float | int | None]]
+    ) -> None:
+        Tracker._log_table(self, run_id, name, header, rows)  # formatted here, in the writer
+
     def _through_writer(self, op: str, *args: Any) -> None:
         writer = self._writer
         if writer is not None and writer.pid != os.getpid():  # forked: the parent's pipes

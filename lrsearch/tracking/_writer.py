@@ -45,7 +45,14 @@ Key = tuple[str, "str | None"]  # (tracking URI, artifact root): one client per 
 
 # What the writer may be asked to do: the in-process write primitives of MlflowTracker.
 WRITES = frozenset(
-    {"_write_here", "_set_status_here", "_delete_run_here", "_log_text_here", "_log_file_here"}
+    {
+        "_write_here",
+        "_set_status_here",
+        "_delete_run_here",
+        "_log_text_here",
+        "_log_file_here",
+        "_log_table_here",
+    }
 )
 
 

@@ -23,6 +23,8 @@ from typing import TYPE_CHECKING, Any
 from lrsearch.errors import TrackingError
 from lrsearch.tracking._base import Status, Tracker, TrialRun
 from lrsearch.tracking._range_test import record_range_test
+from lrsearch.tracking._steps import StepSeries
+from lrsearch.tracking._steps import share as tracking_share
 
 if TYPE_CHECKING:
     from lrsearch.plots import StudyHistory
@@ -30,7 +32,10 @@ if TYPE_CHECKING:
     from lrsearch.schedules import Schedule
     from lrsearch.training import EpochInfo, StepInfo
 
-__all__ = ["LOST_REASON", "StudyRecorder", "TrialRecord"]
+__all__ = ["LOST_REASON", "STEPS_FILE", "StudyRecorder", "TrialRecord"]
+
+STEPS_FILE = "steps.csv"
+"""A trial run's every step (step, lr, momentum, train_loss, a loop's own metrics)."""
 
 LOST_REASON = "worker lost (heartbeat stale or process died)"
 _ENDS = {  # trial state -> MLflow run status
@@ -52,22 +57,43 @@ class TrialRecord:
         problems: what went wrong with the record (not with the trial), for the trial's attrs.
     """
 
-    def __init__(self, run: TrialRun, artifacts: Future[None], *, number: int, metric: str) -> None:
+    def __init__(
+        self,
+        run: TrialRun,
+        artifacts: Future[None],
+        *,
+        number: int,
+        metric: str,
+        step_every: int | None = None,
+    ) -> None:
         self.run_id = run.run_id
         self.number = number
         self.metric = metric
         self.problems: dict[str, Any] = {}
+        self.steps = StepSeries(
+            step_every, point_seconds=run._tracker.point_seconds, share=tracking_share()
+        )
         self._run = run
         self._artifacts = artifacts
         self._started = time.perf_counter()
 
     def step(self, info: StepInfo) -> None:
-        # once per training step: no dict, no keyword arguments (lrsearch bench, overhead)
-        self._run.log_step_values(info.step, info.lr, info.loss, info.momentum, info.update_ratio)
+        # once per training step: kept, and a point only every few steps (tracking._steps)
+        loss = self.steps.add(info.step, info.lr, info.loss, info.momentum)
+        if loss is not None or info.update_ratio is not None:
+            self._run.log_step_values(
+                info.step,
+                None if loss is None else info.lr,
+                loss,
+                None if loss is None else info.momentum,
+                info.update_ratio,
+            )
 
     def metrics(self, step: int, values: Mapping[str, float]) -> None:
-        """Buffer any per-step metrics by name (a user loop's ``ctx.log``); sent in batches."""
-        self._run.log_step(step, **values)
+        """A user loop's own per-step metrics (``ctx.log``): kept, points as for the losses."""
+        due = self.steps.add_metrics(step, values)
+        if due:
+            self._run.log_step(step, **due)
 
     def epoch(self, info: EpochInfo) -> None:
         metrics = {
@@ -107,6 +133,12 @@ class TrialRecord:
             tags["mlflow.runName"] = f"trial-{self.number} {state.lower()}"
         if reason:
             tags["lrsearch.reason"] = reason
+        last = self.steps.last()
+        if last is not None:  # the curves end at the trial's last step
+            self._run.log_step_values(last[0], last[1], last[2], last[3], None)
+        extra = self.steps.last_metrics()
+        if extra is not None:
+            self._run.log_step(extra[0], **extra[1])
         if final is not None:
             self._run.log_epoch(final[0], **{f"final_val_{self.metric}": final[1]})
         duration = {"duration_s": round(time.perf_counter() - self._started, 3)}
@@ -124,8 +156,10 @@ class TrialRecord:
     ) -> None:
         try:
             self._artifacts.result()  # raises what the sender thread raised
+            if self.steps.steps or self.steps.extra:
+                self._run.log_table(STEPS_FILE, *self.steps.table())
         except Exception as exc:  # the record is incomplete, the trial's result stands
-            problem = f"params or schedule artifact not logged: {exc}"
+            problem = f"params, schedule or steps artifact not logged: {exc}"
             self.problems["tracking_error"] = problem
             if warn:
                 _warn(f"trial {self.number}: {problem}")
@@ -147,6 +181,8 @@ class StudyRecorder:
         study_name: the study (and MLflow experiment) name.
         parent_run_id: the parent run, when the study already has one.
         metric: the workload's metric; trial runs log ``val_<metric>`` per epoch.
+        step_every: a trial run's step metrics every this many steps; None: the stride that
+            keeps them within their share of the training time (``lrsearch.tracking._steps``).
     """
 
     def __init__(
@@ -156,11 +192,13 @@ class StudyRecorder:
         parent_run_id: str | None,
         *,
         metric: str = "metric",
+        step_every: int | None = None,
     ) -> None:
         self.tracker = tracker
         self.study_name = study_name
         self.parent_run_id = parent_run_id
         self.metric = metric
+        self.step_every = step_every
 
     # The parent run.
     def open_parent(
@@ -271,7 +309,9 @@ class StudyRecorder:
             _warn(f"no MLflow run for trial {number}: {exc}")
             return None
         artifacts = self.tracker._sender().submit(_log_start, run, params, schedule)
-        return TrialRecord(run, artifacts, number=number, metric=self.metric)
+        return TrialRecord(
+            run, artifacts, number=number, metric=self.metric, step_every=self.step_every
+        )
 
     def close_lost(self, run_id: str, *, reason: str, retried_as: int | None = None) -> None:
         """End the run of a trial whose worker is gone: FAILED, with the reason (and its retry)."""
