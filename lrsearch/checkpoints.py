@@ -15,7 +15,10 @@ When: at an epoch boundary, if the time trained since the last checkpoint is at 
 checkpoint's cost divided by ``$LRSEARCH_CHECKPOINT_SHARE`` (default 0.01: checkpoints take at
 most ~1% of training time). Long epochs (a GPU model's minutes) get one each; epochs of a
 fraction of a second get one every few, so a preempted trial loses at most about a hundred
-times a checkpoint's cost, plus the epoch it was in. The first epoch always gets one.
+times a checkpoint's cost, plus the epoch it was in. A trial's first checkpoint waits the same
+way for the cost of one measured by the worker's earlier trials (same model, same size); a
+worker's first trial checkpoints its first epoch, whose cost is not known yet. A snapshot
+(a copy of the model and optimizer) is taken only for a checkpoint that is due.
 
 Layout: ``<root>/<study>/trial-<original number>/epoch-<k>.pt``; a new checkpoint is written
 beside the old one and the old one removed, so a reader always finds a whole file. The files
@@ -31,7 +34,7 @@ import re
 import shutil
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -114,16 +117,27 @@ class TrialCheckpoints:
         origin: the trial's original number (a retry's ``failed_trial``, else its own).
         identity: what a checkpoint must match to be resumed (parameters and seed): a
             checkpoint of anything else is ignored.
+        expected_s: what one save is expected to cost (seconds: the worker's earlier trials'
+            :meth:`stats`), so that the first one also waits for its share; 0: unknown, the
+            first epoch gets one.
     """
 
-    def __init__(self, root: Path, study: str, origin: int, identity: Mapping[str, Any]) -> None:
+    def __init__(
+        self,
+        root: Path,
+        study: str,
+        origin: int,
+        identity: Mapping[str, Any],
+        *,
+        expected_s: float = 0.0,
+    ) -> None:
         self.directory = root / re.sub(r"[^A-Za-z0-9._-]", "_", study) / f"trial-{origin}"
         self.identity = {k: _plain(v) for k, v in identity.items()}
         self.saves = 0
         self.seconds = 0.0
         self.bytes = 0
         self.share = _share()
-        self._last_cost = 0.0
+        self._last_cost = expected_s
         self._last_end = time.perf_counter()
         self._warned = False
 
@@ -134,12 +148,13 @@ class TrialCheckpoints:
         trained = time.perf_counter() - self._last_end
         return trained * self.share >= self._last_cost
 
-    def save(self, snapshot: Snapshot) -> None:
-        """Write ``snapshot`` (when :meth:`due`) atomically and drop the older ones; a failed
-        write only warns."""
+    def save(self, take: Callable[[], Snapshot]) -> None:
+        """When :meth:`due`, take a snapshot, write it atomically and drop the older ones;
+        a failed write only warns."""
         if not self.due():
             return
         started = time.perf_counter()
+        snapshot = take()
         final = self.directory / f"epoch-{snapshot.epoch}.pt"
         tmp = self.directory / f".epoch-{snapshot.epoch}.{os.getpid()}.tmp"
         try:

@@ -9,6 +9,10 @@ not end on a whole line, the bytes after the last whole record move to
 ``<journal>.corrupt-<UTC time>`` next to the journal (one warning names it) and the journal
 is cut back to that record, so new records start on a fresh line and nothing earlier is lost.
 
+Every record is written at once (every process reads it right away, and it survives the
+writing process's crash), but only the records a power loss must not take are fsynced on
+the spot: see :data:`LAZY_OPS`.
+
 A bad record *followed by* good ones (the file was edited, or damaged by an older version)
 cannot be set aside without losing what follows it: that is :class:`JournalCorrupt`, whose
 message names the file, the line and what to do.
@@ -22,15 +26,36 @@ import sys
 import time
 from collections.abc import Generator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from optuna.storages.journal import JournalFileBackend
+from optuna.storages.journal._storage import JournalOperation
 
 from lrsearch.errors import StorageError
 
-__all__ = ["JournalCorrupt", "SafeJournalFile", "check_readable", "set_aside_tail"]
+__all__ = ["LAZY_OPS", "JournalCorrupt", "SafeJournalFile", "check_readable", "set_aside_tail"]
 
 _CHUNK = 1 << 16  # the tail is searched backwards in chunks this big (growing)
+
+LAZY_OPS = frozenset(
+    {
+        JournalOperation.SET_TRIAL_INTERMEDIATE_VALUE,
+        JournalOperation.SET_TRIAL_USER_ATTR,
+        JournalOperation.SET_TRIAL_SYSTEM_ATTR,
+    }
+)
+"""Records fsynced lazily: at the next record that is fsynced, or at the first append once
+the last fsync is :data:`LAZY_SYNC_S` old.
+
+They are a running trial's epoch values and attributes (worker, heartbeat, derived values,
+resume point), written every epoch or every few seconds. A power loss can take at most the
+last second of them, from a trial that was running, so is retried anyway. A trial's end is
+a state record, fsynced, and fsync covers the whole file: every attribute and value written
+before it is durable with it. Studies and trials created, parameters, states and values,
+study attributes and discarded trials are fsynced before the append returns, as Optuna does.
+"""
+
+LAZY_SYNC_S = 1.0
 
 
 class JournalCorrupt(StorageError):
@@ -108,6 +133,15 @@ def set_aside_tail(path: Path) -> Path | None:
     return aside
 
 
+def _ends_cut(f: BinaryIO) -> bool:
+    """Whether the file open as ``f`` ends inside a line (leaves ``f`` at its end)."""
+    size = f.seek(0, os.SEEK_END)
+    if size == 0:
+        return False
+    f.seek(size - 1)
+    return f.read(1) != b"\n"
+
+
 def check_readable(path: Path) -> JournalCorrupt:
     """The error for a journal Optuna could not read: which line, and what to do."""
     good = 0
@@ -129,12 +163,14 @@ class SafeJournalFile(JournalFileBackend):
     """Optuna's journal file backend that sets a cut or corrupt last record aside.
 
     On open the tail is checked once; before each append only the last byte is (a partial
-    line left by a process that died since), so an append costs one extra one-byte read.
+    line left by a process that died since), through the file the append writes to.
+    Records in :data:`LAZY_OPS` are fsynced lazily, the others at once.
     """
 
     def __init__(self, file_path: str) -> None:
         super().__init__(file_path)
         self._path = Path(file_path)
+        self._synced_at = time.monotonic()
         if _tail_offset(self._path)[0] != self._path.stat().st_size:
             with self._locked():
                 set_aside_tail(self._path)
@@ -144,24 +180,19 @@ class SafeJournalFile(JournalFileBackend):
 
         return get_lock_file(self._lock)
 
-    def _ends_cut(self) -> bool:
-        with self._path.open("rb") as f:
-            size = f.seek(0, os.SEEK_END)
-            if size == 0:
-                return False
-            f.seek(size - 1)
-            return f.read(1) != b"\n"
-
     def append_logs(self, logs: list[dict[str, Any]]) -> None:
-        """Optuna's append (one write, synced), after a cut tail is set aside: one lock."""
+        """Optuna's append (one write), after a cut tail is set aside: one lock, one open."""
         lines = "".join(json.dumps(log, separators=(",", ":")) + "\n" for log in logs)
-        with self._locked():
-            if self._ends_cut():  # a process died mid-write since this one opened the file
+        durable = any(log["op_code"] not in LAZY_OPS for log in logs)
+        with self._locked(), self._path.open("a+b") as f:  # appends wherever f was read
+            if _ends_cut(f):  # a process died mid-write since this one opened the file
                 set_aside_tail(self._path)
-            with self._path.open("ab") as f:
-                f.write(lines.encode("utf-8"))
-                f.flush()
-                os.fsync(f.fileno())
+            f.write(lines.encode("utf-8"))
+            f.flush()
+            now = time.monotonic()
+            if durable or now - self._synced_at >= LAZY_SYNC_S:
+                os.fsync(f.fileno())  # the whole file: earlier lazy records too
+                self._synced_at = now
 
     def read_logs(self, log_number_from: int) -> Generator[dict[str, Any], None, None]:
         try:

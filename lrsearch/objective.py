@@ -210,6 +210,7 @@ class Objective:
         self._checkpoint_root = checkpoint_root(handle.storage_url)
         self._checkpoints: dict[int, tuple[TrialCheckpoints, Snapshot | None]] = {}
         self._checkpoint_costs: dict[int, dict[str, float]] = {}
+        self._checkpoint_s = 0.0  # one save's cost, as this worker's last trial measured it
 
     def __call__(self, trial: optuna.Trial) -> float:
         # lrsearch's heartbeat, for storages without Optuna's (the gRPC proxy): lrsearch.heartbeat
@@ -372,7 +373,13 @@ class Objective:
             return spec  # off, or a schedule driven by the metric: it cannot resume
         origin = spec.number if spec.retry_of is None else spec.retry_of
         identity = {**spec.params, "seed": spec.seed, "total_steps": spec.total_steps}
-        checkpoints = TrialCheckpoints(self._checkpoint_root, self.handle.name, origin, identity)
+        checkpoints = TrialCheckpoints(
+            self._checkpoint_root,
+            self.handle.name,
+            origin,
+            identity,
+            expected_s=self._checkpoint_s,
+        )
         resumed = checkpoints.load() if spec.retry_of is not None else None
         self._checkpoints[spec.number] = (checkpoints, resumed)
         if resumed is None:
@@ -386,7 +393,8 @@ class Objective:
         if checkpoints is not None:
             if remove:
                 checkpoints.remove()
-            self._checkpoint_costs[number] = checkpoints.stats()
+            costs = self._checkpoint_costs[number] = checkpoints.stats()
+            self._checkpoint_s = costs.get("checkpoint_s", self._checkpoint_s)
 
     # --- end of trial checkpoints ---------------------------------------------------------
 

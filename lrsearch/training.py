@@ -7,6 +7,7 @@ and ``on_epoch``.
 from __future__ import annotations
 
 import copy
+import functools
 import itertools
 import math
 import random
@@ -269,7 +270,7 @@ def train(
     snapshot_at: int | None = None,
     on_snapshot: Callable[[Snapshot], None] | None = None,
     resume: Snapshot | None = None,
-    on_checkpoint: Callable[[Snapshot], None] | None = None,
+    on_checkpoint: Callable[[Callable[[], Snapshot]], None] | None = None,
 ) -> TrainResult:
     """Train ``workload`` under ``schedule``; deterministic under ``seed`` on CPU.
 
@@ -306,9 +307,10 @@ def train(
         resume: go on from this snapshot (taken by a run of the same workload, seed and
             options, under a schedule equal to this one up to its step) instead of epoch 1;
             ``on_epoch`` sees only the epochs after it, the result's history all of them.
-        on_checkpoint: gets a :class:`Snapshot` at every epoch boundary but the last (after
-            ``on_epoch`` of that epoch, unless it stopped the run): what a preempted run
-            resumes from (:mod:`lrsearch.checkpoints`).
+        on_checkpoint: at every epoch boundary but the last (after ``on_epoch`` of that
+            epoch, unless it stopped the run) gets a function that takes a :class:`Snapshot`
+            (what a preempted run resumes from: :mod:`lrsearch.checkpoints`); a copy of the
+            model and optimizer costs time, so it is taken only when a checkpoint is due.
 
     Returns:
         A :class:`TrainResult`.
@@ -352,7 +354,7 @@ def train(
                 on_snapshot(_snapshot(loop, history, dev))
             stopped = on_epoch is not None and bool(on_epoch(history[-1]))
             if on_checkpoint is not None and not stopped and epoch < epochs:
-                on_checkpoint(_snapshot(loop, history, dev))
+                on_checkpoint(functools.partial(_snapshot, loop, history, dev))
         if reason is not None or stopped:
             break
     loop.driver.detach()

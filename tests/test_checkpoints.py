@@ -5,14 +5,19 @@ from __future__ import annotations
 
 import dataclasses
 import random
+from collections.abc import Callable
 
 import numpy as np
 import pytest
 import torch
 
 from lrsearch.checkpoints import TrialCheckpoints, checkpoint_root, remove_stale
+from lrsearch.config import parse_study_config
 from lrsearch.errors import ConfigError
+from lrsearch.objective import Objective
+from lrsearch.prior import LRPrior
 from lrsearch.schedules import OneCycle
+from lrsearch.study import StudyHandle
 from lrsearch.training import Snapshot, train
 from tests.tiny_workloads import blobs
 
@@ -66,8 +71,9 @@ def test_a_run_resumed_from_its_checkpoint_ends_as_the_uninterrupted_one(
 
     store = TrialCheckpoints(tmp_path, "s/1", 0, {"max_lr": 0.2, "seed": 3})
 
-    def save_then_die(snapshot: Snapshot) -> None:
-        store.save(snapshot)
+    def save_then_die(take: Callable[[], Snapshot]) -> None:
+        snapshot = take()
+        store.save(lambda: snapshot)
         if snapshot.epoch == kill_after:
             raise Preempted
 
@@ -117,11 +123,28 @@ def test_where_checkpoints_go(tmp_path, monkeypatch) -> None:
 def test_checkpoints_keep_to_their_share_of_training_time(tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("LRSEARCH_CHECKPOINT_SHARE", "0.0001")  # epochs here take milliseconds
     store = TrialCheckpoints(tmp_path, "s", 0, {})
-    _run(blobs(n=128, epochs=EPOCHS), on_checkpoint=store.save)
+    taken: list[int] = []
+
+    def save(take: Callable[[], Snapshot]) -> None:
+        store.save(lambda: taken.append(1) or take())
+
+    _run(blobs(n=128, epochs=EPOCHS), on_checkpoint=save)
     assert store.stats()["checkpoints"] == 1  # the first epoch's, then none was worth it
+    assert len(taken) == 1  # and no snapshot was taken for the epochs without one
     monkeypatch.setenv("LRSEARCH_CHECKPOINT_SHARE", "2")
     with pytest.raises(ConfigError, match="LRSEARCH_CHECKPOINT_SHARE must be"):
         TrialCheckpoints(tmp_path, "s", 0, {})
+
+
+def test_a_known_cost_makes_the_first_checkpoint_wait_for_its_share(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("LRSEARCH_CHECKPOINT_SHARE", "0.01")
+    store = TrialCheckpoints(tmp_path, "s", 0, {}, expected_s=60.0)  # a worker's earlier trials
+    _run(blobs(n=128, epochs=EPOCHS), on_checkpoint=store.save)
+    assert store.stats() == {}  # epochs of milliseconds never earn a minute-long save
+    monkeypatch.setenv("LRSEARCH_CHECKPOINT_SHARE", "1")
+    store = TrialCheckpoints(tmp_path, "s", 1, {}, expected_s=60.0)
+    _run(blobs(n=128, epochs=EPOCHS), on_checkpoint=store.save)
+    assert store.stats()["checkpoints"] == EPOCHS - 1  # 1: every epoch, whatever it costs
 
 
 def test_checkpoints_no_trial_will_resume_are_removed(tmp_path) -> None:
@@ -132,3 +155,22 @@ def test_checkpoints_no_trial_will_resume_are_removed(tmp_path) -> None:
     assert remove_stale(tmp_path, "my study", live={2}) == [1, 3]
     assert [p.name for p in (tmp_path / "my_study").iterdir()] == ["trial-2"]
     assert remove_stale(tmp_path, "another study", live=set()) == []
+
+
+def test_a_workers_later_trials_expect_the_checkpoint_cost_it_measured(
+    tmp_path, monkeypatch
+) -> None:
+    monkeypatch.setenv("LRSEARCH_CHECKPOINT_DIR", str(tmp_path))
+    monkeypatch.setenv("LRSEARCH_CHECKPOINT_SHARE", "0.001")  # epochs here take milliseconds
+    config = {
+        "study": {"name": "ck", "workload": "tests.tiny_workloads:blobs", "n_trials": 2},
+        "range_test": {"repeats": 1, "num_iter": 20},
+        "pruner": {"name": "none"},
+    }
+    config["study"]["epochs"] = EPOCHS
+    prior = LRPrior(center=0.1, sigma_decades=0.5, low=1e-3, high=1.0)
+    handle = StudyHandle.in_memory(parse_study_config(config), prior, blobs())
+    handle.study.optimize(Objective(handle), n_trials=2)
+    first, second = (t.user_attrs["training"] for t in handle.study.trials)
+    assert first["checkpoints"] == 1  # a worker's first trial: at epoch 1, its cost unknown
+    assert "checkpoints" not in second  # then known: milliseconds of training never earn one

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import optuna
@@ -11,6 +12,7 @@ from click.testing import CliRunner, Result
 from optuna.storages.journal import JournalStorage
 from optuna.trial import TrialState
 
+from lrsearch import journal as journal_module
 from lrsearch.cli import cli
 from lrsearch.errors import StorageError
 from lrsearch.journal import SafeJournalFile
@@ -139,3 +141,48 @@ def test_a_long_last_record_is_found_across_chunks(tmp_path) -> None:
         f.write(b"x" * 200_000)
     JournalStorage(SafeJournalFile(str(journal)))
     assert journal.read_bytes() == whole
+
+
+def _count_fsyncs(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Every os.fsync call from now on, by file descriptor (the real fsync still runs)."""
+    calls: list[int] = []
+    real = os.fsync
+
+    def counting(fd: int) -> None:
+        calls.append(fd)
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", counting)
+    return calls
+
+
+def test_epoch_values_are_read_at_once_and_fsynced_with_the_next_state(
+    tmp_path, monkeypatch
+) -> None:
+    monkeypatch.setattr(journal_module, "LAZY_SYNC_S", 60.0)
+    journal = tmp_path / "j.log"
+    study = optuna.create_study(storage=JournalStorage(SafeJournalFile(str(journal))))
+    trial = study.ask()
+    fsyncs = _count_fsyncs(monkeypatch)
+
+    for epoch in range(3):
+        trial.report(1.0 / (epoch + 1), epoch)
+        trial.set_user_attr("epoch", epoch)
+    assert fsyncs == []
+    other = JournalStorage(SafeJournalFile(str(journal)))  # another worker, reading now
+    (seen,) = optuna.load_study(study_name=study.study_name, storage=other).trials
+    assert seen.intermediate_values == {0: 1.0, 1: 0.5, 2: 1 / 3}
+    assert seen.user_attrs == {"epoch": 2}
+
+    study.tell(trial, 0.25)
+    assert len(fsyncs) == 1  # the state record, and the whole file with it
+
+
+def test_epoch_values_are_fsynced_once_the_last_fsync_is_old(tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(journal_module, "LAZY_SYNC_S", 0.0)
+    study = optuna.create_study(storage=JournalStorage(SafeJournalFile(str(tmp_path / "j"))))
+    trial = study.ask()
+    fsyncs = _count_fsyncs(monkeypatch)
+    trial.report(0.5, 1)
+    trial.report(0.4, 2)
+    assert len(fsyncs) == 2

@@ -95,3 +95,41 @@ def test_a_killed_writer_is_one_line_and_the_run_still_ends_whole(
     run = _client(uri).get_run(trial.run_id)
     assert run.info.status == "FINISHED"
     assert len(_client(uri).get_metric_history(trial.run_id, "lr")) == 100
+
+
+def test_runs_are_created_by_the_writer_process_and_here_once_it_died(
+    uri: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tracker = MlflowTracker(uri, writer=False)
+    writer = tracker._writer = Writer()  # its own: this test kills it
+    asked: list[str] = []
+    created_here: list[str] = []
+    call, create_run = writer.call, tracker._client.create_run
+
+    def asking(key: Any, op: str, *args: Any) -> Any:
+        asked.append(op)
+        return call(key, op, *args)
+
+    def creating_here(*args: Any, **kwargs: Any) -> Any:
+        created_here.append(kwargs["run_name"])
+        return create_run(*args, **kwargs)
+
+    monkeypatch.setattr(writer, "call", asking)  # both still do the work: observed only
+    monkeypatch.setattr(tracker._client, "create_run", creating_here)
+    parent = tracker.start_study("c", params={}, tags={"owner": "me"})
+    trial = tracker.start_trial(parent, 0, params={}, tags={"lrsearch.trial": "0"})
+    assert asked.count("_create_run_here") == 2 and created_here == []
+    client = _client(uri)
+    assert client.get_run(parent).data.tags["owner"] == "me"
+    run = client.get_run(trial.run_id)
+    assert run.data.tags["lrsearch.trial"] == "0"
+    assert run.data.tags["mlflow.parentRunId"] == parent
+
+    os.kill(writer.process.pid, signal.SIGKILL)
+    writer.process.wait()
+    with pytest.raises(TrackingError, match="died"):
+        tracker.start_trial(parent, 1, params={}, tags={})  # the call that finds it dead
+    again = tracker.start_trial(parent, 1, params={}, tags={})  # then written here
+    assert len(created_here) == 1 and client.get_run(again.run_id).info.status == "RUNNING"
+    trial.end("FINISHED")
+    again.end("FINISHED")

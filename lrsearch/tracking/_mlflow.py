@@ -196,11 +196,6 @@ class MlflowTracker(Tracker):
             )
         return str(found.experiment_id)
 
-    def _create_run(self, experiment_id: str, run_name: str, tags: Mapping[str, Any]) -> str:
-        with self._errors(f"creating run {run_name!r}"):
-            run = self._client.create_run(experiment_id, tags=dict(tags), run_name=run_name)
-        return str(run.info.run_id)
-
     def _run_context(self, run_id: str) -> tuple[str, dict[str, str]]:
         with self._errors(f"reading run {run_id}"):
             run = self._client.get_run(run_id)
@@ -227,6 +222,9 @@ class MlflowTracker(Tracker):
             return dict(self._client.get_run(run_id).data.params)
 
     # Writes: in the writer process where there is one (the *_here methods run there).
+    def _create_run(self, experiment_id: str, run_name: str, tags: Mapping[str, Any]) -> str:
+        return str(self._through_writer("_create_run_here", experiment_id, run_name, dict(tags)))
+
     def _write(self, run_id: str, points: Sequence[_Point], params: Pairs, tags: Pairs) -> None:
         self._through_writer("_write_here", run_id, [tuple(p) for p in points], params, tags)
 
@@ -252,14 +250,14 @@ class MlflowTracker(Tracker):
     ) -> None:
         Tracker._log_table(self, run_id, name, header, rows)  # formatted here, in the writer
 
-    def _through_writer(self, op: str, *args: Any) -> None:
+    def _through_writer(self, op: str, *args: Any) -> Any:
+        """``op(*args)`` in the writer process, else (none, or it died) here; its result."""
         writer = self._writer
         if writer is not None and writer.pid != os.getpid():  # forked: the parent's pipes
             writer = self._writer = shared_writer()
         if writer is None or writer.dead is not None:  # gone: said once, in one line
-            getattr(self, op)(*args)
-            return
-        writer.call((self.tracking_uri, self.artifact_root), op, *args)
+            return getattr(self, op)(*args)
+        return writer.call((self.tracking_uri, self.artifact_root), op, *args)
 
     def writer_cpu_seconds(self) -> float | None:
         """CPU seconds the writer process has used so far; None without a live one."""
@@ -267,6 +265,11 @@ class MlflowTracker(Tracker):
         if writer is None or writer.dead is not None or writer.pid != os.getpid():
             return None
         return float(writer.call((self.tracking_uri, self.artifact_root), "cpu_seconds"))
+
+    def _create_run_here(self, experiment_id: str, run_name: str, tags: dict[str, Any]) -> str:
+        with self._errors(f"creating run {run_name!r}"):
+            run = self._client.create_run(experiment_id, tags=tags, run_name=run_name)
+        return str(run.info.run_id)
 
     def _write_here(
         self, run_id: str, points: Sequence[tuple[str, float, int, int]], params: Pairs, tags: Pairs

@@ -2,15 +2,16 @@
 
 MLflow's SQL store spends ~0.07 ms of CPU per metric point, and on a thread of the training
 process that CPU holds the GIL the training loop needs. So an :class:`MlflowTracker` hands its
-writes (``log_batch``, run ends, artifacts) to one writer process per training process, over a
-pipe: the training process only pickles plain tuples; the writer owns its own ``MlflowClient``.
+writes (runs created, ``log_batch``, run ends, artifacts) to one writer process per training
+process, over a pipe: the training process only pickles plain tuples; the writer owns its own
+``MlflowClient``.
 
-Every write is a request with an answer: the caller (mostly the tracker's sender thread) waits,
-without the GIL, until the writer has committed it or says why not, so a write that returned
-is stored, and a failure is the same one-line :class:`TrackingError` as in process. Requests
-are served in the order they are sent. A writer that dies is noticed within
-:data:`POLL_SECONDS`, said in one line on stderr, and the tracker writes in process from then on:
-training never waits on a dead writer.
+Every write is a request with an answer (a created run's id): the caller (mostly the tracker's
+sender thread) waits, without the GIL, until the writer has committed it or says why not, so a
+write that returned is stored, and a failure is the same one-line :class:`TrackingError` as
+in process. Requests are served in the order they are sent. A writer that dies is noticed
+within :data:`POLL_SECONDS`, said in one line on stderr, and the tracker writes in process from
+then on: training never waits on a dead writer.
 
 The writer ignores SIGINT and SIGTERM (Ctrl-C reaches the whole process group, and a run's end
 may still have to go out after it); it exits when its pipe closes (the training process exited
@@ -46,6 +47,7 @@ Key = tuple[str, "str | None"]  # (tracking URI, artifact root): one client per 
 # What the writer may be asked to do: the in-process write primitives of MlflowTracker.
 WRITES = frozenset(
     {
+        "_create_run_here",
         "_write_here",
         "_set_status_here",
         "_delete_run_here",

@@ -38,7 +38,8 @@ class TrainHooks:
             keeps none never calls it.
         on_snapshot: gets the snapshot.
         resume: go on from this snapshot (only ever handed to a trainer that made it).
-        on_checkpoint: gets a snapshot at every epoch boundary but the last: what a preempted
+        on_checkpoint: at every epoch boundary but the last, gets a function that takes a
+            snapshot (only when a checkpoint is due: a copy costs time): what a preempted
             trial's retry resumes from (:mod:`lrsearch.checkpoints`); a trainer that keeps
             none never calls it.
     """
@@ -50,7 +51,7 @@ class TrainHooks:
     snapshot_at: int | None = None
     on_snapshot: Callable[[Snapshot], None] | None = None
     resume: Snapshot | None = None
-    on_checkpoint: Callable[[Snapshot], None] | None = None
+    on_checkpoint: Callable[[Callable[[], Snapshot]], None] | None = None
 
 
 NO_HOOKS = TrainHooks()
