@@ -71,7 +71,8 @@ class BenchConfig:
             the recipe arms run one repeat of it.
         target_tolerance: the target is this many metric points below the best arm.
         overhead_workload: workload of the overhead section.
-        overhead_epochs: epochs of its trial (long enough for a trial of >= 3 s).
+        overhead_epochs: epochs of its trial (60: 3-4 s of mnist1d-cnn on a 2-core machine,
+            for the target's trial of >= 3 s).
         overhead_repeats: timed trials per variant (after one untimed warm-up trial).
         overhead_storage: ``"journal"`` (``lrsearch run``'s default) or ``"sqlite"``.
         overhead_fast_workload: a workload of few-millisecond steps, timed with MLflow too
@@ -106,7 +107,7 @@ class BenchConfig:
     range_test: dict[str, Any] = field(default_factory=lambda: {"repeats": 3})
     target_tolerance: float = 0.3
     overhead_workload: str = "mnist1d-cnn"
-    overhead_epochs: int = 25
+    overhead_epochs: int = 60
     overhead_repeats: int = 10
     overhead_storage: str = "journal"
     overhead_fast_workload: str | None = "digits-mlp"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-__all__ = ["evaluate_targets"]
+__all__ = ["evaluate_targets", "overhead_target"]
 
 
 def _fmt(value: float | None, spec: str = ".2f", none: str = "-") -> str:
@@ -336,6 +336,40 @@ def _storage_targets(storage: dict[str, Any]) -> list[dict[str, str]]:
     return rows
 
 
+OVERHEAD_MAX = 1.03
+OVERHEAD_MIN_TRIAL_S = 3.0
+
+
+def overhead_target(overhead: dict[str, Any]) -> dict[str, str]:
+    """Issue 21's overhead target, on the MLflow variant: met iff its pairs' bare runs take
+    >= 3 s (median) and the median wall ratio and the median CPU ratio with the MLflow
+    writer process's CPU are both <= 1.03 (moving CPU to another process does not remove it).
+    """
+    target = (
+        f"overhead ratio <= {OVERHEAD_MAX} (wall, and CPU with the MLflow writer) for a trial "
+        f"of >= {OVERHEAD_MIN_TRIAL_S:.0f} s"
+    )
+    v = overhead["variants"]["optuna+mlflow"]
+    if not v.get("pairs") or v.get("median_ratio") is None:
+        return {"target": target, "status": "not measured", "measured": "no pair compared"}
+    bare, wall, cpu = v["median_bare_seconds"], v["median_ratio"], v["median_cpu_ratio"]
+    total = v.get("median_total_cpu_ratio", cpu)
+    over = [
+        f"{name} {value:.3f} > {OVERHEAD_MAX}"
+        for name, value in (("wall", wall), ("CPU with the writer", total))
+        if value > OVERHEAD_MAX
+    ]
+    if bare < OVERHEAD_MIN_TRIAL_S:
+        over.append(f"trial {bare:.1f} s < {OVERHEAD_MIN_TRIAL_S:.0f} s")
+    measured = (
+        f"wall {wall:.3f}, CPU {cpu:.3f} (training process), {total:.3f} with the MLflow "
+        f"writer process, on a {bare:.1f} s trial (median of {v['pairs']} pairs)"
+    )
+    if over:
+        measured += "; over: " + ", ".join(over)
+    return {"target": target, "status": _status(not over), "measured": measured}
+
+
 def evaluate_targets(report: dict[str, Any]) -> list[dict[str, str]]:
     """Each target of the issue: ``{"target", "status": met|missed|not measured, "measured"}``."""
     rows: list[dict[str, str]] = []
@@ -345,20 +379,7 @@ def evaluate_targets(report: dict[str, Any]) -> list[dict[str, str]]:
     rows += _across_workloads(list(rows), len(search))
     rows += _pruning_targets(report.get("pruning", {}))
     if "overhead" in report:
-        v = report["overhead"]["variants"]["optuna+mlflow"]
-        bare = v["median_bare_seconds"]
-        status = _status(v["median_ratio"] <= 1.03) if bare >= 3.0 else "not measured"
-        rows.append(
-            {
-                "target": "overhead ratio <= 1.03 for a trial of >= 3 s",
-                "status": status,
-                "measured": (
-                    f"{v['median_ratio']:.3f} on a {bare:.1f} s trial (CPU "
-                    f"{v['median_cpu_ratio']:.3f}, with the MLflow writer process "
-                    f"{v.get('median_total_cpu_ratio', v['median_cpu_ratio']):.3f})"
-                ),
-            }
-        )
+        rows.append(overhead_target(report["overhead"]))
     storage = report.get("storage")
     if storage is not None:
         rows += _storage_targets(storage)
