@@ -89,6 +89,11 @@ def test_the_summary_counts_what_was_left_out_and_why() -> None:
     assert s["median_ratio"] == pytest.approx(1.02) and s["warm_up_ratio"] == 1.5
     assert s["median_total_cpu_ratio"] == pytest.approx(1.05)
     assert s["median_epochs"] == 50
+    # every compared pair here is of a 3.3 s bare run: all are the target's
+    assert s["long"]["pairs"] == 3 and s["long"]["median_ratio"] == pytest.approx(1.02)
+    short = _summary([rows[0], _row(1.01), {**_row(2.0), "bare_seconds": 0.5}])
+    assert short["pairs"] == 2 and short["long"]["pairs"] == 1
+    assert short["long"]["median_ratio"] == pytest.approx(1.01)
 
     nothing = _summary([{**_row(1.5), "warm_up": True}, _row(0.5, same=False, why="trial FAIL")])
     assert nothing["pairs"] == 0 and nothing["median_ratio"] is None
@@ -106,26 +111,33 @@ def test_the_summary_counts_what_was_left_out_and_why() -> None:
     markdown = "\n".join(_overhead_md(report))
     assert "optuna+mlflow: 1 trial FAIL" in markdown
     assert "| 3: 2 (2) |" in markdown
+    assert "(the target's): optuna: 1.020 wall" in markdown
 
 
-def _variant(bare: float, wall: float, cpu: float, total: float) -> dict[str, Any]:
-    return {
-        "pairs": 10,
+def _variant(bare: float, wall: float, cpu: float, total: float, pairs: int = 5) -> dict:
+    """A summary whose pairs of >= 3 s trials have these medians; all its pairs (the pruner
+    stopped some after a few epochs) have others, which the target does not judge."""
+    long = {
+        "min_seconds": 3.0,
+        "pairs": pairs,
         "median_bare_seconds": bare,
         "median_ratio": wall,
         "median_cpu_ratio": cpu,
         "median_total_cpu_ratio": total,
     }
+    every = {**long, "pairs": 10, "median_bare_seconds": 1.9, "median_ratio": 1.5}
+    return {**every, "median_cpu_ratio": 1.5, "median_total_cpu_ratio": 1.5, "long": long}
 
 
 @pytest.mark.parametrize(
     ("variant", "status", "over"),
     [
-        (_variant(3.5, 1.02, 1.01, 1.03), "met", None),
-        (_variant(3.5, 1.04, 1.01, 1.02), "missed", "wall 1.040 > 1.03"),
+        (_variant(4.5, 1.02, 1.01, 1.03), "met", None),
+        (_variant(4.5, 1.04, 1.01, 1.02), "missed", "wall 1.040 > 1.03"),
         # the training process alone is under, the writer's CPU added is not
-        (_variant(3.5, 1.02, 1.01, 1.20), "missed", "CPU with the writer 1.200 > 1.03"),
-        (_variant(2.5, 1.00, 1.00, 1.00), "missed", "trial 2.5 s < 3 s"),
+        (_variant(4.5, 1.02, 1.01, 1.20), "missed", "CPU with the writer 1.200 > 1.03"),
+        # a report of before the >= 3 s subset: all its pairs, and their length, judged
+        ({**_variant(2.5, 1.0, 1.0, 1.0)["long"], "pairs": 10}, "missed", "trial 2.5 s < 3 s"),
     ],
 )
 def test_the_overhead_target_needs_a_3_s_trial_and_both_ratios_under_1_03(
@@ -133,9 +145,18 @@ def test_the_overhead_target_needs_a_3_s_trial_and_both_ratios_under_1_03(
 ) -> None:
     row = overhead_target({"variants": {"optuna+mlflow": variant}})
     assert row["status"] == status
-    assert f"CPU {variant['median_cpu_ratio']:.3f} (training process)" in row["measured"]
-    assert f"{variant['median_total_cpu_ratio']:.3f} with the MLflow writer" in row["measured"]
+    judged = variant.get("long", variant)
+    assert f"CPU {judged['median_cpu_ratio']:.3f} (training process)" in row["measured"]
+    assert f"{judged['median_total_cpu_ratio']:.3f} with the MLflow writer" in row["measured"]
+    if "long" in variant:
+        assert "(median of 5 of 10 pairs)" in row["measured"]
     if over is None:
         assert "over:" not in row["measured"]
     else:
         assert row["measured"].endswith(f"over: {over}")
+
+
+def test_without_a_pair_of_a_3_s_trial_the_target_is_missed() -> None:
+    row = overhead_target({"variants": {"optuna+mlflow": _variant(4.5, 1.0, 1.0, 1.0, pairs=0)}})
+    assert row["status"] == "missed"
+    assert row["measured"].startswith("no pair of a >= 3 s trial (median 1.9 s)")

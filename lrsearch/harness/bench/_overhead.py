@@ -15,6 +15,9 @@ validation metric at epoch ``k`` proving it, plus the bare run's test scoring (`
 scores the test split of a stopped run too; the objective keeps that score only for a COMPLETE
 trial). The bare run notes each epoch's end through an ``on_epoch`` callback; timed after a
 pruned trial it stops itself at epoch ``k``, as the pruner stopped the trial.
+Medians are over all compared pairs and, for the target (trials of >= 3 s), over the pairs
+whose compared bare run took that long (``long``): a trial stopped after a few epochs weighs
+the fixed per-trial costs more.
 
 MLflow's writes happen in a writer process (``lrsearch.tracking``), and a trial run's end goes
 out in the background while the next trial trains. So a trial's CPU is counted twice: the
@@ -34,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from optuna.trial import FrozenTrial, TrialState
 
-from lrsearch.harness.bench._config import BenchConfig
+from lrsearch.harness.bench._config import OVERHEAD_TRIAL_S, BenchConfig
 from lrsearch.trials import seed_of
 
 if TYPE_CHECKING:
@@ -323,7 +326,27 @@ def _summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
         "left_out": len(left_out),
         "left_out_why": {why: left_out.count(why) for why in sorted(set(left_out))},
         "same_result": all(r["same_result"] for r in timed),
+        "long": _long(timed),
         "rows": rows,
+    }
+
+
+def _long(timed: list[dict[str, Any]]) -> dict[str, Any]:
+    """Medians over the pairs whose compared bare run took >= ``OVERHEAD_TRIAL_S`` (what the
+    target is for; the pruner stops some trials after a few epochs, where the fixed per-trial
+    costs weigh more)."""
+    long = [r for r in timed if r["bare_seconds"] >= OVERHEAD_TRIAL_S]
+
+    def median(key: str) -> float | None:
+        return float(np.median([r[key] for r in long])) if long else None
+
+    return {
+        "min_seconds": OVERHEAD_TRIAL_S,
+        "pairs": len(long),
+        "median_ratio": median("ratio"),
+        "median_cpu_ratio": median("cpu_ratio"),
+        "median_total_cpu_ratio": median("total_cpu_ratio"),
+        "median_bare_seconds": median("bare_seconds"),
     }
 
 

@@ -243,7 +243,27 @@ def _overhead_md(report: dict[str, Any]) -> list[str]:
         f"Rendering a schedule PNG costs {o['schedule_png_s']:.3f} s: the study's parent run "
         "gets one for all trials at the end, trial runs get the schedule as JSON only."
     )
-    return [*lines, *_table(head, rows), "", note]
+    return [*lines, *_table(head, rows), "", *_long_md(o), note]
+
+
+def _long_md(o: dict[str, Any]) -> list[str]:
+    """The medians of the pairs of trials of >= 3 s, the ones the target is judged on."""
+    parts = [
+        f"{name}: {_fmt(v['long']['median_ratio'], '.3f')} wall, CPU "
+        f"{_fmt(v['long']['median_cpu_ratio'], '.3f')} (with writer "
+        f"{_fmt(v['long']['median_total_cpu_ratio'], '.3f')}), {v['long']['pairs']} pairs"
+        if v["long"]["pairs"]
+        else f"{name}: none"
+        for name, v in o["variants"].items()
+        if "long" in v
+    ]
+    if not parts:
+        return []
+    seconds = next(v["long"]["min_seconds"] for v in o["variants"].values() if "long" in v)
+    return [
+        f"Pairs whose bare run took >= {seconds:.0f} s (the target's): " + "; ".join(parts) + ".",
+        "",
+    ]
 
 
 def _storage_md(report: dict[str, Any], prefix: str) -> list[str]:
