@@ -143,6 +143,11 @@ def test_smoke_bench_writes_a_well_formed_report(tmp_path) -> None:
         assert variant["same_result"] is True  # the bare twin trained exactly the same run
         # with the MLflow writer process's CPU added: never below the training process's own
         assert variant["median_total_cpu_ratio"] >= variant["median_cpu_ratio"] - 1e-9
+        # 2-epoch trials: every pair compared on the epochs its trial trained, none of 3 s
+        assert variant["left_out"] == 0 and variant["long"]["pairs"] == 0
+        assert all(row["epochs"] for row in variant["rows"])
+    (row,) = [t for t in report["targets"] if t["target"].startswith("overhead ratio")]
+    assert row["status"] == "missed" and row["measured"].startswith("no pair of a >= 3 s trial")
     _check_storage(report["storage"], report["settings"], report["targets"])
     assert {t["status"] for t in report["targets"]} <= {"met", "missed", "not measured"}
 

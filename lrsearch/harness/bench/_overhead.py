@@ -7,8 +7,17 @@ recording to a local MLflow store through the study's recorder (``open_recorder`
 :class:`~lrsearch.tracking.MlflowTracker`); and once more, with MLflow, on a workload whose
 steps take a few milliseconds (``overhead_fast_workload``), where per-step work shows most.
 Every trial trains the prior-centre schedule (enqueued), so a bare ``train`` call with the
-same schedule and seed, timed right before or after it, trains exactly the same run; their
-final metrics are compared to prove it.
+same schedule and seed, timed right before or after it, trains exactly the same run. The
+PlateauPruner stops most of these trials (their seeds differ), so a pair is compared on the
+epochs its trial trained: a COMPLETE trial against the whole bare run, its final metric proving
+the same run; a trial pruned after epoch ``k`` against the bare run's first ``k`` epochs, its
+validation metric at epoch ``k`` proving it, plus the bare run's test scoring (``train``
+scores the test split of a stopped run too; the objective keeps that score only for a COMPLETE
+trial). The bare run notes each epoch's end through an ``on_epoch`` callback; timed after a
+pruned trial it stops itself at epoch ``k``, as the pruner stopped the trial.
+Medians are over all compared pairs and, for the target (trials of >= 3 s), over the pairs
+whose compared bare run took that long (``long``): a trial stopped after a few epochs weighs
+the fixed per-trial costs more.
 
 MLflow's writes happen in a writer process (``lrsearch.tracking``), and a trial run's end goes
 out in the background while the next trial trains. So a trial's CPU is counted twice: the
@@ -21,18 +30,20 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from optuna.trial import FrozenTrial, TrialState
 
-from lrsearch.harness.bench._config import BenchConfig
+from lrsearch.harness.bench._config import OVERHEAD_TRIAL_S, BenchConfig
 from lrsearch.trials import seed_of
 
 if TYPE_CHECKING:
     from lrsearch.study import StudyHandle
     from lrsearch.tracking.recorder import StudyRecorder
+    from lrsearch.training import EpochInfo
 
 __all__ = ["run_overhead"]
 
@@ -59,12 +70,12 @@ class _Clock:
     """Wall and process CPU seconds of a block (CPU time shrugs off other processes' load)."""
 
     def __enter__(self) -> _Clock:
-        self._wall, self._cpu = time.perf_counter(), time.process_time()
+        self.began_wall, self.began_cpu = time.perf_counter(), time.process_time()
         return self
 
     def __exit__(self, *_: object) -> None:
-        self.wall = time.perf_counter() - self._wall
-        self.cpu = time.process_time() - self._cpu
+        self.wall = time.perf_counter() - self.began_wall
+        self.cpu = time.process_time() - self.began_cpu
 
 
 def _writer_cpu(recorder: StudyRecorder | None) -> float:
@@ -90,8 +101,37 @@ def _one_trial(
     return clock, writer_cpu, handle.study.get_trials(deepcopy=False)[number]
 
 
-def _bare(handle: StudyHandle, trial: FrozenTrial, epochs: int) -> tuple[_Clock, float]:
-    """The same run through ``train`` alone (no callbacks): its times and final metric."""
+@dataclass
+class _Mark:
+    """The end of one bare epoch: wall and CPU seconds since the call began, and its metric."""
+
+    wall: float
+    cpu: float
+    val_metric: float
+
+
+@dataclass
+class _BareRun:
+    """A bare ``train`` call: its times, final validation metric and each epoch's end."""
+
+    clock: _Clock
+    val_metric: float
+    marks: list[_Mark]
+
+    def until(self, epoch: int) -> tuple[float, float]:
+        """Wall and CPU seconds of a run stopped after ``epoch``: the epochs, then the test
+        scoring that follows the last epoch (what ``train`` does after a stop too)."""
+        last, mark = self.marks[-1], self.marks[epoch - 1]
+        tail_wall, tail_cpu = self.clock.wall - last.wall, self.clock.cpu - last.cpu
+        return mark.wall + tail_wall, mark.cpu + tail_cpu
+
+
+def _bare(handle: StudyHandle, trial: FrozenTrial, *, stop_after: int | None = None) -> _BareRun:
+    """The same run through ``train`` alone, stopped after epoch ``stop_after`` (None: all).
+
+    Its only callback notes each epoch's end (two clock reads and a list append: microseconds
+    an epoch, against the milliseconds of an epoch's validation).
+    """
     from lrsearch.space import default_params
     from lrsearch.training import train
     from lrsearch.trials import schedule_of, trial_params
@@ -102,16 +142,41 @@ def _bare(handle: StudyHandle, trial: FrozenTrial, epochs: int) -> tuple[_Clock,
     else:  # the enqueued prior centre, not sampled yet: it will train the default parameters
         params = default_params(handle.config.space, handle.prior)
     schedule = schedule_of(handle, params)
+    ends: list[tuple[float, float, float]] = []
+
+    def mark(info: EpochInfo) -> bool:
+        ends.append((time.perf_counter(), time.process_time(), info.val_metric))
+        return stop_after is not None and info.epoch >= stop_after
+
     with _Clock() as clock:
         result = train(
             plan.workload,
             schedule,
-            epochs=epochs,
+            epochs=plan.epochs,
             batch_size=handle.config.study.batch_size,
             weight_decay=params["weight_decay"],
             seed=seed_of(handle.config, trial),
+            on_epoch=mark,
         )
-    return clock, float(result.val_metric)
+    marks = [_Mark(w - clock.began_wall, c - clock.began_cpu, m) for w, c, m in ends]
+    return _BareRun(clock, float(result.val_metric), marks)
+
+
+def _compare(trial: FrozenTrial, bare: _BareRun, epochs: int) -> tuple[float, float, int] | str:
+    """The bare run's wall and CPU seconds for the work ``trial`` did, and its epochs; or why
+    the two cannot be compared (not proven the same run)."""
+    if trial.state == TrialState.COMPLETE:
+        if len(bare.marks) != epochs or bare.val_metric != trial.value:
+            return "final metric differs"
+        return bare.clock.wall, bare.clock.cpu, epochs
+    if trial.state != TrialState.PRUNED:
+        return f"trial {trial.state.name}"
+    if not trial.intermediate_values:
+        return "pruned before an epoch"
+    k = max(trial.intermediate_values)
+    if len(bare.marks) < k or bare.marks[k - 1].val_metric != trial.intermediate_values[k]:
+        return "metric at the pruned epoch differs"
+    return (*bare.until(k), k)
 
 
 def _pair(
@@ -121,25 +186,32 @@ def _pair(
     upcoming = _upcoming(handle)
     epochs = handle.plan.epochs
     if bare_first:
-        bare, metric = _bare(handle, upcoming, epochs)
+        bare = _bare(handle, upcoming)
         ours, writer_cpu, trial = _one_trial(handle, recorder, upcoming.number)
     else:
         ours, writer_cpu, trial = _one_trial(handle, recorder, upcoming.number)
-        bare, metric = _bare(handle, trial, len(trial.intermediate_values) or epochs)
-    # A trial the pruner stopped early did not train the same run as a full bare one.
-    same = trial.state == TrialState.COMPLETE and metric == trial.value
+        pruned = trial.state == TrialState.PRUNED and trial.intermediate_values
+        bare = _bare(handle, trial, stop_after=max(trial.intermediate_values) if pruned else None)
+    compared = _compare(trial, bare, epochs)
+    if isinstance(compared, str):  # not the same run: the whole bare run, for the record
+        why, (bare_wall, bare_cpu, trained) = compared, (bare.clock.wall, bare.clock.cpu, None)
+    else:
+        why, (bare_wall, bare_cpu, trained) = None, compared
     return {
         "trial": trial.number,
         "state": trial.state.name,
+        "epochs": trained,
         "seconds": ours.wall,
-        "bare_seconds": bare.wall,
-        "ratio": ours.wall / bare.wall,
+        "bare_seconds": bare_wall,
+        "ratio": ours.wall / bare_wall,
         "cpu_seconds": ours.cpu,
-        "bare_cpu_seconds": bare.cpu,
-        "cpu_ratio": ours.cpu / bare.cpu,
+        "bare_cpu_seconds": bare_cpu,
+        "cpu_ratio": ours.cpu / bare_cpu,
         "writer_cpu_seconds": writer_cpu,
-        "total_cpu_ratio": (ours.cpu + writer_cpu) / bare.cpu,
-        "same_result": same,
+        "total_cpu_ratio": (ours.cpu + writer_cpu) / bare_cpu,
+        "bare_full_seconds": bare.clock.wall if len(bare.marks) == epochs else None,
+        "same_result": why is None,
+        "left_out": why,
     }
 
 
@@ -186,9 +258,10 @@ def run_overhead(config: BenchConfig, workdir: Path, advance: Callable[[], None]
             advance()
     summaries = {name: _summary(all_rows) for name, all_rows in rows.items()}
     for name, (study, _) in studies.items():
-        step_ms = 1000 * summaries[name]["median_bare_seconds"] / study.plan.total_steps
         summaries[name].update(
-            workload=study.plan.workload.name, steps=study.plan.total_steps, step_ms=step_ms
+            workload=study.plan.workload.name,
+            steps=study.plan.total_steps,
+            step_ms=_step_ms(rows[name], study.plan.steps_per_epoch),
         )
     out: dict[str, Any] = {
         "workload": config.overhead_workload,
@@ -203,6 +276,17 @@ def run_overhead(config: BenchConfig, workdir: Path, advance: Callable[[], None]
     return out
 
 
+def _step_ms(rows: list[dict[str, Any]], steps_per_epoch: int) -> float | None:
+    """Median milliseconds a bare step takes (its epoch's validation included), over the
+    timed pairs proven the same run."""
+    per_step = [
+        1000 * r["bare_seconds"] / (r["epochs"] * steps_per_epoch)
+        for r in rows
+        if not r["warm_up"] and r["same_result"] and r.get("epochs")
+    ]
+    return float(np.median(per_step)) if per_step else None
+
+
 def _load_average() -> list[float] | None:
     """The machine's 1/5/15-minute load averages at the end (what else was running)."""
     import os
@@ -214,25 +298,55 @@ def _load_average() -> list[float] | None:
 
 
 def _summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    # A pair whose trial the pruner stopped did not train the same run as its twin: left out.
-    timed = [r for r in rows if not r["warm_up"] and r["same_result"]] or rows[1:]
+    """Medians over the timed pairs proven the same run (None where there are none)."""
+    timed = [r for r in rows if not r["warm_up"] and r["same_result"]]
+    left_out = [r.get("left_out") or "not the same run" for r in rows[1:] if not r["same_result"]]
+
+    def median(key: str) -> float | None:
+        return float(np.median([r[key] for r in timed])) if timed else None
+
+    def quartile(q: float) -> float | None:
+        return float(np.percentile([r["ratio"] for r in timed], q)) if timed else None
+
+    extra = [r["seconds"] - r["bare_seconds"] for r in timed]
     return {
-        "median_ratio": float(np.median([r["ratio"] for r in timed])),
-        "q25_ratio": float(np.percentile([r["ratio"] for r in timed], 25)),
-        "q75_ratio": float(np.percentile([r["ratio"] for r in timed], 75)),
-        "median_cpu_ratio": float(np.median([r["cpu_ratio"] for r in timed])),
-        "median_total_cpu_ratio": float(
-            np.median([r.get("total_cpu_ratio", r["cpu_ratio"]) for r in timed])
-        ),
-        "median_writer_cpu_s": float(np.median([r.get("writer_cpu_seconds", 0.0) for r in timed])),
-        "median_extra_s": float(np.median([r["seconds"] - r["bare_seconds"] for r in timed])),
-        "median_seconds": float(np.median([r["seconds"] for r in timed])),
-        "median_bare_seconds": float(np.median([r["bare_seconds"] for r in timed])),
+        "median_ratio": median("ratio"),
+        "q25_ratio": quartile(25),
+        "q75_ratio": quartile(75),
+        "median_cpu_ratio": median("cpu_ratio"),
+        "median_total_cpu_ratio": median("total_cpu_ratio"),
+        "median_writer_cpu_s": median("writer_cpu_seconds"),
+        "median_extra_s": float(np.median(extra)) if extra else None,
+        "median_seconds": median("seconds"),
+        "median_bare_seconds": median("bare_seconds"),
+        "median_epochs": median("epochs"),
         "warm_up_ratio": rows[0]["ratio"],
         "pairs": len(timed),
-        "left_out": sum(not r["warm_up"] for r in rows) - len(timed),
+        "pruned_pairs": sum(r["state"] == "PRUNED" for r in timed),
+        "left_out": len(left_out),
+        "left_out_why": {why: left_out.count(why) for why in sorted(set(left_out))},
         "same_result": all(r["same_result"] for r in timed),
+        "long": _long(timed),
         "rows": rows,
+    }
+
+
+def _long(timed: list[dict[str, Any]]) -> dict[str, Any]:
+    """Medians over the pairs whose compared bare run took >= ``OVERHEAD_TRIAL_S`` (what the
+    target is for; the pruner stops some trials after a few epochs, where the fixed per-trial
+    costs weigh more)."""
+    long = [r for r in timed if r["bare_seconds"] >= OVERHEAD_TRIAL_S]
+
+    def median(key: str) -> float | None:
+        return float(np.median([r[key] for r in long])) if long else None
+
+    return {
+        "min_seconds": OVERHEAD_TRIAL_S,
+        "pairs": len(long),
+        "median_ratio": median("ratio"),
+        "median_cpu_ratio": median("cpu_ratio"),
+        "median_total_cpu_ratio": median("total_cpu_ratio"),
+        "median_bare_seconds": median("bare_seconds"),
     }
 
 

@@ -198,12 +198,12 @@ def _overhead_md(report: dict[str, Any]) -> list[str]:
         "extra s",
         "ratio",
         "ratio 25-75%",
-        "CPU-time ratio",
-        "CPU with writer",
+        "CPU ratio (training process)",
+        "CPU ratio with writer",
         "writer CPU s",
         "warm-up ratio",
-        "pairs (left out)",
-        "same final metric",
+        "epochs compared (median)",
+        "pairs: pruned (left out)",
     ]
     rows = [
         [
@@ -212,28 +212,58 @@ def _overhead_md(report: dict[str, Any]) -> list[str]:
             _fmt(v["median_bare_seconds"], ".3f"),
             _fmt(v["median_extra_s"], ".3f"),
             _fmt(v["median_ratio"], ".3f"),
-            f"{v['q25_ratio']:.3f} - {v['q75_ratio']:.3f}",
+            f"{_fmt(v['q25_ratio'], '.3f')} - {_fmt(v['q75_ratio'], '.3f')}",
             _fmt(v["median_cpu_ratio"], ".3f"),
             _fmt(v.get("median_total_cpu_ratio"), ".3f"),
             _fmt(v.get("median_writer_cpu_s"), ".3f"),
             _fmt(v["warm_up_ratio"], ".3f"),
-            f"{v['pairs']} ({v['left_out']})",
-            "yes" if v["same_result"] else "no",
+            _fmt(v.get("median_epochs"), ".0f"),
+            f"{v['pairs']}: {_fmt(v.get('pruned_pairs'), '.0f')} ({v['left_out']})",
         ]
         for name, v in o["variants"].items()
     ]
     for row, (name, v) in zip(rows, o["variants"].items(), strict=True):
-        if "step_ms" in v:  # which workload, and how long its bare step takes
+        if v.get("step_ms") is not None:  # which workload, and how long its bare step takes
             row[0] = f"{name} ({v['workload']}, {v['step_ms']:.2f} ms/step)"
+    why = {
+        name: ", ".join(f"{n} {reason}" for reason, n in v["left_out_why"].items())
+        for name, v in o["variants"].items()
+        if v.get("left_out_why")
+    }
     note = (
-        "Medians over pairs; a pair whose trial the pruner stopped is left out. CPU time is "
+        "Medians over pairs proven the same run: a COMPLETE trial against the whole bare run "
+        "(same final metric), a trial the pruner stopped after epoch k against the bare run's "
+        "first k epochs and its test scoring (same validation metric at epoch k; the bare run "
+        "notes each epoch's end, microseconds each). Left out: pairs not proven the same run"
+        + (" (" + "; ".join(f"{n}: {w}" for n, w in why.items()) + ")" if why else "")
+        + ". CPU time is "
         "the training process's (not other processes' load, nor time spent waiting on disk); "
-        "'CPU with writer' adds the MLflow writer process's CPU for the trial's writes, its "
-        "run's end included (it is drained after the trial, outside the wall time). Rendering a "
-        f"schedule PNG costs {o['schedule_png_s']:.3f} s: the study's parent run gets one for "
-        "all trials at the end, trial runs get the schedule as JSON only."
+        "'CPU ratio with writer' adds the MLflow writer process's CPU for the trial's writes, "
+        "its run's end included (it is drained after the trial, outside the wall time). "
+        f"Rendering a schedule PNG costs {o['schedule_png_s']:.3f} s: the study's parent run "
+        "gets one for all trials at the end, trial runs get the schedule as JSON only."
     )
-    return [*lines, *_table(head, rows), "", note]
+    return [*lines, *_table(head, rows), "", *_long_md(o), note]
+
+
+def _long_md(o: dict[str, Any]) -> list[str]:
+    """The medians of the pairs of trials of >= 3 s, the ones the target is judged on."""
+    parts = [
+        f"{name}: {_fmt(v['long']['median_ratio'], '.3f')} wall, CPU "
+        f"{_fmt(v['long']['median_cpu_ratio'], '.3f')} (with writer "
+        f"{_fmt(v['long']['median_total_cpu_ratio'], '.3f')}), {v['long']['pairs']} pairs"
+        if v["long"]["pairs"]
+        else f"{name}: none"
+        for name, v in o["variants"].items()
+        if "long" in v
+    ]
+    if not parts:
+        return []
+    seconds = next(v["long"]["min_seconds"] for v in o["variants"].values() if "long" in v)
+    return [
+        f"Pairs whose bare run took >= {seconds:.0f} s (the target's): " + "; ".join(parts) + ".",
+        "",
+    ]
 
 
 def _storage_md(report: dict[str, Any], prefix: str) -> list[str]:

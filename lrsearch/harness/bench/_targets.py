@@ -5,7 +5,9 @@ from __future__ import annotations
 import math
 from typing import Any
 
-__all__ = ["evaluate_targets"]
+from lrsearch.harness.bench._config import OVERHEAD_TRIAL_S
+
+__all__ = ["evaluate_targets", "overhead_target"]
 
 
 def _fmt(value: float | None, spec: str = ".2f", none: str = "-") -> str:
@@ -336,6 +338,49 @@ def _storage_targets(storage: dict[str, Any]) -> list[dict[str, str]]:
     return rows
 
 
+OVERHEAD_MAX = 1.03
+
+
+def overhead_target(overhead: dict[str, Any]) -> dict[str, str]:
+    """Issue 21's overhead target, on the MLflow variant's pairs of trials of >= 3 s (their
+    bare runs; where a report has no such subset, all its pairs): met iff there are some, and
+    their median wall ratio and median CPU ratio with the MLflow writer process's CPU are both
+    <= 1.03 (moving CPU to another process does not remove it)."""
+    target = (
+        f"overhead ratio <= {OVERHEAD_MAX} (wall, and CPU with the MLflow writer) for a trial "
+        f"of >= {OVERHEAD_TRIAL_S:.0f} s"
+    )
+    every = overhead["variants"]["optuna+mlflow"]
+    v = every.get("long", every)
+    if not every.get("pairs"):
+        return {"target": target, "status": "not measured", "measured": "no pair compared"}
+    if not v["pairs"]:
+        longest = every["median_bare_seconds"]
+        return {
+            "target": target,
+            "status": "missed",
+            "measured": f"no pair of a >= {OVERHEAD_TRIAL_S:.0f} s trial "
+            f"(median {longest:.1f} s); over: trial {longest:.1f} s < {OVERHEAD_TRIAL_S:.0f} s",
+        }
+    bare, wall, cpu = v["median_bare_seconds"], v["median_ratio"], v["median_cpu_ratio"]
+    total = v.get("median_total_cpu_ratio", cpu)
+    over = [
+        f"{name} {value:.3f} > {OVERHEAD_MAX}"
+        for name, value in (("wall", wall), ("CPU with the writer", total))
+        if value > OVERHEAD_MAX
+    ]
+    if bare < OVERHEAD_TRIAL_S:
+        over.append(f"trial {bare:.1f} s < {OVERHEAD_TRIAL_S:.0f} s")
+    which = f"{v['pairs']} of {every['pairs']} pairs" if v is not every else f"{v['pairs']} pairs"
+    measured = (
+        f"wall {wall:.3f}, CPU {cpu:.3f} (training process), {total:.3f} with the MLflow "
+        f"writer process, on a {bare:.1f} s trial (median of {which})"
+    )
+    if over:
+        measured += "; over: " + ", ".join(over)
+    return {"target": target, "status": _status(not over), "measured": measured}
+
+
 def evaluate_targets(report: dict[str, Any]) -> list[dict[str, str]]:
     """Each target of the issue: ``{"target", "status": met|missed|not measured, "measured"}``."""
     rows: list[dict[str, str]] = []
@@ -345,20 +390,7 @@ def evaluate_targets(report: dict[str, Any]) -> list[dict[str, str]]:
     rows += _across_workloads(list(rows), len(search))
     rows += _pruning_targets(report.get("pruning", {}))
     if "overhead" in report:
-        v = report["overhead"]["variants"]["optuna+mlflow"]
-        bare = v["median_bare_seconds"]
-        status = _status(v["median_ratio"] <= 1.03) if bare >= 3.0 else "not measured"
-        rows.append(
-            {
-                "target": "overhead ratio <= 1.03 for a trial of >= 3 s",
-                "status": status,
-                "measured": (
-                    f"{v['median_ratio']:.3f} on a {bare:.1f} s trial (CPU "
-                    f"{v['median_cpu_ratio']:.3f}, with the MLflow writer process "
-                    f"{v.get('median_total_cpu_ratio', v['median_cpu_ratio']):.3f})"
-                ),
-            }
-        )
+        rows.append(overhead_target(report["overhead"]))
     storage = report.get("storage")
     if storage is not None:
         rows += _storage_targets(storage)
