@@ -278,8 +278,8 @@ def train(
     Every epoch evaluates on the validation set and calls ``on_epoch``; a truthy return
     stops training (``stopped``). A :class:`~lrsearch.schedules.MetricDriven` schedule
     (``PlateauDecay``) gets the validation loss reported each epoch. A workload with a test
-    split has it scored once, after the last epoch (``test_metric``/``test_loss``); no
-    callback sees it, so nothing that selects or prunes can.
+    split has it scored once, after the last epoch (``test_metric``/``test_loss``; not for a
+    run stopped early); no callback sees it, so nothing that selects or prunes can.
 
     The workload's options shape each step (:class:`TrainStep`): its data (tensors or
     loaders), loss or ``step_fn``, optimizer and param groups, ``accumulate`` micro-batches
@@ -525,8 +525,9 @@ def _with_test_scores(
     """``result`` with the final model's test loss and metric, where there is a test split.
 
     Scored once, after training, and never reported to a callback: selection stays blind to it.
+    A run stopped early (a pruned trial) is not scored: nothing keeps a pruned trial's score.
     """
-    if not workload.has_test or result.diverged or not result.history:
+    if not workload.has_test or result.diverged or result.stopped or not result.history:
         return result
     result.test_loss, result.test_metric = evaluate(model, workload, device, split="test")
     return result

@@ -11,9 +11,8 @@ same schedule and seed, timed right before or after it, trains exactly the same 
 PlateauPruner stops most of these trials (their seeds differ), so a pair is compared on the
 epochs its trial trained: a COMPLETE trial against the whole bare run, its final metric proving
 the same run; a trial pruned after epoch ``k`` against the bare run's first ``k`` epochs, its
-validation metric at epoch ``k`` proving it, plus the bare run's test scoring (``train``
-scores the test split of a stopped run too; the objective keeps that score only for a COMPLETE
-trial). The bare run notes each epoch's end through an ``on_epoch`` callback; timed after a
+validation metric at epoch ``k`` proving it, plus whatever ``train`` does after a stop (a
+stopped run's test split is not scored). The bare run notes each epoch's end through an ``on_epoch`` callback; timed after a
 pruned trial it stops itself at epoch ``k``, as the pruner stopped the trial.
 Medians are over all compared pairs and, for the target (trials of >= 3 s), over the pairs
 whose compared bare run took that long (``long``): a trial stopped after a few epochs weighs
@@ -119,11 +118,13 @@ class _BareRun:
     marks: list[_Mark]
 
     def until(self, epoch: int) -> tuple[float, float]:
-        """Wall and CPU seconds of a run stopped after ``epoch``: the epochs, then the test
-        scoring that follows the last epoch (what ``train`` does after a stop too)."""
-        last, mark = self.marks[-1], self.marks[epoch - 1]
-        tail_wall, tail_cpu = self.clock.wall - last.wall, self.clock.cpu - last.cpu
-        return mark.wall + tail_wall, mark.cpu + tail_cpu
+        """Wall and CPU seconds of the run to the end of ``epoch``, and what followed where it
+        ended there (the test scoring of a whole run; next to nothing after a stop, which
+        scores no test split: so a longer run's tail is not counted for an earlier epoch)."""
+        mark = self.marks[epoch - 1]
+        if epoch < len(self.marks):
+            return mark.wall, mark.cpu
+        return self.clock.wall, self.clock.cpu
 
 
 def _bare(handle: StudyHandle, trial: FrozenTrial, *, stop_after: int | None = None) -> _BareRun:
