@@ -18,7 +18,9 @@ fraction of a second get one every few, so a preempted trial loses at most about
 times a checkpoint's cost, plus the epoch it was in. A trial's first checkpoint waits the same
 way for the cost of one measured by the worker's earlier trials (same model, same size); a
 worker's first trial checkpoints its first epoch, whose cost is not known yet. A snapshot
-(a copy of the model and optimizer) is taken only for a checkpoint that is due.
+(a copy of the model and optimizer) is taken only for a checkpoint that is due, and only it
+holds up training: the file is written on a background thread (serializing, fsync, rename),
+whose time counts against the share too; the trial's end (or preemption) waits for it.
 
 Layout: ``<root>/<study>/trial-<original number>/epoch-<k>.pt``; a new checkpoint is written
 beside the old one and the old one removed, so a reader always finds a whole file. The files
@@ -33,6 +35,7 @@ import os
 import re
 import shutil
 import sys
+import threading
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -140,21 +143,46 @@ class TrialCheckpoints:
         self._last_cost = expected_s
         self._last_end = time.perf_counter()
         self._warned = False
+        self._writing: threading.Thread | None = None
 
     def due(self) -> bool:
-        """Whether a checkpoint now keeps within its share of the training time."""
+        """Whether a checkpoint now keeps within its share of the training time (and the
+        previous one is written)."""
         if self.share >= 1:
             return True  # every epoch, whatever it costs
+        if self._writing is not None and self._writing.is_alive():
+            return False
         trained = time.perf_counter() - self._last_end
         return trained * self.share >= self._last_cost
 
     def save(self, take: Callable[[], Snapshot]) -> None:
-        """When :meth:`due`, take a snapshot, write it atomically and drop the older ones;
-        a failed write only warns."""
+        """When :meth:`due`, take a snapshot and write it, atomically, in the background.
+
+        Only the snapshot (a copy of the state) holds up training; the writing (serializing,
+        fsync, rename, dropping the older ones) runs on a thread, and its time counts against
+        the share as well. A failed write only warns.
+        """
         if not self.due():
             return
+        self.wait()  # share 1: the previous one is written first, whatever it takes
         started = time.perf_counter()
         snapshot = take()
+        self._last_end = time.perf_counter()  # training goes on from here
+        self._writing = threading.Thread(
+            target=self._write,
+            args=(snapshot, started),
+            name=f"lrsearch-checkpoint-{self.directory.name}",
+            daemon=True,  # a write stuck on a shared mount must not keep the process alive
+        )
+        self._writing.start()
+
+    def wait(self) -> None:
+        """Until the checkpoint being written (if any) is on disk."""
+        if self._writing is not None:
+            self._writing.join()
+            self._writing = None
+
+    def _write(self, snapshot: Snapshot, started: float) -> None:
         final = self.directory / f"epoch-{snapshot.epoch}.pt"
         tmp = self.directory / f".epoch-{snapshot.epoch}.{os.getpid()}.tmp"
         try:
@@ -168,15 +196,15 @@ class TrialCheckpoints:
             for older in self._files():
                 if older[0] < snapshot.epoch:
                     older[1].unlink(missing_ok=True)
+            size = final.stat().st_size
         except OSError as exc:
             tmp.unlink(missing_ok=True)
             self._warn(f"trial checkpoint not written to {final}: {exc}")
             return
-        self._last_end = time.perf_counter()
-        self._last_cost = self._last_end - started
+        self._last_cost = time.perf_counter() - started
         self.saves += 1
         self.seconds += self._last_cost
-        self.bytes = final.stat().st_size
+        self.bytes = size
 
     def load(self) -> Snapshot | None:
         """The latest whole checkpoint of this trial with the same identity, or None."""
@@ -192,10 +220,13 @@ class TrialCheckpoints:
 
     def remove(self) -> None:
         """Delete this trial's checkpoints (the trial has ended)."""
+        self.wait()
         shutil.rmtree(self.directory, ignore_errors=True)
 
     def stats(self) -> dict[str, float]:
-        """What checkpointing cost this trial: saves, seconds per save, bytes of the last."""
+        """What checkpointing cost this trial: saves, seconds per save (the snapshot and its
+        writing), bytes of the last; once the one being written is on disk."""
+        self.wait()
         if not self.saves:
             return {}
         per_save = round(self.seconds / self.saves, 6)

@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import threading
 import time
 from collections.abc import Generator
 from pathlib import Path
@@ -44,8 +45,9 @@ LAZY_OPS = frozenset(
         JournalOperation.SET_TRIAL_SYSTEM_ATTR,
     }
 )
-"""Records fsynced lazily: at the next record that is fsynced, or at the first append once
-the last fsync is :data:`LAZY_SYNC_S` old.
+"""Records fsynced lazily: at the next record that is fsynced, or on a background thread
+(the writer does not wait for the disk) at the first append once the last fsync is
+:data:`LAZY_SYNC_S` old.
 
 They are a running trial's epoch values and attributes (worker, heartbeat, derived values,
 resume point), written every epoch or every few seconds. A power loss can take at most the
@@ -159,6 +161,38 @@ def check_readable(path: Path) -> JournalCorrupt:
     return JournalCorrupt(f"the journal {path} cannot be read; restore it from a backup")
 
 
+class _Syncer:
+    """fsyncs one file on a daemon thread when asked; asks made while it syncs make one more."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._asked = threading.Event()
+        self._pid = os.getpid()
+        self._thread = threading.Thread(
+            target=self._run, name="lrsearch-journal-fsync", daemon=True
+        )
+        self._thread.start()
+
+    def alive(self) -> bool:
+        return self._pid == os.getpid() and self._thread.is_alive()
+
+    def ask(self) -> None:
+        self._asked.set()
+
+    def _run(self) -> None:
+        while True:
+            self._asked.wait()
+            self._asked.clear()
+            try:
+                fd = os.open(self._path, os.O_RDONLY)
+                try:
+                    os.fsync(fd)  # the file's data, whichever descriptor wrote it
+                finally:
+                    os.close(fd)
+            except OSError:
+                pass  # the next durable record fsyncs the whole file anyway
+
+
 class SafeJournalFile(JournalFileBackend):
     """Optuna's journal file backend that sets a cut or corrupt last record aside.
 
@@ -171,6 +205,7 @@ class SafeJournalFile(JournalFileBackend):
         super().__init__(file_path)
         self._path = Path(file_path)
         self._synced_at = time.monotonic()
+        self._syncer: _Syncer | None = None
         if _tail_offset(self._path)[0] != self._path.stat().st_size:
             with self._locked():
                 set_aside_tail(self._path)
@@ -190,9 +225,22 @@ class SafeJournalFile(JournalFileBackend):
             f.write(lines.encode("utf-8"))
             f.flush()
             now = time.monotonic()
-            if durable or now - self._synced_at >= LAZY_SYNC_S:
+            if durable:
                 os.fsync(f.fileno())  # the whole file: earlier lazy records too
                 self._synced_at = now
+            elif now - self._synced_at >= LAZY_SYNC_S:
+                self._background_sync()  # lazy records: the caller does not wait for the disk
+                self._synced_at = now
+
+    def _background_sync(self) -> None:
+        if self._syncer is None or not self._syncer.alive():  # first, or in a forked child
+            self._syncer = _Syncer(self._path)
+        self._syncer.ask()
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_syncer"] = None  # a thread does not travel; the copy starts its own
+        return state
 
     def read_logs(self, log_number_from: int) -> Generator[dict[str, Any], None, None]:
         try:

@@ -91,6 +91,8 @@ def test_the_summary_counts_what_was_left_out_and_why() -> None:
     assert s["median_epochs"] == 50
     # every compared pair here is of a 3.3 s bare run: all are the target's
     assert s["long"]["pairs"] == 3 and s["long"]["median_ratio"] == pytest.approx(1.02)
+    low, high = s["long"]["ci90_ratio"]  # bootstrap medians of 1.01, 1.02, 1.04
+    assert 1.01 <= low <= 1.02 <= high <= 1.04 and low < high
     short = _summary([rows[0], _row(1.01), {**_row(2.0), "bare_seconds": 0.5}])
     assert short["pairs"] == 2 and short["long"]["pairs"] == 1
     assert short["long"]["median_ratio"] == pytest.approx(1.01)
@@ -111,7 +113,8 @@ def test_the_summary_counts_what_was_left_out_and_why() -> None:
     markdown = "\n".join(_overhead_md(report))
     assert "optuna+mlflow: 1 trial FAIL" in markdown
     assert "| 3: 2 (2) |" in markdown
-    assert "(the target's): optuna: 1.020 wall" in markdown
+    assert "(the target's): optuna: 1.020 wall [" in markdown
+    assert short["long"]["ci90_ratio"] is None  # one pair: no interval to speak of
 
 
 def _variant(bare: float, wall: float, cpu: float, total: float, pairs: int = 5) -> dict:

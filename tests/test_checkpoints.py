@@ -75,6 +75,7 @@ def test_a_run_resumed_from_its_checkpoint_ends_as_the_uninterrupted_one(
         snapshot = take()
         store.save(lambda: snapshot)
         if snapshot.epoch == kill_after:
+            store.wait()  # killed once that checkpoint is on disk (it is written in the background)
             raise Preempted
 
     random.seed(11)

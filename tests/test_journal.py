@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import threading
+import time
 from pathlib import Path
 
 import optuna
@@ -143,14 +145,14 @@ def test_a_long_last_record_is_found_across_chunks(tmp_path) -> None:
     assert journal.read_bytes() == whole
 
 
-def _count_fsyncs(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """Every os.fsync call from now on, by file descriptor (the real fsync still runs)."""
-    calls: list[int] = []
+def _count_fsyncs(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every os.fsync call from now on, by the thread that made it (the real fsync runs)."""
+    calls: list[str] = []
     real = os.fsync
 
     def counting(fd: int) -> None:
-        calls.append(fd)
         real(fd)
+        calls.append(threading.current_thread().name)
 
     monkeypatch.setattr(os, "fsync", counting)
     return calls
@@ -178,11 +180,21 @@ def test_epoch_values_are_read_at_once_and_fsynced_with_the_next_state(
     assert len(fsyncs) == 1  # the state record, and the whole file with it
 
 
-def test_epoch_values_are_fsynced_once_the_last_fsync_is_old(tmp_path, monkeypatch) -> None:
+def test_epoch_values_are_fsynced_in_the_background_once_the_last_fsync_is_old(
+    tmp_path, monkeypatch
+) -> None:
     monkeypatch.setattr(journal_module, "LAZY_SYNC_S", 0.0)
     study = optuna.create_study(storage=JournalStorage(SafeJournalFile(str(tmp_path / "j"))))
     trial = study.ask()
     fsyncs = _count_fsyncs(monkeypatch)
     trial.report(0.5, 1)
-    trial.report(0.4, 2)
-    assert len(fsyncs) == 2
+    deadline = time.monotonic() + 10
+    while not fsyncs and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert fsyncs == ["lrsearch-journal-fsync"]  # not the trial's thread: it did not wait
+    trial.report(0.4, 2)  # asked again: synced again
+    while len(fsyncs) < 2 and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert fsyncs == ["lrsearch-journal-fsync"] * 2
+    study.tell(trial, 0.25)
+    assert fsyncs[-1] == threading.current_thread().name  # a state: on the spot

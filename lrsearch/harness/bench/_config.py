@@ -120,7 +120,7 @@ class BenchConfig:
     target_tolerance: float = 0.3
     overhead_workload: str = "mnist1d-cnn"
     overhead_epochs: int = 60
-    overhead_repeats: int = 10
+    overhead_repeats: int = 16
     overhead_storage: str = "journal"
     overhead_fast_workload: str | None = "digits-mlp"
     overhead_fast_epochs: int = 100

@@ -348,7 +348,19 @@ def _long(timed: list[dict[str, Any]]) -> dict[str, Any]:
         "median_cpu_ratio": median("cpu_ratio"),
         "median_total_cpu_ratio": median("total_cpu_ratio"),
         "median_bare_seconds": median("bare_seconds"),
+        "ci90_ratio": _median_interval([r["ratio"] for r in long]),
+        "ci90_total_cpu_ratio": _median_interval([r["total_cpu_ratio"] for r in long]),
     }
+
+
+def _median_interval(values: list[float], *, draws: int = 2000) -> list[float] | None:
+    """A 90% bootstrap interval of the median of ``values`` (how far the noise of a shared
+    machine lets the median move: identical runs there differ by 10-20%); None under 3."""
+    if len(values) < 3:
+        return None
+    rng = np.random.default_rng(0)
+    medians = np.median(rng.choice(np.asarray(values), size=(draws, len(values))), axis=1)
+    return [float(np.percentile(medians, 5)), float(np.percentile(medians, 95))]
 
 
 def _schedule_png_seconds(handle: StudyHandle, workdir: Path) -> float:

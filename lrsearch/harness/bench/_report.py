@@ -249,9 +249,10 @@ def _overhead_md(report: dict[str, Any]) -> list[str]:
 def _long_md(o: dict[str, Any]) -> list[str]:
     """The medians of the pairs of trials of >= 3 s, the ones the target is judged on."""
     parts = [
-        f"{name}: {_fmt(v['long']['median_ratio'], '.3f')} wall, CPU "
-        f"{_fmt(v['long']['median_cpu_ratio'], '.3f')} (with writer "
-        f"{_fmt(v['long']['median_total_cpu_ratio'], '.3f')}), {v['long']['pairs']} pairs"
+        f"{name}: {_fmt(v['long']['median_ratio'], '.3f')} wall{_interval(v['long'], 'ratio')}, "
+        f"CPU {_fmt(v['long']['median_cpu_ratio'], '.3f')} (with writer "
+        f"{_fmt(v['long']['median_total_cpu_ratio'], '.3f')}"
+        f"{_interval(v['long'], 'total_cpu_ratio')}), {v['long']['pairs']} pairs"
         if v["long"]["pairs"]
         else f"{name}: none"
         for name, v in o["variants"].items()
@@ -261,9 +262,17 @@ def _long_md(o: dict[str, Any]) -> list[str]:
         return []
     seconds = next(v["long"]["min_seconds"] for v in o["variants"].values() if "long" in v)
     return [
-        f"Pairs whose bare run took >= {seconds:.0f} s (the target's): " + "; ".join(parts) + ".",
+        f"Pairs whose bare run took >= {seconds:.0f} s (the target's): " + "; ".join(parts) + ". "
+        "In brackets: a 90% bootstrap interval of the median, the resolution this machine's "
+        "run-to-run noise allows.",
         "",
     ]
+
+
+def _interval(long: dict[str, Any], key: str) -> str:
+    """`` [lo-hi]``: the 90% bootstrap interval of a median ratio, where the report has one."""
+    ci = long.get(f"ci90_{key}")
+    return f" [{ci[0]:.3f}-{ci[1]:.3f}]" if ci else ""
 
 
 def _storage_md(report: dict[str, Any], prefix: str) -> list[str]:

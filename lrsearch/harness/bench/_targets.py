@@ -372,9 +372,11 @@ def overhead_target(overhead: dict[str, Any]) -> dict[str, str]:
     if bare < OVERHEAD_TRIAL_S:
         over.append(f"trial {bare:.1f} s < {OVERHEAD_TRIAL_S:.0f} s")
     which = f"{v['pairs']} of {every['pairs']} pairs" if v is not every else f"{v['pairs']} pairs"
+    ci = v.get("ci90_ratio")
+    interval = f" (90% interval of the median {ci[0]:.3f}-{ci[1]:.3f})" if ci else ""
     measured = (
-        f"wall {wall:.3f}, CPU {cpu:.3f} (training process), {total:.3f} with the MLflow "
-        f"writer process, on a {bare:.1f} s trial (median of {which})"
+        f"wall {wall:.3f}{interval}, CPU {cpu:.3f} (training process), {total:.3f} with the "
+        f"MLflow writer process, on a {bare:.1f} s trial (median of {which})"
     )
     if over:
         measured += "; over: " + ", ".join(over)
