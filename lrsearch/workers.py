@@ -392,8 +392,9 @@ def _execute(
     from lrsearch.supervisor import Supervisor
 
     quiet = os.environ.get("LRSEARCH_QUIET") == "1"
+    # the trial lines go out as the other lines do (flushed: a log keeps them in order)
     with StudyProgress(
-        handle, enabled=False if quiet else show_progress, n_trials=n_trials
+        handle, enabled=False if quiet else show_progress, n_trials=n_trials, echo=echo
     ) as progress:
         try:
             if len(slots) == 1:
