@@ -441,6 +441,10 @@ def worker_main() -> int:
     from lrsearch.supervisor import WORKER_ENV
 
     orders = json.loads(os.environ[WORKER_ENV])
+    if orders.get("tracking_uri") is not None:
+        from lrsearch.tracking._writer import start_writer
+
+        start_writer()  # its MLflow import overlaps the study's opening here
     try:
         outcome = join_study(
             orders["study"],

@@ -176,6 +176,11 @@ def validate(file: str) -> None:
 def run(file: str, **opts: Any) -> None:
     """Create or resume the study in FILE and run its trials (one worker per device slot)."""
     from lrsearch.config import load_study_config
+
+    if not opts["no_tracking"]:
+        from lrsearch.tracking._writer import start_writer
+
+        start_writer()  # its MLflow import overlaps ours of torch and the study's opening
     from lrsearch.workers import run_study
 
     config = load_study_config(
@@ -212,6 +217,9 @@ def run(file: str, **opts: Any) -> None:
 @devices_options
 def worker(study_name: str, storage: str | None, **opts: Any) -> None:
     """Join an existing study from any host; config, prior and tracking come from its storage."""
+    from lrsearch.tracking._writer import start_writer
+
+    start_writer()  # its MLflow import overlaps ours of torch and the study's opening
     from lrsearch.workers import join_study
 
     outcome = join_study(

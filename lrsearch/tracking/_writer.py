@@ -35,7 +35,7 @@ from typing import Any
 from lrsearch.errors import TrackingError
 from lrsearch.tracking._scrub import scrub
 
-__all__ = ["ENV", "POLL_SECONDS", "Writer", "shared_writer"]
+__all__ = ["ENV", "POLL_SECONDS", "Writer", "shared_writer", "start_writer"]
 
 ENV = "LRSEARCH_MLFLOW_WRITER"
 """Set to ``0`` to write to MLflow in the training process (no writer process)."""
@@ -169,6 +169,14 @@ def shared_writer() -> Writer | None:
                 )
                 return None
         return writer
+
+
+def start_writer() -> None:
+    """Start this process's writer now, unless ``$LRSEARCH_MLFLOW_WRITER`` is ``0``: its start
+    (importing MLflow, ~2 s) then overlaps the caller's own (torch, the study) instead of
+    holding up the first write. A writer no tracker uses idles and exits with the process."""
+    if os.environ.get(ENV, "1") != "0":
+        shared_writer()
 
 
 def _close_at_exit() -> None:
