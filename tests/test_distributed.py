@@ -196,8 +196,10 @@ def test_four_workers_finish_exactly_the_requested_trials(tmp_path, pg_url) -> N
 
 
 def _wait_for_running(
-    storage: str, name: str, pid: int, timeout: float = 60.0
+    storage: str, name: str, pid: int, timeout: float = 60.0, *, by_epoch: int | None = None
 ) -> optuna.trial.FrozenTrial:
+    """The worker's trial once it has reported an epoch (and, with ``by_epoch``, not yet more
+    than that many: a trial seen later could end before the test acts on it)."""
     host = socket.gethostname()
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -207,14 +209,16 @@ def _wait_for_running(
             time.sleep(0.2)
             continue
         for t in study.get_trials(states=(TrialState.RUNNING,)):
-            if t.user_attrs.get("worker") == f"{host}:{pid}" and t.last_step:
+            if t.user_attrs.get("worker") != f"{host}:{pid}" or not t.last_step:
+                continue
+            if by_epoch is None or t.last_step <= by_epoch:
                 return t
         time.sleep(0.2)
     raise AssertionError("the worker never got a trial running")
 
 
 def test_sigkilled_worker_trial_is_failed_requeued_and_its_run_failed(tmp_path, pg_url) -> None:
-    f = _study_file(tmp_path, "crash", n_trials=4, epochs=8, n=2048)
+    f = _study_file(tmp_path, "crash", n_trials=4, epochs=12, n=2048)
     env = _env(tmp_path, LRSEARCH_HEARTBEAT_S="1", LRSEARCH_GRACE_S="4")
     created = _lrsearch(
         "run", str(f), "--storage", pg_url, "--devices", "cpu", "--n-trials", "1", env=env
@@ -240,7 +244,8 @@ def test_sigkilled_worker_trial_is_failed_requeued_and_its_run_failed(tmp_path, 
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    victim = _wait_for_running(pg_url, "crash", worker.pid)
+    # seen by epoch 3 of 12 (~0.25 s each): killed well before it could end on a loaded machine
+    victim = _wait_for_running(pg_url, "crash", worker.pid, by_epoch=3)
     os.kill(worker.pid, signal.SIGKILL)
     worker.wait()
     killed_at = time.monotonic()
