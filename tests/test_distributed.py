@@ -218,7 +218,15 @@ def _wait_for_running(
 
 
 def test_sigkilled_worker_trial_is_failed_requeued_and_its_run_failed(tmp_path, pg_url) -> None:
-    f = _study_file(tmp_path, "crash", n_trials=4, epochs=12, n=2048)
+    f = _study_file(tmp_path, "crash", n_trials=4, epochs=8, n=1024)
+    # epochs of >= 0.3 s waited, not computed: as long on a loaded machine as on a quiet one
+    slow = 'workload = "tests.tiny_workloads:slow_blobs"\nworkload_options = { n = 1024, step_ms = 20 }'
+    f.write_text(
+        f.read_text().replace(
+            'workload = "tests.tiny_workloads:blobs"\nworkload_options = { n = 1024 }', slow
+        )
+    )
+    assert "slow_blobs" in f.read_text()
     env = _env(tmp_path, LRSEARCH_HEARTBEAT_S="1", LRSEARCH_GRACE_S="4")
     created = _lrsearch(
         "run", str(f), "--storage", pg_url, "--devices", "cpu", "--n-trials", "1", env=env
@@ -244,10 +252,11 @@ def test_sigkilled_worker_trial_is_failed_requeued_and_its_run_failed(tmp_path, 
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    # seen by epoch 3 of 12 (~0.25 s each): killed well before it could end on a loaded machine
-    victim = _wait_for_running(pg_url, "crash", worker.pid, by_epoch=3)
-    os.kill(worker.pid, signal.SIGKILL)
-    worker.wait()
+    try:  # seen by epoch 5 of 8: killed at least a second before it could end
+        victim = _wait_for_running(pg_url, "crash", worker.pid, by_epoch=5)
+    finally:
+        os.kill(worker.pid, signal.SIGKILL)
+        worker.wait()
     killed_at = time.monotonic()
     # Past the heartbeat's grace (4 s + a beat), as a restarted worker waits (launchers): the
     # next worker's first ask finds the trial lost and queues its retry before any fresh trial
