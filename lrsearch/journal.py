@@ -162,7 +162,11 @@ def check_readable(path: Path) -> JournalCorrupt:
 
 
 class _Syncer:
-    """fsyncs one file on a daemon thread when asked; asks made while it syncs make one more."""
+    """fsyncs one file on a daemon thread when asked; asks made while it syncs make one more.
+
+    One per journal file and process (:func:`_background_sync`), however many backends of the
+    file the process opens.
+    """
 
     def __init__(self, path: Path) -> None:
         self._path = path
@@ -174,7 +178,7 @@ class _Syncer:
         self._thread.start()
 
     def alive(self) -> bool:
-        return self._pid == os.getpid() and self._thread.is_alive()
+        return self._pid == os.getpid() and self._thread.is_alive()  # not a forked copy
 
     def ask(self) -> None:
         self._asked.set()
@@ -193,6 +197,19 @@ class _Syncer:
                 pass  # the next durable record fsyncs the whole file anyway
 
 
+_SYNCERS: dict[Path, _Syncer] = {}
+_SYNCERS_LOCK = threading.Lock()
+
+
+def _background_sync(path: Path) -> None:
+    """Have ``path`` fsynced on this process's syncer thread for it (started on first use)."""
+    with _SYNCERS_LOCK:
+        syncer = _SYNCERS.get(path)
+        if syncer is None or not syncer.alive():  # first, or in a forked child
+            syncer = _SYNCERS[path] = _Syncer(path)
+    syncer.ask()
+
+
 class SafeJournalFile(JournalFileBackend):
     """Optuna's journal file backend that sets a cut or corrupt last record aside.
 
@@ -205,7 +222,6 @@ class SafeJournalFile(JournalFileBackend):
         super().__init__(file_path)
         self._path = Path(file_path)
         self._synced_at = time.monotonic()
-        self._syncer: _Syncer | None = None
         if _tail_offset(self._path)[0] != self._path.stat().st_size:
             with self._locked():
                 set_aside_tail(self._path)
@@ -229,18 +245,8 @@ class SafeJournalFile(JournalFileBackend):
                 os.fsync(f.fileno())  # the whole file: earlier lazy records too
                 self._synced_at = now
             elif now - self._synced_at >= LAZY_SYNC_S:
-                self._background_sync()  # lazy records: the caller does not wait for the disk
+                _background_sync(self._path)  # lazy records: the caller does not wait for the disk
                 self._synced_at = now
-
-    def _background_sync(self) -> None:
-        if self._syncer is None or not self._syncer.alive():  # first, or in a forked child
-            self._syncer = _Syncer(self._path)
-        self._syncer.ask()
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        state["_syncer"] = None  # a thread does not travel; the copy starts its own
-        return state
 
     def read_logs(self, log_number_from: int) -> Generator[dict[str, Any], None, None]:
         try:
